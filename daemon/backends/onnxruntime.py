@@ -1,0 +1,174 @@
+"""ONNX Runtime backend (CPU): I/O binding straight onto region memory.
+
+Inputs are bound at their addresses inside the region and outputs are bound
+at their areas, so ONNX Runtime reads the client's bytes and writes results
+where the client reads them: no intermediate copy. Only an output whose shape
+cannot be predicted from the inputs (data-dependent) is allocated by ONNX
+Runtime and copied into its area once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from pathlib import Path
+
+import numpy as np
+
+from trtd.protocol import TensorSpec
+
+from .base import Backend, BackendError, OutputTooLarge, TensorBinding
+
+DEFAULT_MAX_BATCH = 64
+
+# ONNX Runtime's type strings -> wire dtypes (only dtypes the protocol carries).
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int16)": "int16",
+    "tensor(uint16)": "uint16",
+    "tensor(int32)": "int32",
+    "tensor(uint32)": "uint32",
+    "tensor(int64)": "int64",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+}
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendError(
+            f"ONNX Runtime is not installed ({exc}); install it with: pip install \"trtd[onnx]\""
+        ) from None
+    return onnxruntime
+
+
+def session_options(intra_op_threads: int = 0, inter_op_threads: int = 0):
+    """The one place session settings are made, so in-process baselines match the daemon."""
+    ort = _import_ort()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def create_session(path: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 0):
+    ort = _import_ort()
+    return ort.InferenceSession(
+        str(path), session_options(intra_op_threads, inter_op_threads),
+        providers=["CPUExecutionProvider"],
+    )
+
+
+class _Dim:
+    """A dimension of an ONNX tensor: fixed, or a named/unnamed symbol."""
+
+    __slots__ = ("value", "symbol")
+
+    def __init__(self, raw):
+        self.value = raw if isinstance(raw, int) and raw >= 0 else -1
+        self.symbol = raw if isinstance(raw, str) and raw else None
+
+
+class OnnxRuntimeBackend(Backend):
+    kind = "onnxruntime"
+
+    def __init__(self, path: str | Path, max_batch: int = 0, intra_op_threads: int = 0,
+                 inter_op_threads: int = 0):
+        ort = _import_ort()
+        try:
+            self._session = create_session(path, intra_op_threads, inter_op_threads)
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime could not load {path}: {exc}") from None
+        self._run_options = ort.RunOptions()
+        self._in = [(a.name, self._dtype(a), [_Dim(d) for d in a.shape]) for a in self._session.get_inputs()]
+        self._out = [(a.name, self._dtype(a), [_Dim(d) for d in a.shape]) for a in self._session.get_outputs()]
+        self._batch_symbol = self._shared_batch_symbol()
+        self.max_batch = (max_batch or DEFAULT_MAX_BATCH) if self._batch_symbol else 0
+        self.inputs = [self._spec(n, t, dims) for n, t, dims in self._in]
+        self.outputs = [self._spec(n, t, dims) for n, t, dims in self._out]
+        self._out_dims = {n: dims for n, _, dims in self._out}
+        self._in_dims = {n: dims for n, _, dims in self._in}
+
+    @staticmethod
+    def _dtype(arg) -> str:
+        try:
+            return _ORT_TYPES[arg.type]
+        except KeyError:
+            raise BackendError(
+                f"tensor '{arg.name}' has type {arg.type}, which the protocol does not carry"
+            ) from None
+
+    def _shared_batch_symbol(self) -> str | None:
+        """The symbol on the first dim of every input, if they all share one."""
+        firsts = {dims[0].symbol if dims else None for _, _, dims in self._in}
+        if len(firsts) == 1:
+            (symbol,) = firsts
+            return symbol
+        return None
+
+    def _spec(self, name: str, dtype: str, dims: list[_Dim]) -> TensorSpec:
+        shape = [d.value for d in dims]
+        max_shape = [
+            self.max_batch if (i == 0 and d.symbol and d.symbol == self._batch_symbol) else d.value
+            for i, d in enumerate(dims)
+        ]
+        itemsize = np.dtype(dtype).itemsize
+        max_nbytes = math.prod(max_shape) * itemsize if all(v >= 0 for v in max_shape) else -1
+        return TensorSpec(name=name, dtype=dtype, shape=shape, max_nbytes=max_nbytes)
+
+    def output_shapes(self, input_shapes):
+        symbols: dict[str, int] = {}
+        for name, shape in input_shapes.items():
+            for dim, value in zip(self._in_dims[name], shape):
+                if dim.symbol:
+                    symbols.setdefault(dim.symbol, value)
+        result = {}
+        for name, dims in self._out_dims.items():
+            shape = []
+            for dim in dims:
+                value = dim.value if dim.value >= 0 else symbols.get(dim.symbol or "", -1)
+                if value < 0:
+                    shape = None
+                    break
+                shape.append(value)
+            result[name] = tuple(shape) if shape is not None else None
+        return result
+
+    def enqueue(self, stream, inputs: list[TensorBinding], outputs: list[TensorBinding]):
+        binding = self._session.io_binding()
+        for t in inputs:
+            binding.bind_input(t.name, "cpu", 0, t.dtype, t.shape, t.address)
+        for t in outputs:
+            if t.shape is None:
+                binding.bind_output(t.name, "cpu")
+            else:
+                binding.bind_output(t.name, "cpu", 0, t.dtype, t.shape, t.address)
+        try:
+            self._session.run_with_iobinding(binding, self._run_options)
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime failed: {exc}") from None
+        shapes = {t.name: t.shape for t in outputs}
+        if any(shape is None for shape in shapes.values()):
+            values = dict(zip([t.name for t in outputs], binding.get_outputs()))
+            for t in outputs:
+                if t.shape is None:
+                    shapes[t.name] = self._copy_out(t, values[t.name].numpy())
+        return shapes
+
+    @staticmethod
+    def _copy_out(t: TensorBinding, array: np.ndarray) -> tuple[int, ...]:
+        if array.nbytes > t.nbytes:
+            raise OutputTooLarge(t.name, array.nbytes, t.nbytes)
+        area = (ctypes.c_uint8 * array.nbytes).from_address(t.address)
+        np.frombuffer(area, np.uint8)[:] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        return tuple(array.shape)
+
+    def close(self) -> None:
+        self._session = None

@@ -1,0 +1,119 @@
+"""The `trtd` command: serve, status, demo, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from trtd.protocol import ENDPOINT_ENV
+
+
+def _serve(args) -> int:
+    from .config import ConfigError, DaemonConfig, ModelConfig, load_config, parse_model_flag, validate
+    from .instance import AlreadyRunning
+    from .server import configure_logging, run
+
+    try:
+        config = load_config(args.config) if args.config else DaemonConfig()
+        config.models.extend(parse_model_flag(flag) for flag in args.model)
+        if args.endpoint:
+            config.endpoint = args.endpoint
+        if args.reclaim_interval is not None:
+            config.reclaim_interval_s = args.reclaim_interval
+        if args.log_level:
+            config.log_level = args.log_level
+        if not config.models and not args.config:
+            config.models.append(ModelConfig(name="demo", path="builtin:demo"))
+        validate(config)
+    except ConfigError as exc:
+        print(f"trtd serve: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    try:
+        return run(config)
+    except AlreadyRunning as exc:
+        print(f"trtd serve: {exc}", file=sys.stderr)
+        return 3
+
+
+def _status(args) -> int:
+    from dataclasses import asdict
+
+    from trtd.sdk import Client, TrtdError
+
+    try:
+        with Client(endpoint=args.endpoint, timeout=args.timeout, connect_timeout=args.timeout) as c:
+            status = c.status()
+    except TrtdError as exc:
+        print(f"trtd status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(asdict(status), indent=2))
+        return 0
+    print(f"daemon   {status.daemon_id}  pid {status.pid}  version {status.server_version}  "
+          f"protocol {status.protocol_version}")
+    print(f"endpoint {status.endpoint}  up {status.uptime_s:.0f}s  rss {status.rss_bytes / 2**20:.1f} MiB  "
+          f"cpu {status.cpu_user_s + status.cpu_system_s:.2f}s")
+    print(f"clients  {status.clients}  regions {status.regions} ({status.region_bytes / 2**20:.1f} MiB)")
+    print(f"{'model':<16} {'backend':<12} {'state':<8} {'requests':>9} {'errors':>7} "
+          f"{'p50 µs':>9} {'p90 µs':>9} {'p99 µs':>9}")
+    for s in status.models:
+        print(f"{s.name:<16} {s.backend:<12} {s.state:<8} {s.requests:>9} {s.errors:>7} "
+              f"{s.p50_us:>9.0f} {s.p90_us:>9.0f} {s.p99_us:>9.0f}")
+        if s.error:
+            print(f"  error: {s.error}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(endpoint=args.endpoint, requests=args.requests)
+
+
+def _bench(args) -> int:
+    from trtd.bench.latency import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trtd", description="trtd: a local inference daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+    endpoint_help = f"daemon endpoint (default: ${ENDPOINT_ENV} or the per-user default)"
+
+    serve = sub.add_parser("serve", help="run the daemon in the foreground")
+    serve.add_argument("--config", help="TOML config file")
+    serve.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                       help="serve PATH.onnx (or builtin:NAME) as NAME; repeatable")
+    serve.add_argument("--endpoint", help=endpoint_help)
+    serve.add_argument("--reclaim-interval", type=float, metavar="SECONDS",
+                       help="how often dead clients' regions are reclaimed")
+    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.set_defaults(func=_serve)
+
+    status = sub.add_parser("status", help="show a running daemon's models, regions, clients, latency")
+    status.add_argument("--endpoint", help=endpoint_help)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--timeout", type=float, default=5.0)
+    status.set_defaults(func=_status)
+
+    demo = sub.add_parser("demo", help="run the demo model through the daemon and check the answers")
+    demo.add_argument("--endpoint", help=endpoint_help)
+    demo.add_argument("--requests", type=int, default=200)
+    demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser("bench", help="latency benchmark (see `trtd bench -- --help`)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Clients known to the daemon: daemon-assigned ids and how their liveness is proven.
+
+A client says its pid and process start time in hello. If that pid exists here
+with that start time, the client is in our PID namespace and its death is seen
+directly (a recycled pid has another start time). Otherwise (a container, a
+client that cannot tell its start time) its leases live only as long as it
+keeps sending messages within client_timeout_s: the hello reply asks it for
+heartbeats.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+import psutil
+
+from trtd.protocol import ErrorCode, ProtocolError
+
+_START_TIME_TOLERANCE_S = 0.05
+
+
+@dataclass(slots=True)
+class ClientRecord:
+    client_id: int
+    pid: int
+    start_time: float
+    name: str
+    pid_verified: bool
+    last_seen: float
+    requests: int = 0
+
+
+def _pid_matches(pid: int, start_time: float) -> bool:
+    if pid <= 0 or start_time <= 0:
+        return False
+    try:
+        return abs(psutil.Process(pid).create_time() - start_time) <= _START_TIME_TOLERANCE_S
+    except (psutil.Error, OverflowError, ValueError):
+        return False
+
+
+class ClientRegistry:
+    def __init__(self, client_timeout_s: float):
+        self._timeout = client_timeout_s
+        self._ids = itertools.count(1)
+        self._clients: dict[int, ClientRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def hello(self, pid: int, start_time: float, name: str) -> ClientRecord:
+        record = ClientRecord(
+            client_id=next(self._ids), pid=pid, start_time=start_time, name=name,
+            pid_verified=_pid_matches(pid, start_time), last_seen=time.monotonic(),
+        )
+        self._clients[record.client_id] = record
+        return record
+
+    def get(self, client_id: int) -> ClientRecord:
+        record = self._clients.get(client_id)
+        if record is None:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_CLIENT,
+                f"client id {client_id} is not known to this daemon (it restarted, or the client "
+                f"was reclaimed after missing heartbeats); say hello again",
+            )
+        record.last_seen = time.monotonic()
+        record.requests += 1
+        return record
+
+    def remove(self, client_id: int) -> None:
+        self._clients.pop(client_id, None)
+
+    def heartbeat_interval_s(self, record: ClientRecord) -> float:
+        return 0.0 if record.pid_verified else self._timeout / 3
+
+    def dead(self) -> list[ClientRecord]:
+        """Clients whose process is gone, or whose heartbeats stopped."""
+        now = time.monotonic()
+        gone = []
+        for record in self._clients.values():
+            if record.pid_verified:
+                alive = _pid_matches(record.pid, record.start_time)
+            else:
+                alive = now - record.last_seen <= self._timeout
+            if not alive:
+                gone.append(record)
+        return gone

@@ -1,0 +1,133 @@
+"""Daemon configuration: typed dataclasses, loaded from TOML and/or CLI flags.
+
+Example (trtd.toml):
+
+    endpoint = "ipc:///run/trtd/trtd.sock"   # optional; TRTD_ENDPOINT or the default otherwise
+    reclaim_interval_s = 1.0
+
+    [models.demo]
+    path = "builtin:demo"                   # a generated model, or a path to an .onnx file
+
+    [models.segmenter]
+    path = "/srv/models/seg.onnx"
+    max_batch = 4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+BUILTIN_PREFIX = "builtin:"
+GiB = 1024**3
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file/flag and what to change."""
+
+
+@dataclass(slots=True)
+class ModelConfig:
+    name: str
+    path: str  # a file, or "builtin:NAME" for a generated model
+    backend: str = "onnxruntime"
+    # Largest batch accepted on a dynamic first dimension; 0 = the backend's default.
+    max_batch: int = 0
+    # ONNX Runtime threads; 0 lets ONNX Runtime choose (one per physical core).
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+
+
+@dataclass(slots=True)
+class DaemonConfig:
+    endpoint: str | None = None
+    models: list[ModelConfig] = field(default_factory=list)
+    # How often dead clients are looked for; their regions go within this interval.
+    reclaim_interval_s: float = 1.0
+    # Clients in another PID namespace prove liveness by heartbeat within this time.
+    client_timeout_s: float = 30.0
+    max_region_bytes: int = 4 * GiB
+    max_regions_per_client: int = 64
+    max_bytes_per_client: int = 16 * GiB
+    log_level: str = "INFO"
+
+
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
+_DAEMON_FIELDS = {f.name for f in dataclasses.fields(DaemonConfig)} - {"models"}
+
+
+def _check_type(where: str, key: str, value: object, expected: type) -> None:
+    ok = isinstance(value, expected) and not (expected in (int, float) and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where}: '{key}' must be {expected.__name__}, got {value!r}")
+
+
+def _build(cls: type, where: str, table: dict, allowed: set[str], **fixed):
+    hints = {f.name: f.type for f in dataclasses.fields(cls)}
+    kwargs = dict(fixed)
+    for key, value in table.items():
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(allowed))}")
+        expected = {"int": int, "float": float, "str": str, "str | None": str}[hints[key]]
+        _check_type(where, key, value, expected)
+        kwargs[key] = float(value) if expected is float else value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    models_table = data.pop("models", {})
+    if not isinstance(models_table, dict):
+        raise ConfigError(f"{path}: 'models' must be a table of [models.NAME] sections")
+    config = _build(DaemonConfig, str(path), data, _DAEMON_FIELDS)
+    for name, table in models_table.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [models.{name}] must be a table with at least 'path'")
+        if "path" not in table:
+            raise ConfigError(f"{path}: [models.{name}] needs a 'path' (an .onnx file or builtin:NAME)")
+        model = _build(ModelConfig, f"{path} [models.{name}]", table, _MODEL_FIELDS, name=name)
+        if not model.path.startswith(BUILTIN_PREFIX):
+            # Relative model paths are relative to the config file, not the cwd of a service.
+            model.path = str((path.parent / model.path).resolve())
+        config.models.append(model)
+    validate(config)
+    return config
+
+
+def parse_model_flag(flag: str) -> ModelConfig:
+    """--model NAME=PATH"""
+    name, sep, path = flag.partition("=")
+    if not sep or not name or not path:
+        raise ConfigError(f"--model expects NAME=PATH (e.g. --model demo=builtin:demo), got {flag!r}")
+    if not path.startswith(BUILTIN_PREFIX):
+        path = str(Path(path).resolve())
+    return ModelConfig(name=name, path=path)
+
+
+def validate(config: DaemonConfig) -> None:
+    names = [m.name for m in config.models]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ConfigError(f"model names must be unique; repeated: {', '.join(sorted(dupes))}")
+    for m in config.models:
+        if m.max_batch < 0:
+            raise ConfigError(f"model '{m.name}': max_batch must be >= 0, got {m.max_batch}")
+    if config.reclaim_interval_s <= 0:
+        raise ConfigError("reclaim_interval_s must be > 0")
+    if config.max_region_bytes <= 0 or config.max_regions_per_client <= 0:
+        raise ConfigError("max_region_bytes and max_regions_per_client must be > 0")

@@ -1,0 +1,126 @@
+"""The model registry: load, describe, unload. A model that fails to load is
+kept as "failed" with its reason, so status shows it and the rest keep serving."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trtd.protocol import ErrorCode, ModelInfo, ProtocolError, TensorSpec
+
+from .backends import Backend, BackendError, create_backend
+from .config import BUILTIN_PREFIX, ModelConfig
+from .stats import ModelStats
+
+log = logging.getLogger("trtd.models")
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    config: ModelConfig
+    backend: Backend | None
+    state: str  # "ready" | "failed"
+    error: str = ""
+    stats: ModelStats = field(default_factory=ModelStats)
+    # name -> (spec, numpy dtype); built once so validation does no lookups by scan.
+    inputs: dict[str, tuple[TensorSpec, np.dtype]] = field(default_factory=dict)
+    outputs: dict[str, tuple[TensorSpec, np.dtype]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def info(self) -> ModelInfo:
+        b = self.backend
+        return ModelInfo(
+            name=self.name, backend=self.config.backend, state=self.state,
+            inputs=list(b.inputs) if b else [], outputs=list(b.outputs) if b else [],
+            max_batch=b.max_batch if b else 0, error=self.error,
+        )
+
+
+def resolve_model_path(path: str) -> str:
+    if path.startswith(BUILTIN_PREFIX):
+        from .builtin_models import builtin_model_path
+
+        return str(builtin_model_path(path[len(BUILTIN_PREFIX):]))
+    if not Path(path).is_file():
+        raise BackendError(f"model file {path} does not exist")
+    return path
+
+
+def _default_max_batch(config: ModelConfig) -> int:
+    if config.max_batch or not config.path.startswith(BUILTIN_PREFIX):
+        return config.max_batch
+    from .builtin_models import DEFAULT_MAX_BATCH
+
+    return DEFAULT_MAX_BATCH.get(config.path[len(BUILTIN_PREFIX):], 0)
+
+
+class ModelRegistry:
+    def __init__(self):
+        self._models: dict[str, LoadedModel] = {}
+
+    def __iter__(self):
+        return iter(list(self._models.values()))
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def load(self, config: ModelConfig) -> LoadedModel:
+        if config.name in self._models:
+            raise ProtocolError(
+                ErrorCode.LOAD_FAILED,
+                f"a model named {config.name!r} is already loaded; unload it first",
+            )
+        try:
+            backend = create_backend(
+                config.backend, resolve_model_path(config.path),
+                max_batch=_default_max_batch(config), intra_op_threads=config.intra_op_threads,
+                inter_op_threads=config.inter_op_threads,
+            )
+        except (BackendError, ImportError, ValueError, OSError) as exc:
+            model = LoadedModel(config=config, backend=None, state="failed", error=str(exc))
+            log.error("model %s failed to load: %s", config.name, exc)
+        else:
+            model = LoadedModel(
+                config=config, backend=backend, state="ready",
+                inputs={s.name: (s, np.dtype(s.dtype)) for s in backend.inputs},
+                outputs={s.name: (s, np.dtype(s.dtype)) for s in backend.outputs},
+            )
+            log.info("model %s ready (%s, %s)", config.name, config.backend, config.path)
+        self._models[config.name] = model
+        return model
+
+    def get(self, name: str) -> LoadedModel:
+        model = self._models.get(name)
+        if model is None:
+            known = ", ".join(self._models) or "none"
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_MODEL,
+                f"no model named {name!r}; loaded models: {known}",
+                {"models": list(self._models)},
+            )
+        return model
+
+    def get_ready(self, name: str) -> LoadedModel:
+        model = self.get(name)
+        if model.state != "ready":
+            raise ProtocolError(
+                ErrorCode.MODEL_NOT_READY,
+                f"model {name!r} is {model.state}: {model.error or 'not ready yet'}",
+            )
+        return model
+
+    def unload(self, name: str) -> None:
+        model = self.get(name)
+        del self._models[name]
+        if model.backend is not None:
+            model.backend.close()
+
+    def close_all(self) -> None:
+        for name in list(self._models):
+            self.unload(name)

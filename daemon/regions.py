@@ -1,0 +1,216 @@
+"""Shared-memory regions the daemon leases to clients.
+
+The daemon creates and owns every region, so region lifetime follows the
+long-lived process, not the clients. Space is reserved at lease time
+(posix_fallocate), so a full /dev/shm is a NO_SPACE error then and never a
+SIGBUS when a tensor is written later. A region used by a running request
+cannot vanish under it: release while in use is deferred (refcount).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from trtd.protocol import ALIGNMENT, ErrorCode, ProtocolError, align_up
+
+log = logging.getLogger("trtd.regions")
+
+_RELEASED_MEMORY = 4096  # how many released names we remember, for a precise error
+
+
+@dataclass(slots=True)
+class RegionLimits:
+    max_region_bytes: int
+    max_regions_per_client: int
+    max_bytes_per_client: int
+
+
+@dataclass(eq=False, slots=True)
+class Region:
+    name: str
+    nbytes: int
+    token: str
+    owner: int
+    shm: shared_memory.SharedMemory
+    # A uint8 view of the whole region: backends read/write through it; its
+    # data pointer is the region's base address.
+    view: np.ndarray
+    address: int
+    in_use: int = 0
+    released: bool = False
+    uses: int = field(default=0)
+
+    def close(self) -> None:
+        self.view = None  # drop the buffer export before closing the mapping
+        try:
+            self.shm.close()
+        finally:
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _shm_free_bytes() -> int | None:
+    try:
+        st = os.statvfs("/dev/shm")
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _create_segment(name: str, nbytes: int) -> shared_memory.SharedMemory:
+    shm = shared_memory.SharedMemory(name=name, create=True, size=nbytes)
+    if hasattr(os, "posix_fallocate"):
+        try:
+            # ftruncate only sets the size; fallocate reserves the pages now,
+            # so running out of room is an error here instead of a SIGBUS later.
+            os.posix_fallocate(shm._fd, 0, nbytes)
+        except OSError as exc:
+            shm.close()
+            shm.unlink()
+            raise ProtocolError(
+                ErrorCode.NO_SPACE,
+                f"/dev/shm has no room for a {nbytes}-byte region ({exc.strerror}); "
+                f"free shared memory or enlarge /dev/shm (mount -o remount,size=...)",
+                {"requested": nbytes},
+            ) from None
+    return shm
+
+
+class RegionRegistry:
+    def __init__(self, name_prefix: str, limits: RegionLimits):
+        self._prefix = name_prefix
+        self._limits = limits
+        self._seq = 0
+        self._regions: dict[str, Region] = {}
+        self._released: OrderedDict[str, None] = OrderedDict()
+
+    # -- queries -------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._regions)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(r.nbytes for r in self._regions.values())
+
+    def owned_by(self, client_id: int) -> list[Region]:
+        return [r for r in self._regions.values() if r.owner == client_id and not r.released]
+
+    # -- lease / release -----------------------------------------------------------------------------
+
+    def lease(self, client_id: int, nbytes: int) -> Region:
+        limits = self._limits
+        if nbytes <= 0:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"a region needs nbytes > 0, got {nbytes}")
+        if nbytes > limits.max_region_bytes:
+            raise ProtocolError(
+                ErrorCode.REGION_TOO_LARGE,
+                f"a region of {nbytes} bytes exceeds this daemon's max_region_bytes "
+                f"({limits.max_region_bytes}); send a smaller batch or raise max_region_bytes",
+                {"requested": nbytes, "max_region_bytes": limits.max_region_bytes},
+            )
+        nbytes = align_up(nbytes, ALIGNMENT)
+        mine = self.owned_by(client_id)
+        if len(mine) >= limits.max_regions_per_client:
+            raise ProtocolError(
+                ErrorCode.QUOTA_EXCEEDED,
+                f"client holds {len(mine)} regions, the limit is {limits.max_regions_per_client}; "
+                f"release regions it no longer uses",
+            )
+        held = sum(r.nbytes for r in mine)
+        if held + nbytes > limits.max_bytes_per_client:
+            raise ProtocolError(
+                ErrorCode.QUOTA_EXCEEDED,
+                f"client holds {held} bytes of regions; {nbytes} more exceeds the per-client limit "
+                f"of {limits.max_bytes_per_client}",
+            )
+        free = _shm_free_bytes()
+        if free is not None and nbytes > free:
+            raise ProtocolError(
+                ErrorCode.NO_SPACE,
+                f"/dev/shm has {free} bytes free, a region of {nbytes} bytes does not fit; "
+                f"free shared memory or enlarge /dev/shm (mount -o remount,size=...)",
+                {"requested": nbytes, "free": free},
+            )
+        self._seq += 1
+        name = f"{self._prefix}{self._seq:x}"
+        shm = _create_segment(name, nbytes)
+        view = np.frombuffer(shm.buf, dtype=np.uint8, count=nbytes)
+        region = Region(name=name, nbytes=nbytes, token=secrets.token_hex(16), owner=client_id,
+                        shm=shm, view=view, address=view.ctypes.data)
+        self._regions[name] = region
+        return region
+
+    def _lookup(self, client_id: int, name: str, token: str) -> Region:
+        region = self._regions.get(name)
+        if region is None or region.released:
+            if name in self._released or (region is not None and region.released):
+                raise ProtocolError(
+                    ErrorCode.REGION_NOT_FOUND,
+                    f"region {name!r} was released or reclaimed; lease a new one",
+                )
+            raise ProtocolError(
+                ErrorCode.REGION_NOT_FOUND,
+                f"no region {name!r} is leased by this daemon; lease one first "
+                f"(after a daemon restart, earlier regions are gone)",
+            )
+        # Constant-time compare: the token is the secret that proves the lease.
+        if region.owner != client_id or not hmac.compare_digest(region.token, token):
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"region {name!r} is not leased to this client (wrong client id or lease token)",
+            )
+        return region
+
+    def checkout(self, client_id: int, name: str, token: str) -> Region:
+        """The region for one request; it stays alive until checkin()."""
+        region = self._lookup(client_id, name, token)
+        region.in_use += 1
+        region.uses += 1
+        return region
+
+    def checkin(self, region: Region) -> None:
+        region.in_use -= 1
+        if region.released and region.in_use == 0:
+            self._destroy(region)
+
+    def release(self, client_id: int, name: str, token: str) -> bool:
+        """True when freed now, False when deferred until running requests end."""
+        return self._release(self._lookup(client_id, name, token))
+
+    def release_client(self, client_id: int) -> int:
+        mine = self.owned_by(client_id)
+        for region in mine:
+            self._release(region)
+        return len(mine)
+
+    def close_all(self) -> None:
+        for region in list(self._regions.values()):
+            self._destroy(region)
+
+    def _release(self, region: Region) -> bool:
+        region.released = True
+        if region.in_use:
+            return False
+        self._destroy(region)
+        return True
+
+    def _destroy(self, region: Region) -> None:
+        self._regions.pop(region.name, None)
+        self._released[region.name] = None
+        if len(self._released) > _RELEASED_MEMORY:
+            self._released.popitem(last=False)
+        try:
+            region.close()
+        except Exception:  # never let one bad segment stop the others from going
+            log.exception("closing region %s failed", region.name)

@@ -1,0 +1,162 @@
+"""The socket loop: a ROUTER socket, decode -> handle -> reply, signals, reclaim.
+
+Requests are handled on this thread, in arrival order: for one idle client
+that is the shortest path (no hand-off between threads). A ROUTER never
+blocks on a client that has gone: replies to a vanished peer are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+
+import zmq
+
+from trtd.protocol import (MAX_REQUEST_BYTES, ErrorCode, ProtocolError, decode_request,
+                           encode_error, encode_reply, resolve_endpoint)
+from trtd.protocol.endpoint import ipc_path, runtime_dir
+
+from .config import DaemonConfig
+from .core import DaemonCore
+from .instance import InstanceLock
+
+log = logging.getLogger("trtd.server")
+
+# Longest the loop sleeps before looking at signals and the reclaim timer.
+_TICK_S = 0.2
+
+
+class Server:
+    def __init__(self, config: DaemonConfig):
+        self.endpoint = resolve_endpoint(config.endpoint)
+        self.config = config
+        self._lock = InstanceLock(runtime_dir(), self.endpoint)
+        self.core: DaemonCore | None = None
+        self._ctx: zmq.Context | None = None
+        self._socket: zmq.Socket | None = None
+        self._stop = threading.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._lock.acquire()
+        self._lock.remove_predecessor_regions()
+        self.core = DaemonCore(self.config, self.endpoint, daemon_id=secrets.token_hex(8),
+                               region_prefix=self._lock.region_prefix)
+        self._bind()
+        self.core.load_configured_models()
+        log.info("trtd serving on %s (pid %d)", self.endpoint, os.getpid())
+
+    def _bind(self) -> None:
+        self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.ROUTER)
+        # A peer sending a larger frame is disconnected by libzmq before the
+        # frame is allocated: hostile lengths never reach msgpack.
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 10000)
+        path = ipc_path(self.endpoint)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # We hold the endpoint's lock: a socket file here is a dead daemon's.
+            path.unlink(missing_ok=True)
+            old_umask = os.umask(0o177)  # the socket is owner-only from its first moment
+            try:
+                sock.bind(self.endpoint)
+            finally:
+                os.umask(old_umask)
+        else:
+            sock.bind(self.endpoint)
+        self._socket = sock
+
+    def request_stop(self, *_args) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def close(self) -> None:
+        if self.core is not None:
+            self.core.close()
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            path = ipc_path(self.endpoint)
+            if path is not None:
+                path.unlink(missing_ok=True)
+        if self._ctx is not None:
+            self._ctx.term()
+        self._lock.release()
+        log.info("trtd stopped")
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        sock, core = self._socket, self.core
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        reclaim_every = self.config.reclaim_interval_s
+        next_reclaim = time.monotonic() + reclaim_every
+        tick_ms = int(min(_TICK_S, reclaim_every) * 1000)
+        while not self._stop.is_set() and not core.stop_requested:
+            if poller.poll(tick_ms):
+                # Drain what is queued before looking at timers again.
+                while not core.stop_requested:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._serve_one(sock, frames)
+            now = time.monotonic()
+            if now >= next_reclaim:
+                core.reclaim_dead_clients()
+                next_reclaim = now + reclaim_every
+
+    def _serve_one(self, sock: zmq.Socket, frames: list[bytes]) -> None:
+        received = time.perf_counter_ns()
+        if len(frames) != 2:
+            # DEALER clients send exactly one frame; anything else is not ours to answer.
+            log.warning("dropped a message of %d frames", len(frames))
+            return
+        identity, payload = frames
+        request_id = 0
+        try:
+            request_id, request = decode_request(payload)
+            reply = encode_reply(request_id, self.core.handle(request, received))
+        except ProtocolError as exc:
+            reply = encode_error(exc.request_id or request_id, exc.code, exc.message, exc.details)
+        except Exception as exc:  # a daemon bug must not take the daemon down
+            log.exception("internal error handling request %d", request_id)
+            reply = encode_error(request_id, ErrorCode.INTERNAL,
+                                 f"internal error in the daemon ({type(exc).__name__}: {exc}); "
+                                 f"please report it with the daemon log")
+        try:
+            sock.send_multipart([identity, reply], zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("a client's queue is full; reply %d dropped", request_id)
+
+
+def run(config: DaemonConfig) -> int:
+    server = Server(config)
+    try:
+        server.start()
+    except Exception:
+        server.close()
+        raise
+    server.install_signal_handlers()
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+    return 0
+
+
+def configure_logging(level: str) -> None:
+    # One line per event on stderr: journald and the Windows service wrapper both take it as is.
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

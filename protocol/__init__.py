@@ -1,0 +1,16 @@
+"""trtd.protocol: the wire contract (messages, codec, dtypes, layout, errors). No I/O.
+
+SPEC.md beside this file is the normative, language-neutral description.
+"""
+
+from .codec import (MAX_REPLY_BYTES, MAX_REQUEST_BYTES, Reply, decode_reply, decode_request,
+                    encode_error, encode_reply, encode_request)
+from .dtypes import WIRE_DTYPES, from_numpy, is_wire_dtype, itemsize, to_numpy
+from .endpoint import ENDPOINT_ENV, default_endpoint, resolve_endpoint
+from .errors import ErrorCode, ProtocolError
+from .layout import ALIGNMENT, Slot, align_up, first_overlap, plan_slots, tensor_nbytes
+from .messages import *  # noqa: F401,F403  (the message classes are the module's API)
+from .messages import REQUEST_TYPES, Request
+from .version import PROTOCOL_VERSION, SUPPORTED_VERSIONS
+
+SERVER_VERSION = "0.1.0"

@@ -1,0 +1,47 @@
+"""Where a daemon listens by default; shared so that the SDK and daemon agree.
+
+POSIX: an ipc:// socket in the user's runtime directory (XDG_RUNTIME_DIR, which
+systemd makes private to the user, else a private folder under /tmp).
+Windows: loopback TCP, because libzmq's ipc transport is not available there.
+TRTD_ENDPOINT overrides both, on either side.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ENDPOINT_ENV = "TRTD_ENDPOINT"
+DEFAULT_TCP_PORT = 47810
+
+
+def runtime_dir() -> Path:
+    """The per-user folder for the socket and lock file (created 0700 by the daemon)."""
+    explicit = os.environ.get("TRTD_RUNTIME_DIR")
+    if explicit:
+        return Path(explicit)
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or tempfile.gettempdir()
+        return Path(base) / "trtd" / "run"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return Path(xdg) / "trtd"
+    return Path(tempfile.gettempdir()) / f"trtd-{os.getuid()}"
+
+
+def default_endpoint() -> str:
+    if sys.platform == "win32":
+        return f"tcp://127.0.0.1:{DEFAULT_TCP_PORT}"
+    return f"ipc://{runtime_dir() / 'trtd.sock'}"
+
+
+def resolve_endpoint(explicit: str | None = None) -> str:
+    """explicit argument > TRTD_ENDPOINT > the platform default."""
+    return explicit or os.environ.get(ENDPOINT_ENV) or default_endpoint()
+
+
+def ipc_path(endpoint: str) -> Path | None:
+    """The socket file of an ipc:// endpoint, None for other transports."""
+    return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None

@@ -1,0 +1,284 @@
+"""Typed wire messages: one dataclass per request op and per reply payload.
+
+A request on the wire is a map {"v": version, "op": name, "id": request id,
+...fields}; a reply is {"v", "id", "ok": true, "result": {...}} or
+{"v", "id", "ok": false, "error": {"code", "message", "details"}}.
+SPEC.md is the normative description; tests keep the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+_wire = dataclass(slots=True, kw_only=True)
+
+
+# -- shared pieces ---------------------------------------------------------------------------------
+
+
+@_wire
+class TensorSpec:
+    """A model input or output as the daemon describes it; -1 marks a dynamic dimension."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    # Bytes at the largest shape the model accepts/produces; -1 when unbounded.
+    max_nbytes: int = -1
+
+
+@_wire
+class ModelInfo:
+    name: str
+    backend: str
+    state: str  # "ready" | "loading" | "failed"
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+    max_batch: int = 0  # 0: the model has no dynamic batch dimension
+    error: str = ""
+
+
+@_wire
+class RegionInfo:
+    name: str    # the shared-memory name to attach to; also the region's id in requests
+    nbytes: int
+    token: str   # the lease secret; every use of the region must present it
+
+
+@_wire
+class InputRef:
+    name: str
+    dtype: str
+    shape: list[int]
+    offset: int
+    nbytes: int
+
+
+@_wire
+class OutputRef:
+    name: str
+    offset: int
+    nbytes: int  # capacity of the area; the result must fit
+
+
+@_wire
+class OutputInfo:
+    name: str
+    dtype: str
+    shape: list[int]
+    offset: int
+    nbytes: int  # bytes actually written
+
+
+@_wire
+class Timing:
+    compute_us: int
+    total_us: int  # from message received to reply encoded
+
+
+@_wire
+class ModelStatus:
+    name: str
+    backend: str
+    state: str
+    requests: int = 0
+    errors: int = 0
+    p50_us: float = 0.0
+    p90_us: float = 0.0
+    p99_us: float = 0.0
+    error: str = ""
+
+
+@_wire
+class ErrorInfo:
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# -- requests --------------------------------------------------------------------------------------
+
+
+class Request:
+    """Base of all request payloads; OP is the wire name, REPLY the result type."""
+
+    OP: ClassVar[str]
+    REPLY: ClassVar[type]
+    __slots__ = ()
+
+
+@_wire
+class HelloReply:
+    client_id: int
+    daemon_id: str
+    server_version: str
+    protocol_version: int
+    alignment: int
+    max_message_bytes: int
+    # > 0 when the daemon cannot watch the client's pid (another PID namespace):
+    # the client must then send a heartbeat at this interval to keep its leases.
+    heartbeat_interval_s: float = 0.0
+
+
+@_wire
+class Hello(Request):
+    OP = "hello"
+    REPLY = HelloReply
+    client_pid: int
+    # psutil.Process().create_time(); with the pid it identifies a process, so a
+    # recycled pid is not mistaken for a live client.
+    client_start_time: float = 0.0
+    client_name: str = ""
+
+
+@_wire
+class ModelsReply:
+    models: list[ModelInfo]
+
+
+@_wire
+class ListModels(Request):
+    OP = "models"
+    REPLY = ModelsReply
+    name: Optional[str] = None  # describe one model; all when absent
+
+
+@_wire
+class LeaseReply:
+    region: RegionInfo
+
+
+@_wire
+class Lease(Request):
+    OP = "lease"
+    REPLY = LeaseReply
+    client_id: int
+    nbytes: int
+
+
+@_wire
+class ReleaseReply:
+    # False when a request still uses the region: it is released when that ends.
+    released_now: bool = True
+
+
+@_wire
+class Release(Request):
+    OP = "release"
+    REPLY = ReleaseReply
+    client_id: int
+    region: str
+    token: str
+
+
+@_wire
+class InferReply:
+    outputs: list[OutputInfo]
+    timing: Timing
+
+
+@_wire
+class Infer(Request):
+    OP = "infer"
+    REPLY = InferReply
+    client_id: int
+    model: str
+    region: str
+    token: str
+    inputs: list[InputRef]
+    outputs: list[OutputRef]
+
+
+@_wire
+class HeartbeatReply:
+    pass
+
+
+@_wire
+class Heartbeat(Request):
+    OP = "heartbeat"
+    REPLY = HeartbeatReply
+    client_id: int
+
+
+@_wire
+class GoodbyeReply:
+    released: int = 0
+
+
+@_wire
+class Goodbye(Request):
+    """A client leaving: its leases are released at once instead of at reclaim time."""
+
+    OP = "goodbye"
+    REPLY = GoodbyeReply
+    client_id: int
+
+
+@_wire
+class StatusReply:
+    daemon_id: str
+    pid: int
+    server_version: str
+    protocol_version: int
+    endpoint: str
+    uptime_s: float
+    rss_bytes: int
+    cpu_user_s: float
+    cpu_system_s: float
+    clients: int
+    regions: int
+    region_bytes: int
+    models: list[ModelStatus]
+
+
+@_wire
+class Status(Request):
+    OP = "status"
+    REPLY = StatusReply
+
+
+@_wire
+class LoadReply:
+    model: ModelInfo
+
+
+@_wire
+class Load(Request):
+    OP = "load"
+    REPLY = LoadReply
+    name: str
+    path: str
+    backend: str = "onnxruntime"
+    max_batch: int = 0
+
+
+@_wire
+class UnloadReply:
+    pass
+
+
+@_wire
+class Unload(Request):
+    OP = "unload"
+    REPLY = UnloadReply
+    name: str
+
+
+@_wire
+class ShutdownReply:
+    pass
+
+
+@_wire
+class Shutdown(Request):
+    OP = "shutdown"
+    REPLY = ShutdownReply
+
+
+REQUEST_TYPES: dict[str, type] = {
+    cls.OP: cls
+    for cls in (Hello, ListModels, Lease, Release, Infer, Heartbeat, Goodbye, Status, Load,
+                Unload, Shutdown)
+}

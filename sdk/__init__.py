@@ -1,0 +1,8 @@
+"""trtd.sdk: the client library. `from trtd.sdk import Client`."""
+
+from .client import Client, ModelHandle
+from .errors import (DaemonNotRunning, DaemonRestarted, DaemonTimeout, InvalidInput, ProtocolMismatch,
+                     RegionError, ServerError, TrtdError, UnknownModel)
+
+__all__ = ["Client", "ModelHandle", "TrtdError", "DaemonNotRunning", "DaemonTimeout", "DaemonRestarted",
+           "UnknownModel", "InvalidInput", "RegionError", "ProtocolMismatch", "ServerError"]

@@ -1,0 +1,370 @@
+"""The client library: Client and per-model handles over leased shared memory.
+
+    from trtd.sdk import Client
+    with Client() as c:
+        y = c.infer("demo", x)            # numpy in, numpy out
+        m = c.model("demo")               # a handle keeps its region: steady state allocates nothing
+        y = m(x)
+        slots = m.zero_copy_inputs()      # writable views of the input slots
+        slots["x"][:] = x
+        out = m.run_zero_copy()           # read-only views, valid until the next request on m
+
+Tensor bytes never travel through the socket: inputs are written into a
+region the daemon leased to this client, outputs are read from the same region.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import psutil
+
+from trtd.protocol import (WIRE_DTYPES, ErrorCode, InputRef, ModelInfo, OutputRef, align_up,
+                           from_numpy, messages as m, plan_slots, resolve_endpoint)
+
+from .errors import DaemonRestarted, InvalidInput, RegionError, TrtdError, UnknownModel
+from .shm import AttachedRegion
+from .transport import Connection
+
+DEFAULT_TIMEOUT_S = 30.0
+# Output areas of unbounded size (data-dependent shapes) start at this; a reply
+# naming the needed size makes the handle grow and retry once.
+_UNBOUNDED_OUTPUT_BYTES = 1 << 20
+
+
+class Client:
+    def __init__(self, endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                 connect_timeout: float = 5.0, name: str = ""):
+        self.endpoint = resolve_endpoint(endpoint)
+        self.timeout = timeout
+        self._name = name
+        self._conn = Connection(self.endpoint, connect_timeout)
+        self._handles: dict[str, ModelHandle] = {}
+        self._handles_lock = threading.Lock()
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self.generation = 0  # bumped when the daemon restarts and this client re-registers
+        self._hello()
+        self._finalizer = weakref.finalize(self, Client._finalize, self._conn, self._heartbeat_stop)
+
+    # -- session -------------------------------------------------------------------------------------
+
+    def _hello(self) -> None:
+        me = psutil.Process()
+        reply = self._conn.call(m.Hello(client_pid=os.getpid(), client_start_time=me.create_time(),
+                                        client_name=self._name), self.timeout)
+        self.client_id = reply.client_id
+        self.daemon_id = reply.daemon_id
+        self.server_version = reply.server_version
+        if reply.heartbeat_interval_s > 0 and self._heartbeat is None:
+            self._heartbeat = threading.Thread(target=self._beat, args=(reply.heartbeat_interval_s,),
+                                               name="trtd-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def _beat(self, interval: float) -> None:
+        # Only clients whose pid the daemon cannot watch (another PID namespace) need this.
+        while not self._heartbeat_stop.wait(interval):
+            try:
+                self._call(m.Heartbeat(client_id=self.client_id))
+            except TrtdError:
+                pass
+
+    def _call(self, request: m.Request, timeout: float | None = None):
+        try:
+            return self._conn.call(request, self.timeout if timeout is None else timeout)
+        except TrtdError as exc:
+            if exc.code == ErrorCode.UNKNOWN_CLIENT and not isinstance(request, m.Hello):
+                old = self.daemon_id
+                self._hello()
+                self.generation += 1
+                raise DaemonRestarted(
+                    f"the daemon at {self.endpoint} restarted or reclaimed this client "
+                    f"(daemon {old} -> {self.daemon_id}); leased regions were lost and zero-copy "
+                    f"views are invalid; the client has registered again",
+                    code=exc.code,
+                ) from None
+            raise
+
+    # -- models --------------------------------------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        return self._call(m.ListModels()).models
+
+    def describe(self, model: str) -> ModelInfo:
+        return self._call(m.ListModels(name=model)).models[0]
+
+    def model(self, name: str) -> "ModelHandle":
+        with self._handles_lock:
+            handle = self._handles.get(name)
+            if handle is None:
+                handle = self._handles[name] = ModelHandle(self, self.describe(name))
+            return handle
+
+    def infer(self, model: str, inputs, timeout: float | None = None):
+        """Run `model` on a numpy array (single-input models) or a {name: array} dict.
+
+        Returns an array for single-output models, else a {name: array} dict.
+        """
+        return self.model(model).infer(inputs, timeout=timeout)
+
+    def status(self) -> m.StatusReply:
+        return self._call(m.Status())
+
+    def load(self, name: str, path: str, backend: str = "onnxruntime", max_batch: int = 0) -> ModelInfo:
+        return self._call(m.Load(name=name, path=path, backend=backend, max_batch=max_batch)).model
+
+    def unload(self, name: str) -> None:
+        with self._handles_lock:
+            handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.close()
+        self._call(m.Unload(name=name))
+
+    def shutdown(self) -> None:
+        self._call(m.Shutdown())
+
+    # -- regions -------------------------------------------------------------------------------------
+
+    def lease(self, nbytes: int) -> AttachedRegion:
+        info = self._call(m.Lease(client_id=self.client_id, nbytes=nbytes)).region
+        return AttachedRegion(info.name, info.nbytes, info.token)
+
+    def release(self, region: AttachedRegion) -> None:
+        region.close()
+        try:
+            self._call(m.Release(client_id=self.client_id, region=region.name, token=region.token))
+        except (RegionError, DaemonRestarted):
+            pass  # already gone with a restart or a reclaim: nothing left to free
+
+    # -- lifetime ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self._finalizer.alive:
+            return
+        with self._handles_lock:
+            handles, self._handles = list(self._handles.values()), {}
+        for handle in handles:
+            handle.close(release=False)
+        try:  # one message frees every lease; the daemon would reclaim them anyway
+            self._conn.call(m.Goodbye(client_id=self.client_id), min(self.timeout, 2.0))
+        except TrtdError:
+            pass
+        self._finalizer()
+
+    @staticmethod
+    def _finalize(conn: Connection, stop: threading.Event) -> None:
+        stop.set()
+        conn.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Where each tensor of one request shape lives in the region, and the message for it."""
+
+    key: tuple
+    inputs: list[tuple[str, np.dtype, tuple[int, ...], int]]  # name, dtype, shape, offset
+    request: m.Infer
+    nbytes: int
+
+
+class ModelHandle:
+    """A model plus a region of its own; calls on one handle are serialized."""
+
+    def __init__(self, client: Client, info: ModelInfo):
+        self._client = client
+        self.info = info
+        self.name = info.name
+        self._lock = threading.Lock()
+        self._region: AttachedRegion | None = None
+        self._generation = client.generation
+        self._plan: _Plan | None = None
+        self._output_capacity: dict[str, int] = {}
+        self._zero_copy_plan: _Plan | None = None
+
+    # -- copying path --------------------------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        if args and kwargs:
+            raise InvalidInput("pass inputs positionally or by name, not both")
+        return self.infer(args[0] if len(args) == 1 else (kwargs or list(args)))
+
+    def infer(self, inputs, timeout: float | None = None):
+        arrays = self._named(inputs)
+        with self._lock:
+            for attempt in range(3):
+                plan = self._prepare(arrays)
+                for name, _, _, offset in plan.inputs:
+                    a = arrays[name]
+                    self._region.array(offset, a.dtype, a.shape)[...] = a
+                try:
+                    reply = self._client._call(plan.request, timeout)
+                except DaemonRestarted:
+                    self._forget_region()  # our inputs are still in hand: lease anew and resend
+                    continue
+                except InvalidInput as exc:
+                    if exc.code == ErrorCode.OUTPUT_TOO_LARGE and attempt < 2 and self._grow(exc):
+                        continue
+                    raise
+                except TimeoutError:
+                    # The daemon may still write into this region: never reuse it.
+                    self._retire_region()
+                    raise
+                outs = {o.name: self._region.array(o.offset, np.dtype(o.dtype), tuple(o.shape)).copy()
+                        for o in reply.outputs}
+                return self._shape_result(outs)
+        raise TrtdError("the daemon kept restarting while this request was retried")
+
+    # -- zero-copy path ------------------------------------------------------------------------------
+
+    def zero_copy_inputs(self, shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+        """Writable views of the input slots in the region, for shapes (default: the model's
+        static shapes, batch 1). Fill them, then call run_zero_copy()."""
+        shapes = dict(shapes or {})
+        fake = {}
+        for spec in self.info.inputs:
+            shape = tuple(shapes.pop(spec.name, None) or
+                          [1 if (d < 0 and i == 0) else d for i, d in enumerate(spec.shape)])
+            if any(d < 0 for d in shape):
+                raise InvalidInput(f"input {spec.name!r} has dynamic dimensions {spec.shape}; "
+                                   f"pass its shape: zero_copy_inputs({{{spec.name!r}: (...)}})")
+            fake[spec.name] = np.lib.stride_tricks.as_strided(np.zeros(1, spec.dtype), shape,
+                                                              [0] * len(shape))
+        if shapes:
+            raise InvalidInput(f"model {self.name!r} has no input(s) {sorted(shapes)}")
+        with self._lock:
+            plan = self._zero_copy_plan = self._prepare(fake)
+            return {name: self._region.array(offset, dtype, shape)
+                    for name, dtype, shape, offset in plan.inputs}
+
+    def run_zero_copy(self, timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Run on what is in the input slots; returns read-only views of the outputs."""
+        with self._lock:
+            plan = self._zero_copy_plan
+            if plan is None or plan is not self._plan or self._generation != self._client.generation:
+                raise InvalidInput("call zero_copy_inputs() first (again after a daemon restart or a "
+                                   "request with other shapes on this handle)")
+            try:
+                reply = self._client._call(plan.request, timeout)
+            except TimeoutError:
+                self._retire_region()
+                raise
+            outs = {}
+            for o in reply.outputs:
+                view = self._region.array(o.offset, np.dtype(o.dtype), tuple(o.shape))
+                view.flags.writeable = False
+                outs[o.name] = view
+            return outs
+
+    # -- planning ------------------------------------------------------------------------------------
+
+    def _named(self, inputs) -> dict[str, np.ndarray]:
+        specs = self.info.inputs
+        if isinstance(inputs, Mapping):
+            arrays = dict(inputs)
+        elif isinstance(inputs, (list, tuple)) and not isinstance(inputs, np.ndarray) and len(specs) > 1:
+            if len(inputs) != len(specs):
+                raise InvalidInput(f"model {self.name!r} takes {len(specs)} inputs "
+                                   f"({', '.join(s.name for s in specs)}), got {len(inputs)}")
+            arrays = {s.name: a for s, a in zip(specs, inputs)}
+        else:
+            if len(specs) != 1:
+                raise InvalidInput(f"model {self.name!r} takes {len(specs)} inputs; pass a dict "
+                                   f"{{{', '.join(repr(s.name) for s in specs)}: array, ...}}")
+            arrays = {specs[0].name: inputs}
+        for name, a in arrays.items():
+            if not isinstance(a, np.ndarray):
+                arrays[name] = a = np.asarray(a)
+            if a.dtype.name not in WIRE_DTYPES:
+                raise InvalidInput(f"input {name!r} has dtype {a.dtype}, which the protocol does not "
+                                   f"carry ({', '.join(WIRE_DTYPES)})")
+        return arrays
+
+    def _prepare(self, arrays: dict[str, np.ndarray]) -> _Plan:
+        """The plan for these input shapes, with a region big enough for it."""
+        if self._generation != self._client.generation:
+            self._forget_region()
+        key = tuple((n, a.dtype.name, a.shape) for n, a in arrays.items())
+        plan = self._plan
+        if plan is None or plan.key != key or self._region is None:
+            plan = self._plan = self._make_plan(arrays, key)
+        if self._region is None or self._region.nbytes < plan.nbytes:
+            old = self._region.nbytes if self._region is not None else 0
+            self._retire_region()
+            self._region = self._client.lease(max(plan.nbytes, 2 * old))
+            self._generation = self._client.generation
+        plan.request.client_id = self._client.client_id
+        plan.request.region = self._region.name
+        plan.request.token = self._region.token
+        return plan
+
+    def _make_plan(self, arrays: dict[str, np.ndarray], key: tuple) -> _Plan:
+        batch = next(iter(arrays.values())).shape[0] if arrays and next(iter(arrays.values())).ndim else 1
+        sizes = [(n, a.nbytes) for n, a in arrays.items()]
+        for spec in self.info.outputs:
+            sizes.append((spec.name, self._output_bytes(spec, batch)))
+        slots, total = plan_slots(sizes)
+        n_in = len(arrays)
+        inputs = [(s.name, arrays[s.name].dtype, arrays[s.name].shape, s.offset) for s in slots[:n_in]]
+        request = m.Infer(
+            client_id=0, model=self.name, region="", token="",
+            inputs=[InputRef(name=n, dtype=from_numpy(d), shape=list(sh), offset=o,
+                             nbytes=arrays[n].nbytes) for n, d, sh, o in inputs],
+            outputs=[OutputRef(name=s.name, offset=s.offset, nbytes=s.nbytes) for s in slots[n_in:]],
+        )
+        return _Plan(key=key, inputs=inputs, request=request, nbytes=total)
+
+    def _output_bytes(self, spec, batch: int) -> int:
+        if spec.name in self._output_capacity:
+            return self._output_capacity[spec.name]
+        if spec.max_nbytes < 0:
+            return _UNBOUNDED_OUTPUT_BYTES
+        if self.info.max_batch and spec.shape and spec.shape[0] < 0:
+            # Size for this batch, not the largest: max_nbytes covers max_batch samples.
+            return align_up(spec.max_nbytes // self.info.max_batch * max(batch, 1), 1)
+        return spec.max_nbytes
+
+    def _grow(self, exc: InvalidInput) -> bool:
+        needed, name = exc.details.get("needed"), exc.details.get("output")
+        if not isinstance(needed, int) or name not in {o.name for o in self.info.outputs}:
+            return False
+        self._output_capacity[name] = needed
+        self._plan = None
+        return True
+
+    def _shape_result(self, outs: dict[str, np.ndarray]):
+        return next(iter(outs.values())) if len(outs) == 1 else outs
+
+    # -- region lifetime -----------------------------------------------------------------------------
+
+    def _retire_region(self) -> None:
+        if self._region is not None:
+            region, self._region = self._region, None
+            self._plan = self._zero_copy_plan = None
+            self._client.release(region)
+
+    def _forget_region(self) -> None:
+        """After a daemon restart the region is gone on the daemon's side: just unmap it."""
+        if self._region is not None:
+            self._region.close()
+            self._region = None
+        self._plan = self._zero_copy_plan = None
+        self._generation = self._client.generation
+
+    def close(self, release: bool = True) -> None:
+        with self._lock:
+            if release:
+                self._retire_region()
+            elif self._region is not None:
+                self._region.close()
+                self._region = None

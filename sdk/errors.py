@@ -1,0 +1,70 @@
+"""Exceptions the SDK raises; each message says what happened and what to do."""
+
+from __future__ import annotations
+
+from trtd.protocol import ErrorCode
+
+
+class TrtdError(Exception):
+    """Base of every SDK error. `code` is the protocol error code, when the daemon sent one."""
+
+    code: str = ""
+
+    def __init__(self, message: str, code: str = "", details: dict | None = None):
+        super().__init__(message)
+        self.code = code or self.code
+        self.details = details or {}
+
+
+class DaemonNotRunning(TrtdError, ConnectionError):
+    pass
+
+
+class DaemonTimeout(TrtdError, TimeoutError):
+    pass
+
+
+class DaemonRestarted(TrtdError):
+    """The daemon this client talked to is gone and another answers; leases are void."""
+
+
+class UnknownModel(TrtdError, KeyError):
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+class InvalidInput(TrtdError, ValueError):
+    """Wrong input names, dtype, shape or sizes."""
+
+
+class RegionError(TrtdError):
+    """A shared-memory region could not be leased, used or released."""
+
+
+class ProtocolMismatch(TrtdError):
+    pass
+
+
+class ServerError(TrtdError):
+    """The daemon failed to run the request (backend error, internal error)."""
+
+
+_BY_CODE: dict[str, type[TrtdError]] = {
+    ErrorCode.UNKNOWN_MODEL: UnknownModel,
+    ErrorCode.INVALID_TENSOR: InvalidInput,
+    ErrorCode.OUT_OF_BOUNDS: InvalidInput,
+    ErrorCode.OVERLAP: InvalidInput,
+    ErrorCode.OUTPUT_TOO_LARGE: InvalidInput,
+    ErrorCode.REGION_NOT_FOUND: RegionError,
+    ErrorCode.REGION_TOO_LARGE: RegionError,
+    ErrorCode.NO_SPACE: RegionError,
+    ErrorCode.QUOTA_EXCEEDED: RegionError,
+    ErrorCode.FORBIDDEN: RegionError,
+    ErrorCode.UNSUPPORTED_VERSION: ProtocolMismatch,
+    ErrorCode.BAD_MESSAGE: ProtocolMismatch,
+    ErrorCode.UNKNOWN_OP: ProtocolMismatch,
+}
+
+
+def error_from_reply(code: str, message: str, details: dict) -> TrtdError:
+    return _BY_CODE.get(code, ServerError)(message, code=code, details=details)

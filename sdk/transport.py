@@ -1,0 +1,84 @@
+"""One DEALER connection to the daemon: request ids, timeouts, thread safety.
+
+Every request carries an id and the reply echoes it, so a reply that arrives
+after its request timed out is recognised and dropped instead of being taken
+for the answer to the next request. ZMQ_IMMEDIATE keeps messages from queueing
+while no daemon is connected, so "not running" is detected rather than hidden.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import zmq
+
+from trtd.protocol import MAX_REPLY_BYTES, ProtocolError, Request, decode_reply, encode_request
+from trtd.protocol.endpoint import ipc_path
+
+from .errors import DaemonNotRunning, DaemonTimeout, ProtocolMismatch, error_from_reply
+
+_HOW_TO_START = "start one with `trtd serve` (or `trtd demo`), or point TRTD_ENDPOINT at a running one"
+
+
+class Connection:
+    def __init__(self, endpoint: str, connect_timeout_s: float):
+        self.endpoint = endpoint
+        self._connect_timeout_s = connect_timeout_s
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._ctx = zmq.Context()
+        self._socket = self._open()
+
+    def _open(self) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES)
+        sock.connect(self.endpoint)
+        return sock
+
+    def call(self, request: Request, timeout_s: float):
+        """Send one request and wait for its reply's result; raises TrtdError subclasses."""
+        with self._lock:
+            request_id = next(self._ids)
+            self._send(encode_request(request, request_id), request.OP)
+            deadline = time.monotonic() + timeout_s
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._socket.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+                    raise DaemonTimeout(
+                        f"no reply to '{request.OP}' from the daemon at {self.endpoint} within "
+                        f"{timeout_s:g}s; it may be busy with a long request or hung "
+                        f"(`trtd status` shows its state); raise the client's timeout if requests "
+                        f"are expected to take longer"
+                    )
+                data = self._socket.recv()
+                try:
+                    reply = decode_reply(data, type(request), request_id)
+                except ProtocolError as exc:
+                    raise ProtocolMismatch(f"unreadable reply from the daemon: {exc}") from None
+                if reply is None:
+                    continue  # the late reply of a request that timed out earlier
+                if reply.error is not None:
+                    e = reply.error
+                    raise error_from_reply(e.code, e.message, e.details)
+                return reply.result
+
+    def _send(self, data: bytes, op: str) -> None:
+        path = ipc_path(self.endpoint)
+        if path is not None and not path.exists():
+            raise DaemonNotRunning(f"no trtd daemon at {self.endpoint} (no socket file); {_HOW_TO_START}")
+        # With IMMEDIATE, the socket is writable only once a daemon is connected.
+        if not self._socket.poll(int(self._connect_timeout_s * 1000), zmq.POLLOUT):
+            raise DaemonNotRunning(
+                f"no trtd daemon answers at {self.endpoint} (waited {self._connect_timeout_s:g}s "
+                f"to connect for '{op}'); {_HOW_TO_START}"
+            )
+        self._socket.send(data, zmq.NOBLOCK)
+
+    def close(self) -> None:
+        with self._lock:
+            self._socket.close(linger=0)
+            self._ctx.term()
