@@ -29,6 +29,9 @@ class ClientRecord:
     name: str
     pid_verified: bool
     last_seen: float
+    # The ZeroMQ routing id of the connection that said hello: a request naming
+    # this client from another connection is refused, whatever token it shows.
+    identity: bytes
     requests: int = 0
 
 
@@ -50,21 +53,28 @@ class ClientRegistry:
     def __len__(self) -> int:
         return len(self._clients)
 
-    def hello(self, pid: int, start_time: float, name: str) -> ClientRecord:
+    def hello(self, pid: int, start_time: float, name: str, identity: bytes) -> ClientRecord:
         record = ClientRecord(
             client_id=next(self._ids), pid=pid, start_time=start_time, name=name,
             pid_verified=_pid_matches(pid, start_time), last_seen=time.monotonic(),
+            identity=identity,
         )
         self._clients[record.client_id] = record
         return record
 
-    def get(self, client_id: int) -> ClientRecord:
+    def get(self, client_id: int, identity: bytes) -> ClientRecord:
         record = self._clients.get(client_id)
         if record is None:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_CLIENT,
                 f"client id {client_id} is not known to this daemon (it restarted, or the client "
                 f"was reclaimed after missing heartbeats); say hello again",
+            )
+        if record.identity != identity:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"client id {client_id} belongs to another connection; each connection says "
+                f"hello and uses the id it was given",
             )
         record.last_seen = time.monotonic()
         record.requests += 1

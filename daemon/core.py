@@ -50,8 +50,9 @@ class DaemonCore:
         for model in self.config.models:
             self.models.load(model)
 
-    def handle(self, request: m.Request, received_ns: int):
-        return self._handlers[type(request)](request, received_ns)
+    def handle(self, request: m.Request, identity: bytes, received_ns: int):
+        """identity: the connection's routing id; received_ns: perf_counter_ns at arrival."""
+        return self._handlers[type(request)](request, identity, received_ns)
 
     # -- periodic ------------------------------------------------------------------------------------
 
@@ -71,8 +72,9 @@ class DaemonCore:
 
     # -- handlers ------------------------------------------------------------------------------------
 
-    def _hello(self, req: m.Hello, _):
-        record = self.clients.hello(req.client_pid, req.client_start_time, req.client_name)
+    def _hello(self, req: m.Hello, identity: bytes, _received_ns: int):
+        record = self.clients.hello(req.client_pid, req.client_start_time, req.client_name,
+                                   identity)
         return m.HelloReply(
             client_id=record.client_id, daemon_id=self.daemon_id, server_version=SERVER_VERSION,
             protocol_version=PROTOCOL_VERSION, alignment=ALIGNMENT,
@@ -80,33 +82,33 @@ class DaemonCore:
             heartbeat_interval_s=self.clients.heartbeat_interval_s(record),
         )
 
-    def _models(self, req: m.ListModels, _):
+    def _models(self, req: m.ListModels, identity: bytes, _received_ns: int):
         if req.name is not None:
             return m.ModelsReply(models=[self.models.get(req.name).info()])
         return m.ModelsReply(models=[model.info() for model in self.models])
 
-    def _lease(self, req: m.Lease, _):
-        self.clients.get(req.client_id)
+    def _lease(self, req: m.Lease, identity: bytes, _received_ns: int):
+        self.clients.get(req.client_id, identity)
         region = self.regions.lease(req.client_id, req.nbytes)
         return m.LeaseReply(region=m.RegionInfo(name=region.name, nbytes=region.nbytes,
                                                 token=region.token))
 
-    def _release(self, req: m.Release, _):
-        self.clients.get(req.client_id)
+    def _release(self, req: m.Release, identity: bytes, _received_ns: int):
+        self.clients.get(req.client_id, identity)
         return m.ReleaseReply(released_now=self.regions.release(req.client_id, req.region, req.token))
 
-    def _heartbeat(self, req: m.Heartbeat, _):
-        self.clients.get(req.client_id)
+    def _heartbeat(self, req: m.Heartbeat, identity: bytes, _received_ns: int):
+        self.clients.get(req.client_id, identity)
         return m.HeartbeatReply()
 
-    def _goodbye(self, req: m.Goodbye, _):
-        self.clients.get(req.client_id)
+    def _goodbye(self, req: m.Goodbye, identity: bytes, _received_ns: int):
+        self.clients.get(req.client_id, identity)
         released = self.regions.release_client(req.client_id)
         self.clients.remove(req.client_id)
         return m.GoodbyeReply(released=released)
 
-    def _infer(self, req: m.Infer, received_ns: int):
-        self.clients.get(req.client_id)
+    def _infer(self, req: m.Infer, identity: bytes, received_ns: int):
+        self.clients.get(req.client_id, identity)
         model = self.models.get_ready(req.model)
         region = self.regions.checkout(req.client_id, req.region, req.token)
         try:
@@ -141,7 +143,7 @@ class DaemonCore:
         return m.InferReply(outputs=infos, timing=m.Timing(compute_us=compute_ns // 1000,
                                                            total_us=total_us))
 
-    def _status(self, req: m.Status, _):
+    def _status(self, req: m.Status, identity: bytes, _received_ns: int):
         with self._process.oneshot():
             rss = self._process.memory_info().rss
             cpu = self._process.cpu_times()
@@ -159,7 +161,7 @@ class DaemonCore:
             cpu_system_s=cpu.system, clients=len(self.clients), regions=len(self.regions),
             region_bytes=self.regions.total_bytes, models=models)
 
-    def _load(self, req: m.Load, _):
+    def _load(self, req: m.Load, identity: bytes, _received_ns: int):
         model = self.models.load(ModelConfig(name=req.name, path=req.path, backend=req.backend,
                                              max_batch=req.max_batch))
         if model.state != "ready":
@@ -168,10 +170,10 @@ class DaemonCore:
                                 f"model {req.name!r} failed to load: {model.error}")
         return m.LoadReply(model=model.info())
 
-    def _unload(self, req: m.Unload, _):
+    def _unload(self, req: m.Unload, identity: bytes, _received_ns: int):
         self.models.unload(req.name)
         return m.UnloadReply()
 
-    def _shutdown(self, req: m.Shutdown, _):
+    def _shutdown(self, req: m.Shutdown, identity: bytes, _received_ns: int):
         self.stop_requested = True
         return m.ShutdownReply()

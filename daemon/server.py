@@ -127,7 +127,7 @@ class Server:
         request_id = 0
         try:
             request_id, request = decode_request(payload)
-            reply = encode_reply(request_id, self.core.handle(request, received))
+            reply = encode_reply(request_id, self.core.handle(request, identity, received))
         except ProtocolError as exc:
             reply = encode_error(exc.request_id or request_id, exc.code, exc.message, exc.details)
         except Exception as exc:  # a daemon bug must not take the daemon down

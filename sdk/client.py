@@ -35,6 +35,7 @@ DEFAULT_TIMEOUT_S = 30.0
 # Output areas of unbounded size (data-dependent shapes) start at this; a reply
 # naming the needed size makes the handle grow and retry once.
 _UNBOUNDED_OUTPUT_BYTES = 1 << 20
+_MAX_PLANS = 16
 
 
 class Client:
@@ -189,6 +190,8 @@ class ModelHandle:
         self._region: AttachedRegion | None = None
         self._generation = client.generation
         self._plan: _Plan | None = None
+        # Recent plans by input shapes, so alternating batch sizes re-plan nothing.
+        self._plans: dict[tuple, _Plan] = {}
         self._output_capacity: dict[str, int] = {}
         self._zero_copy_plan: _Plan | None = None
 
@@ -295,9 +298,12 @@ class ModelHandle:
         if self._generation != self._client.generation:
             self._forget_region()
         key = tuple((n, a.dtype.name, a.shape) for n, a in arrays.items())
-        plan = self._plan
-        if plan is None or plan.key != key or self._region is None:
-            plan = self._plan = self._make_plan(arrays, key)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.pop(next(iter(self._plans)))
+            plan = self._plans[key] = self._make_plan(arrays, key)
+        self._plan = plan
         if self._region is None or self._region.nbytes < plan.nbytes:
             old = self._region.nbytes if self._region is not None else 0
             self._retire_region()
@@ -339,7 +345,7 @@ class ModelHandle:
         if not isinstance(needed, int) or name not in {o.name for o in self.info.outputs}:
             return False
         self._output_capacity[name] = needed
-        self._plan = None
+        self._plans.clear()
         return True
 
     def _shape_result(self, outs: dict[str, np.ndarray]):

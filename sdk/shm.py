@@ -33,16 +33,24 @@ class AttachedRegion:
         # Views derive from one base array, so the mapping has a single buffer export.
         return self.bytes[offset:offset + nbytes].view(dtype).reshape(shape)
 
+    def __del__(self) -> None:
+        # Drop our view before SharedMemory's own finalizer tries to unmap.
+        if getattr(self, "_shm", None) is not None:
+            self.close()
+
     def close(self) -> None:
         """Unmap (never unlink: the daemon owns the name). Views must be dropped first."""
         self.bytes = None
+        shm, self._shm = self._shm, None
+        if shm is None:
+            return
         try:
-            self._shm.close()
+            shm.close()
         except BufferError:
             # A caller still holds a view into the region: let the mapping go when
             # the last view does, and keep SharedMemory.__del__ from retrying close().
-            self._shm._buf = None
-            self._shm._mmap = None
+            shm._buf = None
+            shm._mmap = None
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:

@@ -1,0 +1,111 @@
+"""Start and stop real daemon processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import zmq
+
+SHM = Path("/dev/shm")
+
+
+@dataclass
+class DaemonProcess:
+    endpoint: str
+    proc: subprocess.Popen
+    log_path: Path
+    env: dict = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.alive():
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"daemon did not stop within {timeout}s on signal {sig}:\n{self.log()}")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def start_daemon(workdir: Path, *args: str, name: str = "d", env: dict | None = None,
+                 wait: bool = True) -> DaemonProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    endpoint = f"ipc://{workdir / (name + '.sock')}"
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("TRTD_RUNTIME_DIR", str(workdir / "run"))
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", endpoint, *args],
+            stdout=log, stderr=subprocess.STDOUT, env=full_env,
+        )
+    daemon = DaemonProcess(endpoint, proc, log_path, full_env)
+    if wait:
+        wait_ready(daemon)
+    return daemon
+
+
+def wait_ready(daemon: DaemonProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not daemon.alive():
+            raise AssertionError(f"daemon exited with {daemon.proc.returncode}:\n{daemon.log()}")
+        try:
+            reply = raw_call(daemon.endpoint, {"v": 1, "op": "status", "id": 1}, timeout=0.5)
+        except TimeoutError:
+            time.sleep(0.05)
+            continue
+        if reply.get("ok"):
+            return
+    raise AssertionError(f"daemon not ready within {timeout}s:\n{daemon.log()}")
+
+
+def raw_call(endpoint: str, message, timeout: float = 5.0, raw: bool = False) -> dict:
+    """Send one frame with a bare DEALER socket (bytes as they are when raw) and return the reply."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(message if raw else msgpack.packb(message))
+        if not sock.poll(int(timeout * 1000)):
+            raise TimeoutError(f"no reply within {timeout}s")
+        return msgpack.unpackb(sock.recv())
+    finally:
+        sock.close()
+        ctx.term()
+
+
+def shm_names(prefix: str = "trtd_") -> set[str]:
+    return {p.name for p in SHM.iterdir() if p.name.startswith(prefix)} if SHM.is_dir() else set()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
