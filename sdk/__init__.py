@@ -1,8 +1,9 @@
 """trtd.sdk: the client library. `from trtd.sdk import Client`."""
 
 from .client import Client, ModelHandle
-from .errors import (DaemonNotRunning, DaemonRestarted, DaemonTimeout, InvalidInput, ProtocolMismatch,
+from .errors import (DaemonNotRunning, DaemonRestarted, DaemonTimeout, InvalidInput, ModelNotReady,
+                     ProtocolMismatch,
                      RegionError, ServerError, TrtdError, UnknownModel)
 
 __all__ = ["Client", "ModelHandle", "TrtdError", "DaemonNotRunning", "DaemonTimeout", "DaemonRestarted",
-           "UnknownModel", "InvalidInput", "RegionError", "ProtocolMismatch", "ServerError"]
+           "UnknownModel", "InvalidInput", "ModelNotReady", "RegionError", "ProtocolMismatch", "ServerError"]

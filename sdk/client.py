@@ -27,7 +27,7 @@ import psutil
 from trtd.protocol import (WIRE_DTYPES, ErrorCode, InputRef, ModelInfo, OutputRef, align_up,
                            from_numpy, messages as m, plan_slots, resolve_endpoint)
 
-from .errors import DaemonRestarted, InvalidInput, RegionError, TrtdError, UnknownModel
+from .errors import DaemonRestarted, InvalidInput, ModelNotReady, RegionError, TrtdError
 from .shm import AttachedRegion
 from .transport import Connection
 
@@ -50,7 +50,11 @@ class Client:
         self._heartbeat_stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self.generation = 0  # bumped when the daemon restarts and this client re-registers
-        self._hello()
+        try:
+            self._hello()
+        except BaseException:
+            self._conn.close()
+            raise
         self._finalizer = weakref.finalize(self, Client._finalize, self._conn, self._heartbeat_stop)
 
     # -- session -------------------------------------------------------------------------------------
@@ -103,7 +107,11 @@ class Client:
         with self._handles_lock:
             handle = self._handles.get(name)
             if handle is None:
-                handle = self._handles[name] = ModelHandle(self, self.describe(name))
+                info = self.describe(name)
+                if info.state != "ready":
+                    raise ModelNotReady(f"model {name!r} is {info.state}: {info.error or 'not ready yet'}",
+                                        code=ErrorCode.MODEL_NOT_READY)
+                handle = self._handles[name] = ModelHandle(self, info)
             return handle
 
     def infer(self, model: str, inputs, timeout: float | None = None):

@@ -41,6 +41,10 @@ class RegionError(TrtdError):
     """A shared-memory region could not be leased, used or released."""
 
 
+class ModelNotReady(TrtdError):
+    """The model failed to load (the message says why) or is still loading."""
+
+
 class ProtocolMismatch(TrtdError):
     pass
 
@@ -51,6 +55,7 @@ class ServerError(TrtdError):
 
 _BY_CODE: dict[str, type[TrtdError]] = {
     ErrorCode.UNKNOWN_MODEL: UnknownModel,
+    ErrorCode.MODEL_NOT_READY: ModelNotReady,
     ErrorCode.INVALID_TENSOR: InvalidInput,
     ErrorCode.OUT_OF_BOUNDS: InvalidInput,
     ErrorCode.OVERLAP: InvalidInput,

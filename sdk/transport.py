@@ -43,7 +43,8 @@ class Connection:
         """Send one request and wait for its reply's result; raises TrtdError subclasses."""
         with self._lock:
             request_id = next(self._ids)
-            self._send(encode_request(request, request_id), request.OP)
+            self._send(encode_request(request, request_id), request.OP,
+                       min(self._connect_timeout_s, timeout_s))
             deadline = time.monotonic() + timeout_s
             while True:
                 remaining = deadline - time.monotonic()
@@ -66,14 +67,14 @@ class Connection:
                     raise error_from_reply(e.code, e.message, e.details)
                 return reply.result
 
-    def _send(self, data: bytes, op: str) -> None:
+    def _send(self, data: bytes, op: str, connect_timeout_s: float) -> None:
         path = ipc_path(self.endpoint)
         if path is not None and not path.exists():
             raise DaemonNotRunning(f"no trtd daemon at {self.endpoint} (no socket file); {_HOW_TO_START}")
         # With IMMEDIATE, the socket is writable only once a daemon is connected.
-        if not self._socket.poll(int(self._connect_timeout_s * 1000), zmq.POLLOUT):
+        if not self._socket.poll(int(connect_timeout_s * 1000), zmq.POLLOUT):
             raise DaemonNotRunning(
-                f"no trtd daemon answers at {self.endpoint} (waited {self._connect_timeout_s:g}s "
+                f"no trtd daemon answers at {self.endpoint} (waited {connect_timeout_s:g}s "
                 f"to connect for '{op}'); {_HOW_TO_START}"
             )
         self._socket.send(data, zmq.NOBLOCK)
