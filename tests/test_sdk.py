@@ -1,0 +1,143 @@
+"""The SDK against a real daemon: copying and zero-copy paths, threads, timeouts, load/unload."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from trtd.daemon.backends.onnxruntime import create_session
+from trtd.daemon.builtin_models import builtin_model_path
+from trtd.sdk import Client, DaemonTimeout, InvalidInput, UnknownModel
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+WIDE = 100_000  # NonZero of this many positives is 1.6 MB: above the SDK's first guess
+
+
+@pytest.fixture(scope="module")
+def two_by_two(tmp_path_factory):
+    """Two inputs, two outputs, one of them data-dependent (NonZero)."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"]),
+         helper.make_node("Greater", ["a", "zero"], ["pos"]),
+         helper.make_node("NonZero", ["pos"], ["where"])],
+        "two_by_two",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", WIDE]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", WIDE])],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", WIDE]),
+         helper.make_tensor_value_info("where", TensorProto.INT64, [2, "n"])],
+        [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    path = tmp_path_factory.mktemp("models") / "two_by_two.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def client(daemon):
+    with Client(daemon.endpoint, timeout=10) as c:
+        yield c
+
+
+def test_models_describes_io(client):
+    info = {m.name: m for m in client.models()}["demo"]
+    assert info.state == "ready" and info.max_batch == 64
+    assert [(t.name, t.dtype, t.shape) for t in info.inputs] == [("x", "float32", [-1, 64])]
+    assert [(t.name, t.dtype, t.shape, t.max_nbytes) for t in info.outputs] == [
+        ("y", "float32", [-1, 10], 64 * 10 * 4)]
+
+
+def test_infer_matches_in_process_for_every_batch(client):
+    session = create_session(builtin_model_path("demo"))
+    handle = client.model("demo")
+    rng = np.random.default_rng(3)
+    for batch in (1, 7, 64, 2, 1):
+        x = rng.standard_normal((batch, 64), dtype=np.float32)
+        np.testing.assert_array_equal(handle(x), session.run(None, {"x": x})[0])
+
+
+def test_steady_state_reuses_the_region(client):
+    handle = client.model("demo")
+    x = np.ones((4, 64), np.float32)
+    handle(x)
+    region = handle._region.name
+    for _ in range(20):
+        handle(x)
+        handle(x[:2])
+    assert handle._region.name == region
+    assert client.status().regions == 1
+
+
+def test_copying_path_results_survive_later_requests(client):
+    handle = client.model("demo")
+    first = handle(np.ones((1, 64), np.float32))
+    keep = first.copy()
+    handle(np.full((1, 64), -5, np.float32))
+    np.testing.assert_array_equal(first, keep)
+
+
+def test_zero_copy_views(client):
+    session = create_session(builtin_model_path("demo"))
+    handle = client.model("demo")
+    slots = handle.zero_copy_inputs({"x": (3, 64)})
+    x = np.random.default_rng(5).standard_normal((3, 64), dtype=np.float32)
+    slots["x"][...] = x
+    out = handle.run_zero_copy()
+    np.testing.assert_array_equal(out["y"], session.run(None, {"x": x})[0])
+    with pytest.raises(ValueError):
+        out["y"][0, 0] = 1.0  # outputs are read-only views
+    slots["x"][...] = 0  # the same slots run again without a new call to zero_copy_inputs
+    np.testing.assert_array_equal(handle.run_zero_copy()["y"], session.run(None, {"x": x * 0})[0])
+
+
+def test_multi_input_multi_output_and_growing_data_dependent_output(client, two_by_two):
+    client.load("two_by_two", str(two_by_two), max_batch=2)
+    try:
+        a = np.ones((1, WIDE), np.float32)
+        b = np.arange(WIDE, dtype=np.float32)[None]
+        out = client.infer("two_by_two", {"a": a, "b": b})
+        np.testing.assert_array_equal(out["sum"], a + b)
+        assert out["where"].shape == (2, WIDE)  # 1.6 MB: the SDK grew the area and retried
+        a[0, ::2] = -1
+        out = client.model("two_by_two")((a, b))
+        assert out["where"].shape == (2, WIDE // 2)
+        with pytest.raises(InvalidInput, match="takes 2 inputs"):
+            client.infer("two_by_two", a)
+    finally:
+        client.unload("two_by_two")
+    with pytest.raises(UnknownModel):
+        client.infer("two_by_two", {"a": a, "b": b})
+
+
+def test_threads_share_one_client(daemon):
+    session = create_session(builtin_model_path("demo"))
+    errors = []
+    with Client(daemon.endpoint, timeout=30) as c:
+        def work(seed):
+            rng = np.random.default_rng(seed)
+            try:
+                for _ in range(50):
+                    x = rng.standard_normal((1 + seed % 3, 64), dtype=np.float32)
+                    np.testing.assert_array_equal(c.infer("demo", x), session.run(None, {"x": x})[0])
+            except Exception as exc:  # collected: assertions in threads do not fail the test
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+
+
+def test_timeout_then_late_reply_is_not_taken_for_the_next_answer(client):
+    x = np.random.default_rng(9).standard_normal((1, 1, 128, 256, 256), dtype=np.float32)
+    handle = client.model("volume3d")
+    with pytest.raises(DaemonTimeout, match="within"):
+        handle.infer(x, timeout=0.0005)
+    y = handle(np.zeros_like(x))
+    np.testing.assert_allclose(y, create_session(builtin_model_path("volume3d")).run(None, {"x": np.zeros_like(x)})[0])
