@@ -10,7 +10,7 @@ heartbeats.
 
 from __future__ import annotations
 
-import itertools
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -47,7 +47,6 @@ def _pid_matches(pid: int, start_time: float) -> bool:
 class ClientRegistry:
     def __init__(self, client_timeout_s: float):
         self._timeout = client_timeout_s
-        self._ids = itertools.count(1)
         self._clients: dict[int, ClientRecord] = {}
 
     def __len__(self) -> int:
@@ -55,12 +54,20 @@ class ClientRegistry:
 
     def hello(self, pid: int, start_time: float, name: str, identity: bytes) -> ClientRecord:
         record = ClientRecord(
-            client_id=next(self._ids), pid=pid, start_time=start_time, name=name,
+            client_id=self._new_id(), pid=pid, start_time=start_time, name=name,
             pid_verified=_pid_matches(pid, start_time), last_seen=time.monotonic(),
             identity=identity,
         )
         self._clients[record.client_id] = record
         return record
+
+    def _new_id(self) -> int:
+        # Random, not sequential: an id from a previous daemon generation never
+        # names a client of this one, and ids cannot be guessed.
+        while True:
+            client_id = secrets.randbits(53) or 1  # 53 bits: exact in JSON/JavaScript doubles too
+            if client_id not in self._clients:
+                return client_id
 
     def get(self, client_id: int, identity: bytes) -> ClientRecord:
         record = self._clients.get(client_id)
@@ -71,10 +78,12 @@ class ClientRegistry:
                 f"was reclaimed after missing heartbeats); say hello again",
             )
         if record.identity != identity:
+            # Also what a client sees after its connection was re-established:
+            # UNKNOWN_CLIENT tells it to say hello again.
             raise ProtocolError(
-                ErrorCode.FORBIDDEN,
-                f"client id {client_id} belongs to another connection; each connection says "
-                f"hello and uses the id it was given",
+                ErrorCode.UNKNOWN_CLIENT,
+                f"client id {client_id} is not registered on this connection (each connection "
+                f"says hello and uses the id it was given; after a reconnect, say hello again)",
             )
         record.last_seen = time.monotonic()
         record.requests += 1

@@ -162,6 +162,8 @@ class DaemonCore:
             region_bytes=self.regions.total_bytes, models=models)
 
     def _load(self, req: m.Load, identity: bytes, _received_ns: int):
+        if req.max_batch < 0:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"max_batch must be >= 0, got {req.max_batch}")
         model = self.models.load(ModelConfig(name=req.name, path=req.path, backend=req.backend,
                                              max_batch=req.max_batch))
         if model.state != "ready":

@@ -47,8 +47,9 @@ def _unpackb(data: bytes, limits: dict, what: str) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, **limits)
     except Exception as exc:  # msgpack raises several types (ValueError, ExtraData, ...)
+        reason = str(exc) or type(exc).__name__
         raise ProtocolError(
-            ErrorCode.BAD_MESSAGE, f"{what} is not a valid msgpack message within limits: {exc}"
+            ErrorCode.BAD_MESSAGE, f"{what} is not a valid msgpack message within limits: {reason}"
         ) from None
 
 

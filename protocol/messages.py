@@ -74,7 +74,7 @@ class OutputInfo:
 @_wire
 class Timing:
     compute_us: int
-    total_us: int  # from message received to reply encoded
+    total_us: int  # from message received until the result was ready (before encoding)
 
 
 @_wire

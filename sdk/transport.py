@@ -14,10 +14,11 @@ import time
 
 import zmq
 
-from trtd.protocol import MAX_REPLY_BYTES, ProtocolError, Request, decode_reply, encode_request
+from trtd.protocol import (MAX_REPLY_BYTES, MAX_REQUEST_BYTES, ProtocolError, Request, decode_reply,
+                           encode_request)
 from trtd.protocol.endpoint import ipc_path
 
-from .errors import DaemonNotRunning, DaemonTimeout, ProtocolMismatch, error_from_reply
+from .errors import DaemonNotRunning, DaemonTimeout, InvalidInput, ProtocolMismatch, error_from_reply
 
 _HOW_TO_START = "start one with `trtd serve` (or `trtd demo`), or point TRTD_ENDPOINT at a running one"
 
@@ -43,7 +44,12 @@ class Connection:
         """Send one request and wait for its reply's result; raises TrtdError subclasses."""
         with self._lock:
             request_id = next(self._ids)
-            self._send(encode_request(request, request_id), request.OP,
+            data = encode_request(request, request_id)
+            if len(data) > MAX_REQUEST_BYTES:
+                # libzmq would drop the connection rather than deliver it: refuse here, clearly.
+                raise InvalidInput(f"'{request.OP}' request is {len(data)} bytes, over the protocol's "
+                                   f"limit of {MAX_REQUEST_BYTES} (too many tensors or too long names?)")
+            self._send(data, request.OP,
                        min(self._connect_timeout_s, timeout_s))
             deadline = time.monotonic() + timeout_s
             while True:

@@ -17,7 +17,7 @@ from daemon_process import raw_call, shm_names, wait_until
 from trtd.daemon.backends.onnxruntime import create_session
 from trtd.daemon.builtin_models import builtin_model_path
 from trtd.protocol import MAX_REQUEST_BYTES, messages as m
-from trtd.sdk import Client, InvalidInput, ProtocolMismatch, RegionError, UnknownModel
+from trtd.sdk import Client, InvalidInput, ProtocolMismatch, RegionError, TrtdError, UnknownModel
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +106,13 @@ def test_frame_over_size_limit_is_refused(daemon):
     # libzmq drops the connection of a peer sending a frame over MAXMSGSIZE before allocating it.
     with pytest.raises(TimeoutError):
         raw_call(daemon.endpoint, b"\x00" * (MAX_REQUEST_BYTES + 1), raw=True, timeout=1.0)
+
+
+def test_sdk_refuses_an_oversized_request_before_sending(client):
+    with pytest.raises(InvalidInput, match="over the protocol's limit"):
+        client._conn.call(m.Infer(client_id=client.client_id, model="demo", region="r", token="t",
+                                  inputs=[_x() for _ in range(3000)], outputs=[]), 5)
+    assert client.infer("demo", np.zeros((1, 64), np.float32)).shape == (1, 10)
 
 
 def test_unknown_client_id(daemon):
@@ -221,12 +228,17 @@ def test_output_area_exact_fit_is_fine(client):
 def test_region_of_another_client(daemon, client):
     region = _leased(client)
     with Client(daemon.endpoint) as other:
-        # Its own id with the stolen token, and the victim's id, both fail.
-        for client_id in (other.client_id, client.client_id):
-            with pytest.raises(RegionError) as e:
-                other._call(m.Infer(client_id=client_id, model="demo", region=region.name,
-                                    token=region.token, inputs=[_x()], outputs=[_y()]))
-            assert e.value.code == "FORBIDDEN"
+        def attempt(client_id):
+            with pytest.raises(TrtdError) as e:
+                other._conn.call(m.Infer(client_id=client_id, model="demo", region=region.name,
+                                         token=region.token, inputs=[_x()], outputs=[_y()]), 5)
+            return e.value
+
+        # Its own id with the stolen token: the region is not its lease.
+        assert attempt(other.client_id).code == "FORBIDDEN"
+        # The victim's id from another connection: not registered there.
+        assert attempt(client.client_id).code == "UNKNOWN_CLIENT"
+    assert _infer(client, region, [_x()], [_y()]).outputs[0].shape == [1, 10]
 
 
 def test_forged_token(client):

@@ -324,7 +324,9 @@ def test_ext_type_refused():
 
 
 def test_ext_type_refused_even_under_an_unknown_key():
-    _refused(_pack({"v": 1, "op": "status", "id": 1, "when": msgpack.ExtType(-1, b"\x00" * 8)}))
+    # msgpack's predefined timestamp extension (type -1) is refused like any other ext.
+    _refused(_pack({"v": 1, "op": "status", "id": 1, "when": msgpack.Timestamp(1732170000, 0)}))
+    _refused(_pack({"v": 1, "op": "status", "id": 1, "blob": msgpack.ExtType(5, b"\x00" * 8)}))
 
 
 def test_bin_type_refused():
