@@ -7,8 +7,6 @@ region's memory unless every range lies inside it and no two ranges overlap.
 
 from __future__ import annotations
 
-import numpy as np
-
 from trtd.protocol import (ALIGNMENT, ErrorCode, Infer, ProtocolError, first_overlap, is_wire_dtype,
                            itemsize)
 
@@ -112,7 +110,9 @@ def bind_request(req: Infer, model: LoadedModel, region: Region
         _check_range("output", ref.name, ref.offset, ref.nbytes, region)
         shape = predicted.get(ref.name)
         if shape is not None:
-            needed = int(np.prod(shape)) * np_dtype.itemsize
+            needed = np_dtype.itemsize
+            for dim in shape:
+                needed *= dim
             if needed > ref.nbytes:
                 raise _invalid(
                     f"output {ref.name!r} will be {_fmt(spec.dtype, shape)} = {needed} bytes, but "

@@ -139,23 +139,62 @@ def struct_decoder(cls: type) -> Decoder:
     return compiled
 
 
-def to_wire(obj: Any) -> Any:
-    """A wire dataclass (or a list/dict of them) as plain msgpack-ready data.
+Encoder = Callable[[Any], Any]
+_encoders: dict[type, Encoder] = {}
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _encoder_for(tp: Any) -> Encoder:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is list:
+        item = _encoder_for(args[0])
+        if item is _identity:
+            return lambda value: value if type(value) is list else list(value)
+        return lambda value: [item(v) for v in value]
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return _encoder_for(rest[0])
+    if dataclasses.is_dataclass(tp):
+        return struct_encoder(tp)
+    if isinstance(tp, type) and issubclass(tp, str) and tp is not str:  # str-valued enums
+        return lambda value: str(value)
+    return _identity
+
+
+def struct_encoder(cls: type) -> Encoder:
+    """The (cached) encoder turning an instance of cls into a msgpack-ready map.
 
     None-valued fields are omitted: on the wire an absent optional field and a
     nil one mean the same, and omitting keeps messages small.
     """
-    if dataclasses.is_dataclass(obj):
+    cached = _encoders.get(cls)
+    if cached is not None:
+        return cached
+
+    def encode(obj: Any) -> dict:  # replaced below once compiled
+        return compiled(obj)
+
+    _encoders[cls] = encode
+    hints = typing.get_type_hints(cls)
+    fields = [(f.name, _encoder_for(hints[f.name])) for f in dataclasses.fields(cls)]
+
+    def compiled(obj: Any) -> dict:
         out = {}
-        for f in dataclasses.fields(obj):
-            v = getattr(obj, f.name)
-            if v is not None:
-                out[f.name] = to_wire(v)
+        for name, enc in fields:
+            value = getattr(obj, name)
+            if value is not None:
+                out[name] = value if enc is _identity else enc(value)
         return out
-    if isinstance(obj, (list, tuple)):
-        return [to_wire(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_wire(v) for k, v in obj.items()}
-    if hasattr(obj, "value") and isinstance(obj, str):  # str-valued enums
-        return obj.value
-    return obj
+
+    _encoders[cls] = compiled
+    return compiled
+
+
+def to_wire(obj: Any) -> Any:
+    """A wire dataclass as plain msgpack-ready data (see struct_encoder)."""
+    return struct_encoder(type(obj))(obj)

@@ -74,15 +74,17 @@ class Connection:
                 return reply.result
 
     def _send(self, data: bytes, op: str, connect_timeout_s: float) -> None:
-        path = ipc_path(self.endpoint)
-        if path is not None and not path.exists():
-            raise DaemonNotRunning(f"no trtd daemon at {self.endpoint} (no socket file); {_HOW_TO_START}")
-        # With IMMEDIATE, the socket is writable only once a daemon is connected.
-        if not self._socket.poll(int(connect_timeout_s * 1000), zmq.POLLOUT):
-            raise DaemonNotRunning(
-                f"no trtd daemon answers at {self.endpoint} (waited {connect_timeout_s:g}s "
-                f"to connect for '{op}'); {_HOW_TO_START}"
-            )
+        # With IMMEDIATE, the socket is writable only while a daemon is connected;
+        # the common case (connected) costs one non-blocking check.
+        if not self._socket.poll(0, zmq.POLLOUT):
+            path = ipc_path(self.endpoint)
+            if path is not None and not path.exists():
+                raise DaemonNotRunning(f"no trtd daemon at {self.endpoint} (no socket file); {_HOW_TO_START}")
+            if not self._socket.poll(int(connect_timeout_s * 1000), zmq.POLLOUT):
+                raise DaemonNotRunning(
+                    f"no trtd daemon answers at {self.endpoint} (waited {connect_timeout_s:g}s "
+                    f"to connect for '{op}'); {_HOW_TO_START}"
+                )
         self._socket.send(data, zmq.NOBLOCK)
 
     def close(self) -> None:
