@@ -1,7 +1,7 @@
 """Latency benchmark: trtd vs in-process ONNX Runtime vs the transport floor.
 
     python -m trtd.bench.latency [--models mlp,nearzero224,resnet18,volume3d]
-                                 [--iterations N] [--warmup N] [--block N]
+                                 [--iterations N] [--warmup N] [--block N] [--settle N]
                                  [--json PATH] [--markdown PATH] [--endpoint URL]
     trtd bench -- [the same options]
 
@@ -12,7 +12,7 @@ floor
     The least any out-of-process design with this transport could cost: a bare
     pyzmq DEALER -> ROUTER round trip of one small msgpack message (the encoded
     bytes of a real infer request for this model, ~200 bytes, packed once
-    beforehand) over the same transport kind as the daemon (ipc:// in a temp
+    beforehand: encoding and decoding are not part of the floor) over the same transport kind as the daemon (ipc:// in a temp
     dir on POSIX), answered by a ROUTER that echoes it from a separate process,
     PLUS a memcpy of the request's input bytes into a shared-memory block
     (np.copyto into a numpy view of a multiprocessing.shared_memory block).
@@ -36,12 +36,18 @@ overhead p50 <= 2 x floor p50.
 
 Method: every sample is one call timed with time.perf_counter_ns. Warm-up
 iterations run first for every system and are discarded. Timed iterations run
-in interleaved blocks (default 50 per block, 10 for the heavy models), round
+in interleaved blocks (default 50 per block, 20 for the heavy models), round
 robin across the four systems with the starting system rotated each round, so
 that machine noise (other processes, frequency changes, thermal) falls on all
-systems alike instead of on whichever ran last. The garbage collector is off
-while timing. Once per model, before timing, the daemon's outputs (both paths)
-are compared with the in-process output.
+systems alike instead of on whichever ran last. Each block starts with
+--settle (default 2) untimed iterations: the first calls after a switch pay
+for the switch itself (caches refilled, a peer process woken from sleep, and
+on few cores the previous system's ONNX Runtime threads still spinning in the
+other process: the first resnet18 calls after a switch took twice as long on
+a 2-core machine), which is an artefact of interleaving, not a steady-state
+cost of any system. The garbage collector is off while timing. Once per
+model, before timing, the daemon's outputs (both paths) are compared with the
+in-process output.
 
 The daemon is started as a subprocess serving exactly the selected models on a
 private ipc:// endpoint (its lock file goes to the same temp dir) and stopped
@@ -94,7 +100,7 @@ SYSTEM_LABELS = {
 DAEMON_SYSTEMS = ("daemon_copy", "daemon_zero_copy")
 
 FLOOR_DEFINITION = (
-    "floor = a bare pyzmq DEALER->ROUTER round trip of the encoded infer request (msgpack, packed "
+    "a bare pyzmq DEALER->ROUTER round trip of the encoded infer request (msgpack, packed "
     "once) over the daemon's transport kind, echoed by a ROUTER in a separate process, with a "
     "memcpy (np.copyto) of the input bytes into a multiprocessing.shared_memory block done inside "
     "the timed section before the send"
@@ -126,7 +132,8 @@ MODELS: dict[str, BenchModel] = {
     )
 }
 DEFAULT_ITERATIONS = {False: 2000, True: 200}  # by BenchModel.heavy
-DEFAULT_BLOCK = {False: 50, True: 10}
+DEFAULT_BLOCK = {False: 50, True: 20}
+DEFAULT_SETTLE = 2
 
 
 class BenchError(RuntimeError):
@@ -196,10 +203,11 @@ class ModelResult:
     iterations: int
     warmup: int
     block: int
+    settle: int
     correctness: Correctness
     systems: dict[str, Summary] = field(default_factory=dict)
     overheads: dict[str, Overhead] = field(default_factory=dict)
-    # The daemon's own p50 (message received -> reply encoded, 1 µs resolution) from `status`,
+    # The daemon's own p50 (message received -> reply built, 1 µs resolution) from `status`,
     # over its recent requests of this model on both paths, warm-up included; None on --endpoint
     # (other clients' requests would be mixed in).
     daemon_side_p50_us: float | None = None
@@ -224,6 +232,7 @@ class Plan:
     iterations: int
     warmup: int
     block: int
+    settle: int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m trtd.bench.latency",
         description="Latency of trtd (both SDK paths) against in-process ONNX Runtime and the "
                     "transport floor, interleaved in one run.",
-        epilog=f"{FLOOR_DEFINITION}. Target: daemon p50 - in-process p50 <= "
+        epilog=f"Floor = {FLOOR_DEFINITION}. Target: daemon p50 - in-process p50 <= "
                f"{TARGET_RATIO:g} x floor p50.")
     parser.add_argument("--models", default=",".join(MODELS),
                         help=f"comma-separated subset of {','.join(MODELS)} (default: all)")
@@ -245,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--block", type=_positive_int, metavar="N",
                         help=f"iterations per interleaved block (default: {DEFAULT_BLOCK[False]}, "
                              f"{DEFAULT_BLOCK[True]} for the heavy models)")
+    parser.add_argument("--settle", type=_non_negative_int, default=DEFAULT_SETTLE, metavar="N",
+                        help="untimed iterations at the start of every block, which pay for the "
+                             f"switch between systems (default: {DEFAULT_SETTLE})")
     parser.add_argument("--json", metavar="PATH", help="write meta and results as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="write a Markdown report (bench/results/)")
     parser.add_argument("--endpoint", help="use the daemon already running here instead of starting "
@@ -278,7 +290,7 @@ def make_plans(args: argparse.Namespace) -> list[Plan]:
         iterations = args.iterations or DEFAULT_ITERATIONS[model.heavy]
         warmup = args.warmup if args.warmup is not None else max(10, iterations // 10)
         block = min(args.block or DEFAULT_BLOCK[model.heavy], iterations)
-        plans.append(Plan(model, iterations, warmup, block))
+        plans.append(Plan(model, iterations, warmup, block, args.settle))
     return plans
 
 
@@ -541,6 +553,8 @@ def measure(steps: dict[str, Callable[[], object]], plan: Plan, progress: Progre
             shift = rnd % len(order)
             for name in order[shift:] + order[:shift]:
                 step, out = steps[name], samples[name]
+                for _ in range(plan.settle):
+                    step()
                 for _ in range(n):
                     t0 = clock()
                     step()
@@ -584,7 +598,7 @@ def bench_model(plan: Plan, client, floor: Floor, progress: Progress, own_daemon
         "daemon_zero_copy": handle.run_zero_copy,
     }
     progress.start(f"{model.name}: {plan.warmup} warm-up + {plan.iterations} timed x {len(steps)} "
-                   f"systems, blocks of {plan.block}")
+                   f"systems, blocks of {plan.block} (+{plan.settle} settle)")
     samples = measure(steps, plan, progress)
     progress.done()
 
@@ -592,7 +606,7 @@ def bench_model(plan: Plan, client, floor: Floor, progress: Progress, own_daemon
     result = ModelResult(
         model=model.name, input_shape=list(model.input_shape), output_shape=list(model.output_shape),
         input_bytes=model.input_bytes, request_bytes=len(message), iterations=plan.iterations,
-        warmup=plan.warmup, block=plan.block,
+        warmup=plan.warmup, block=plan.block, settle=plan.settle,
         correctness=Correctness(diff_copy, diff_zero_copy), systems=systems,
         overheads={name: Overhead.of(systems[name], systems["in_process"], systems["floor"])
                    for name in DAEMON_SYSTEMS},
@@ -680,16 +694,17 @@ def collect_meta(argv: list[str], plans: list[Plan], endpoint: str | None) -> di
             "graph_optimization_level": str(options.graph_optimization_level),
             "providers": ["CPUExecutionProvider"],
         },
-        "iterations": {p.model.name: {"timed": p.iterations, "warmup": p.warmup, "block": p.block}
-                       for p in plans},
+        "iterations": {p.model.name: {"timed": p.iterations, "warmup": p.warmup, "block": p.block,
+                                      "settle": p.settle} for p in plans},
         "definitions": {
             "floor": FLOOR_DEFINITION,
             "overhead": "daemon p50 - in-process p50, per daemon path",
             "target": f"overhead p50 <= {TARGET_RATIO:g} x floor p50",
             "zero_copy": ZERO_COPY_NOTE,
             "method": "perf_counter_ns per call; warm-up discarded; timed iterations in "
-                      "round-robin blocks across the four systems (start rotated each round); "
-                      "gc disabled while timing",
+                      "round-robin blocks across the four systems (start rotated each round), each "
+                      "block after `settle` untimed iterations that absorb the switch between "
+                      "systems; gc disabled while timing",
         },
     }
 
@@ -710,7 +725,8 @@ def _bytes(n: int) -> str:
 
 
 def _overhead_text(o: Overhead) -> str:
-    return f"{_us(o.overhead_p50_us)} µs = {o.ratio_to_floor:.2f}x floor ({'met' if o.target_met else 'MISSED'})"
+    verdict = "met" if o.target_met else "MISSED"
+    return f"{_us(o.overhead_p50_us)} µs = {o.ratio_to_floor:.2f}x floor ({verdict})"
 
 
 def render_text(results: list[ModelResult]) -> str:
@@ -719,23 +735,37 @@ def render_text(results: list[ModelResult]) -> str:
     for r in results:
         lines.append(f"\n{r.model}: float32 {_shape(r.input_shape)} -> {_shape(r.output_shape)}, "
                      f"input {_bytes(r.input_bytes)}, request {r.request_bytes} B; "
-                     f"{r.iterations} timed (+{r.warmup} warm-up) per system, blocks of {r.block}")
+                     f"{r.iterations} timed (+{r.warmup} warm-up) per system, blocks of {r.block} "
+                     f"(+{r.settle} settle)")
         lines.append(header)
         for name in SYSTEMS:
             s = r.systems[name]
             lines.append(f"  {SYSTEM_LABELS[name]:<24} {_us(s.p50_us):>9} {_us(s.p90_us):>9} "
                          f"{_us(s.p99_us):>9} {_us(s.mean_us):>9} {_us(s.max_us):>9}")
         for name in DAEMON_SYSTEMS:
-            lines.append(f"  overhead {name.removeprefix('daemon_'):<10} {_overhead_text(r.overheads[name])}"
-                         f"   (target <= {TARGET_RATIO:g}x floor p50 {_us(r.floor_p50_us)} µs)")
+            path = name.removeprefix("daemon_")
+            lines.append(f"  overhead {path:<10} {_overhead_text(r.overheads[name])}   "
+                         f"(target <= {TARGET_RATIO:g}x floor p50 {_us(r.floor_p50_us)} µs)")
         if r.daemon_side_p50_us is not None:
-            lines.append(f"  daemon-side p50 (status: received -> reply encoded) "
+            lines.append(f"  daemon-side p50 (the daemon's own timing in `trtd status`, both paths) "
                          f"{_us(r.daemon_side_p50_us)} µs")
         c = r.correctness
         lines.append(f"  correctness: max |daemon - in-process| copy {c.max_abs_diff_copy:.3g}, "
                      f"zero-copy {c.max_abs_diff_zero_copy:.3g} -> {'OK' if c.ok else 'MISMATCH'}")
-    lines.append(f"\n* {ZERO_COPY_NOTE}.\n  {FLOOR_DEFINITION}.")
+    lines.append(f"\n* {ZERO_COPY_NOTE}.\n  Floor = {FLOOR_DEFINITION}.")
     return "\n".join(lines)
+
+
+def _markdown_summary_row(r: ModelResult) -> str:
+    cells = [r.model, f"{_shape(r.input_shape)} ({_bytes(r.input_bytes)})"]
+    cells += [_us(r.systems[name].p50_us) for name in SYSTEMS]
+    cells += [f"{_us(r.overheads[n].overhead_p50_us)} µs ({r.overheads[n].ratio_to_floor:.2f}×)"
+              for n in DAEMON_SYSTEMS]
+    cells.append("/".join("met" if r.overheads[n].target_met else "**missed**" for n in DAEMON_SYSTEMS)
+                 + " (copy/zero-copy)")
+    diff = max(r.correctness.max_abs_diff_copy, r.correctness.max_abs_diff_zero_copy)
+    cells.append(f"{diff:.3g}" + ("" if r.correctness.ok else " **MISMATCH**"))
+    return "| " + " | ".join(cells) + " |"
 
 
 def render_markdown(results: list[ModelResult], meta: dict) -> str:
@@ -747,40 +777,33 @@ def render_markdown(results: list[ModelResult], meta: dict) -> str:
            "daemon zero-copy* p50 µs | overhead copy | overhead zero-copy* | "
            f"target ≤ {TARGET_RATIO:g}× floor | max abs diff |",
            "|---|---|--:|--:|--:|--:|--:|--:|---|--:|"]
-    for r in results:
-        s, o = r.systems, r.overheads
-        met = "/".join("met" if o[n].target_met else "**missed**" for n in DAEMON_SYSTEMS)
-        diff = max(r.correctness.max_abs_diff_copy, r.correctness.max_abs_diff_zero_copy)
-        out.append(
-            f"| {r.model} | {_shape(r.input_shape)} ({_bytes(r.input_bytes)}) | {_us(r.floor_p50_us)} | "
-            f"{_us(s['in_process'].p50_us)} | {_us(s['daemon_copy'].p50_us)} | "
-            f"{_us(s['daemon_zero_copy'].p50_us)} | "
-            + " | ".join(f"{_us(o[n].overhead_p50_us)} µs ({o[n].ratio_to_floor:.2f}×)" for n in DAEMON_SYSTEMS)
-            + f" | {met} (copy/zero-copy) | {diff:.3g}{'' if r.correctness.ok else ' **MISMATCH**'} |")
+    out += [_markdown_summary_row(r) for r in results]
     out += ["", f"\\* {ZERO_COPY_NOTE}.", "", "## Per model"]
     for r in results:
         out += ["", f"### {r.model}: float32 {_shape(r.input_shape)} → {_shape(r.output_shape)}", "",
                 f"{r.iterations} timed iterations per system (+{r.warmup} warm-up), interleaved in "
-                f"blocks of {r.block}; floor request {r.request_bytes} bytes."
+                f"blocks of {r.block}, each after {r.settle} untimed settle iterations; floor request "
+                f"{r.request_bytes} bytes."
                 + (f" Daemon-side p50 (from `trtd status`): {_us(r.daemon_side_p50_us)} µs."
                    if r.daemon_side_p50_us is not None else ""), "",
                 "| system | p50 µs | p90 µs | p99 µs | mean µs | max µs |", "|---|--:|--:|--:|--:|--:|"]
         for name in SYSTEMS:
             s = r.systems[name]
-            out.append(f"| {SYSTEM_LABELS[name]} | {_us(s.p50_us)} | {_us(s.p90_us)} | {_us(s.p99_us)} | "
-                       f"{_us(s.mean_us)} | {_us(s.max_us)} |")
+            figures = (s.p50_us, s.p90_us, s.p99_us, s.mean_us, s.max_us)
+            out.append(f"| {SYSTEM_LABELS[name]} | " + " | ".join(map(_us, figures)) + " |")
     definitions = meta["definitions"]
     out += ["", "## Method", ""] + [f"- **{k}**: {v}." for k, v in definitions.items()]
     environment = {k: v for k, v in meta.items() if k != "definitions"}
-    out += ["", "## Environment", "", "```json", json.dumps(environment, indent=2, ensure_ascii=False),
-            "```", ""]
+    out += ["", "## Environment", "", "```json",
+            json.dumps(environment, indent=2, ensure_ascii=False), "```", ""]
     return "\n".join(out)
 
 
 def write_reports(args: argparse.Namespace, results: list[ModelResult], meta: dict) -> None:
     if args.json:
         payload = {"meta": meta, "results": {r.model: r.to_json() for r in results}}
-        Path(args.json).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        Path(args.json).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n",
+                                   encoding="utf-8")
     if args.markdown:
         Path(args.markdown).write_text(render_markdown(results, meta), encoding="utf-8")
 

@@ -72,12 +72,6 @@ def _demo(args) -> int:
     return run_demo(endpoint=args.endpoint, requests=args.requests)
 
 
-def _bench(args) -> int:
-    from trtd.bench.latency import main as bench_main
-
-    return bench_main(args.bench_args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trtd", description="trtd: a local inference daemon")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,13 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=200)
     demo.set_defaults(func=_demo)
 
-    bench = sub.add_parser("bench", help="latency benchmark (see `trtd bench -- --help`)")
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=_bench)
+    # Parsed by trtd.bench.latency (see main()); listed here for --help.
+    sub.add_parser("bench", help="latency benchmark: floor vs in-process vs daemon (trtd bench --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        # Everything after `bench` belongs to the benchmark's own parser
+        # (argparse's REMAINDER would reject leading options).
+        from trtd.bench.latency import main as bench_main
+
+        rest = argv[1:]
+        return bench_main(rest[1:] if rest[:1] == ["--"] else rest)
     args = build_parser().parse_args(argv)
     return args.func(args)
 

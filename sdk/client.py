@@ -36,6 +36,7 @@ DEFAULT_TIMEOUT_S = 30.0
 # naming the needed size makes the handle grow and retry once.
 _UNBOUNDED_OUTPUT_BYTES = 1 << 20
 _MAX_PLANS = 16
+_DTYPES = {name: np.dtype(name) for name in WIRE_DTYPES}
 
 
 class Client:
@@ -231,7 +232,7 @@ class ModelHandle:
                     # The daemon may still write into this region: never reuse it.
                     self._retire_region()
                     raise
-                outs = {o.name: self._region.array(o.offset, np.dtype(o.dtype), tuple(o.shape)).copy()
+                outs = {o.name: self._region.array(o.offset, _DTYPES[o.dtype], tuple(o.shape)).copy()
                         for o in reply.outputs}
                 return self._shape_result(outs)
         raise TrtdError("the daemon kept restarting while this request was retried")
@@ -272,7 +273,7 @@ class ModelHandle:
                 raise
             outs = {}
             for o in reply.outputs:
-                view = self._region.array(o.offset, np.dtype(o.dtype), tuple(o.shape))
+                view = self._region.array(o.offset, _DTYPES[o.dtype], tuple(o.shape))
                 view.flags.writeable = False
                 outs[o.name] = view
             return outs

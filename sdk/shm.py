@@ -1,15 +1,19 @@
 """Attaching to daemon-owned shared memory without taking ownership of it.
 
-On Python < 3.13, SharedMemory(name) registers the block with this process's
+On Python < 3.13, `SharedMemory(name)` registers the block with the process's
 resource tracker, which unlinks it when the process exits: a client's normal
-exit would destroy the daemon's region. 3.13 has track=False; before that we
-unregister right after attaching.
+exit would destroy the daemon's region, and a client killed between attach and
+unregister would too. So on POSIX the SDK maps the block itself (shm_open +
+mmap, exactly what SharedMemory does, minus the tracker). On Windows a named
+mapping has no tracker and lives while any handle is open.
 """
 
 from __future__ import annotations
 
+import math
+import mmap
+import os
 import sys
-from multiprocessing import shared_memory
 
 import numpy as np
 
@@ -21,44 +25,37 @@ class AttachedRegion:
         self.name = name
         self.nbytes = nbytes
         self.token = token
-        self._shm = _attach(name)
-        if self._shm.size < nbytes:
-            self._shm.close()
-            raise ValueError(f"region {name} is {self._shm.size} bytes, expected {nbytes}")
-        self.bytes = np.frombuffer(self._shm.buf, dtype=np.uint8, count=nbytes)
+        self._map = _map(name, nbytes)
+        # Views derive from this one array, so the mapping has a single buffer export.
+        self.bytes = np.frombuffer(self._map, dtype=np.uint8, count=nbytes)
 
     def array(self, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         """A numpy view of a tensor slot inside the region (no copy)."""
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        # Views derive from one base array, so the mapping has a single buffer export.
+        nbytes = math.prod(shape) * dtype.itemsize
         return self.bytes[offset:offset + nbytes].view(dtype).reshape(shape)
-
-    def __del__(self) -> None:
-        # Drop our view before SharedMemory's own finalizer tries to unmap.
-        if getattr(self, "_shm", None) is not None:
-            self.close()
 
     def close(self) -> None:
         """Unmap (never unlink: the daemon owns the name). Views must be dropped first."""
         self.bytes = None
-        shm, self._shm = self._shm, None
-        if shm is None:
+        mapping, self._map = self._map, None
+        if mapping is None:
             return
         try:
-            shm.close()
+            mapping.close()
         except BufferError:
-            # A caller still holds a view into the region: let the mapping go when
-            # the last view does, and keep SharedMemory.__del__ from retrying close().
-            shm._buf = None
-            shm._mmap = None
+            pass  # a caller still holds a view: the mapping goes when the last view does
 
 
-def _attach(name: str) -> shared_memory.SharedMemory:
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name=name, track=False)
-    shm = shared_memory.SharedMemory(name=name)
-    if sys.platform != "win32":  # Windows has no resource tracker for shared memory
-        from multiprocessing import resource_tracker
+def _map(name: str, nbytes: int) -> mmap.mmap:
+    if sys.platform == "win32":
+        return mmap.mmap(-1, nbytes, tagname=name)
+    import _posixshmem  # CPython's own module behind multiprocessing.shared_memory
 
-        resource_tracker.unregister(shm._name, "shared_memory")
-    return shm
+    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size < nbytes:
+            raise ValueError(f"region {name} is {size} bytes, expected {nbytes}")
+        return mmap.mmap(fd, nbytes)
+    finally:
+        os.close(fd)  # the mapping keeps the memory; the descriptor is not needed

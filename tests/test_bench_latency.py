@@ -57,7 +57,7 @@ def test_smoke_mlp(tmp_path, nothing_left_behind):
     meta = data["meta"]
     assert meta["command"].startswith(sys.executable)
     assert "-m trtd.bench.latency --models mlp --iterations 30 --warmup 5" in meta["command"]
-    assert meta["iterations"]["mlp"] == {"timed": 30, "warmup": 5, "block": 30}
+    assert meta["iterations"]["mlp"] == {"timed": 30, "warmup": 5, "block": 30, "settle": 2}
     for key in ("date", "hostname", "platform", "cpu_model", "logical_cores", "python", "versions"):
         assert meta[key], key
     assert set(data["results"]) == {"mlp"}
