@@ -3,7 +3,7 @@
     python -m trtd.bench.latency [--models mlp,nearzero224,resnet18,volume3d]
                                  [--iterations N] [--warmup N] [--block N] [--settle N]
                                  [--json PATH] [--markdown PATH] [--endpoint URL]
-    trtd bench -- [the same options]
+    trtd bench [the same options]
 
 For each selected built-in model, one run on one machine measures four systems
 on the same seeded float32 input:
