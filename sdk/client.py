@@ -115,12 +115,15 @@ class Client:
                 handle = self._handles[name] = ModelHandle(self, info)
             return handle
 
-    def infer(self, model: str, inputs, timeout: float | None = None):
+    def infer(self, model: str, inputs, timeout: float | None = None, out=None):
         """Run `model` on a numpy array (single-input models) or a {name: array} dict.
 
         Returns an array for single-output models, else a {name: array} dict.
+        `out` (an array, or a {name: array} dict) receives the outputs instead of
+        new arrays: for large outputs this saves allocating (and page-faulting)
+        fresh memory on every call.
         """
-        return self.model(model).infer(inputs, timeout=timeout)
+        return self.model(model).infer(inputs, timeout=timeout, out=out)
 
     def status(self) -> m.StatusReply:
         return self._call(m.Status())
@@ -211,8 +214,9 @@ class ModelHandle:
             raise InvalidInput("pass inputs positionally or by name, not both")
         return self.infer(args[0] if len(args) == 1 else (kwargs or list(args)))
 
-    def infer(self, inputs, timeout: float | None = None):
+    def infer(self, inputs, timeout: float | None = None, out=None):
         arrays = self._named(inputs)
+        targets = self._out_targets(out)
         with self._lock:
             for attempt in range(3):
                 plan = self._prepare(arrays)
@@ -232,10 +236,35 @@ class ModelHandle:
                     # The daemon may still write into this region: never reuse it.
                     self._retire_region()
                     raise
-                outs = {o.name: self._region.array(o.offset, _DTYPES[o.dtype], tuple(o.shape)).copy()
-                        for o in reply.outputs}
+                outs = {}
+                for o in reply.outputs:
+                    view = self._region.array(o.offset, _DTYPES[o.dtype], tuple(o.shape))
+                    outs[o.name] = self._copy_out(o.name, view, targets.get(o.name))
                 return self._shape_result(outs)
         raise TrtdError("the daemon kept restarting while this request was retried")
+
+    def _out_targets(self, out) -> dict[str, np.ndarray]:
+        if out is None:
+            return {}
+        if isinstance(out, np.ndarray):
+            if len(self.info.outputs) != 1:
+                raise InvalidInput(f"model {self.name!r} has {len(self.info.outputs)} outputs; pass "
+                                   f"out as a dict {{name: array}}")
+            return {self.info.outputs[0].name: out}
+        unknown = set(out) - {o.name for o in self.info.outputs}
+        if unknown:
+            raise InvalidInput(f"out names unknown output(s) {sorted(unknown)} of model {self.name!r}")
+        return dict(out)
+
+    @staticmethod
+    def _copy_out(name: str, view: np.ndarray, target: np.ndarray | None) -> np.ndarray:
+        if target is None:
+            return view.copy()
+        if target.shape != view.shape or target.dtype != view.dtype:
+            raise InvalidInput(f"out[{name!r}] is {target.dtype}{list(target.shape)}, the result is "
+                               f"{view.dtype}{list(view.shape)}")
+        np.copyto(target, view)
+        return target
 
     # -- zero-copy path ------------------------------------------------------------------------------
 

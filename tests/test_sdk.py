@@ -80,6 +80,18 @@ def test_copying_path_results_survive_later_requests(client):
     np.testing.assert_array_equal(first, keep)
 
 
+def test_out_arrays_receive_the_outputs(client):
+    handle = client.model("demo")
+    x = np.random.default_rng(4).standard_normal((2, 64), dtype=np.float32)
+    out = np.empty((2, 10), np.float32)
+    assert handle.infer(x, out=out) is out
+    np.testing.assert_array_equal(out, handle(x))
+    with pytest.raises(InvalidInput, match=r"out\['y'\] is float32\[3, 10\]"):
+        handle.infer(x, out=np.empty((3, 10), np.float32))
+    with pytest.raises(InvalidInput, match="unknown output"):
+        client.infer("demo", x, out={"nope": out})
+
+
 def test_zero_copy_views(client):
     session = create_session(builtin_model_path("demo"))
     handle = client.model("demo")
