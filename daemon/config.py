@@ -43,6 +43,16 @@ class ModelConfig:
     # ONNX Runtime threads; 0 lets ONNX Runtime choose (one per physical core).
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    # CUDA device index; -1 runs on the CPU.
+    device: int = -1
+    # Independent executors (each with its own CUDA stream and device buffers on a
+    # GPU): requests of different clients run concurrently on different instances.
+    instances: int = 1
+    # Requests waiting for a free instance beyond this fail fast with OVERLOADED.
+    max_queue: int = 64
+    # TorchScript files carry no I/O description: "NAME:SHAPE[:DTYPE]" per input,
+    # SHAPE as comma-separated dims with -1 for the dynamic batch, e.g. "x:-1,3,224,224:float32".
+    inputs: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -77,7 +87,8 @@ def _build(cls: type, where: str, table: dict, allowed: set[str], **fixed):
     for key, value in table.items():
         if key not in allowed:
             raise ConfigError(f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(allowed))}")
-        expected = {"int": int, "float": float, "str": str, "str | None": str}[hints[key]]
+        expected = {"int": int, "float": float, "str": str, "str | None": str,
+                    "list[str]": list}[hints[key]]
         _check_type(where, key, value, expected)
         kwargs[key] = float(value) if expected is float else value
     return cls(**kwargs)
@@ -127,6 +138,12 @@ def validate(config: DaemonConfig) -> None:
     for m in config.models:
         if m.max_batch < 0:
             raise ConfigError(f"model '{m.name}': max_batch must be >= 0, got {m.max_batch}")
+        if m.instances < 1 or m.max_queue < 0:
+            raise ConfigError(f"model '{m.name}': instances must be >= 1 and max_queue >= 0")
+        if m.device < -1:
+            raise ConfigError(f"model '{m.name}': device must be -1 (CPU) or a CUDA device index")
+        if not all(isinstance(i, str) for i in m.inputs):
+            raise ConfigError(f"model '{m.name}': inputs must be strings like \"x:-1,3,224,224:float32\"")
     if config.reclaim_interval_s <= 0:
         raise ConfigError("reclaim_interval_s must be > 0")
     if config.max_region_bytes <= 0 or config.max_regions_per_client <= 0:

@@ -11,20 +11,35 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 import psutil
 
 from trtd.protocol import (ALIGNMENT, MAX_REQUEST_BYTES, PROTOCOL_VERSION, SERVER_VERSION,
-                           ErrorCode, ProtocolError, messages as m)
+                           ErrorCode, ProtocolError, encode_error, encode_reply, messages as m)
 
-from .backends import BackendError, OutputTooLarge
+from . import cuda
 from .clients import ClientRegistry
+from .cuda import HostPinning
 from .config import DaemonConfig, ModelConfig
 from .models import ModelRegistry
 from .regions import RegionLimits, RegionRegistry
+from .scheduler import CompletionQueue, Done, Job
 from .validation import bind_request
 
 log = logging.getLogger("trtd.core")
+
+# Returned by handle() for a request that a worker instance will answer later.
+PENDING = object()
+
+
+@dataclass(slots=True)
+class Call:
+    """Where a request came from: the connection's routing id, its id, its arrival time."""
+
+    identity: bytes
+    request_id: int
+    received_ns: int  # perf_counter_ns when the frame was read
 
 
 class DaemonCore:
@@ -35,9 +50,14 @@ class DaemonCore:
         self.started = time.monotonic()
         self.stop_requested = False
         self.clients = ClientRegistry(config.client_timeout_s)
-        self.regions = RegionRegistry(region_prefix, RegionLimits(
-            config.max_region_bytes, config.max_regions_per_client, config.max_bytes_per_client))
-        self.models = ModelRegistry()
+        self.pinning = HostPinning()
+        self.completions = CompletionQueue()
+        self.regions = RegionRegistry(
+            region_prefix,
+            RegionLimits(config.max_region_bytes, config.max_regions_per_client,
+                         config.max_bytes_per_client),
+            before_destroy=lambda region: self.pinning.unpin(region.address))
+        self.models = ModelRegistry(self.completions, self.pinning)
         self._process = psutil.Process()
         self._handlers = {
             m.Hello: self._hello, m.ListModels: self._models, m.Lease: self._lease,
@@ -50,9 +70,9 @@ class DaemonCore:
         for model in self.config.models:
             self.models.load(model)
 
-    def handle(self, request: m.Request, identity: bytes, received_ns: int):
-        """identity: the connection's routing id; received_ns: perf_counter_ns at arrival."""
-        return self._handlers[type(request)](request, identity, received_ns)
+    def handle(self, request: m.Request, call: Call):
+        """The reply payload, or PENDING when a worker instance will finish the request."""
+        return self._handlers[type(request)](request, call)
 
     # -- periodic ------------------------------------------------------------------------------------
 
@@ -67,14 +87,28 @@ class DaemonCore:
         return reclaimed
 
     def close(self) -> None:
-        self.regions.close_all()
+        # Models first: their executors finish running requests, which use regions.
         self.models.close_all()
+        for done in self.completions.drain():
+            self.finish(done)
+        self.regions.close_all()
+        self.completions.close()
+
+    def finish(self, done: Done) -> tuple[bytes, bytes]:
+        """(identity, reply frame) for a request a worker instance has finished."""
+        job = done.job
+        job.model.executor.finished()
+        try:
+            reply = encode_reply(job.request_id, self._infer_reply(done))
+        except ProtocolError as exc:
+            reply = encode_error(job.request_id, exc.code, exc.message, exc.details)
+        return job.identity, reply
 
     # -- handlers ------------------------------------------------------------------------------------
 
-    def _hello(self, req: m.Hello, identity: bytes, _received_ns: int):
+    def _hello(self, req: m.Hello, call: Call):
         record = self.clients.hello(req.client_pid, req.client_start_time, req.client_name,
-                                   identity)
+                                   call.identity)
         return m.HelloReply(
             client_id=record.client_id, daemon_id=self.daemon_id, server_version=SERVER_VERSION,
             protocol_version=PROTOCOL_VERSION, alignment=ALIGNMENT,
@@ -82,68 +116,72 @@ class DaemonCore:
             heartbeat_interval_s=self.clients.heartbeat_interval_s(record),
         )
 
-    def _models(self, req: m.ListModels, identity: bytes, _received_ns: int):
+    def _models(self, req: m.ListModels, call: Call):
         if req.name is not None:
             return m.ModelsReply(models=[self.models.get(req.name).info()])
         return m.ModelsReply(models=[model.info() for model in self.models])
 
-    def _lease(self, req: m.Lease, identity: bytes, _received_ns: int):
-        self.clients.get(req.client_id, identity)
+    def _lease(self, req: m.Lease, call: Call):
+        self.clients.get(req.client_id, call.identity)
         region = self.regions.lease(req.client_id, req.nbytes)
         return m.LeaseReply(region=m.RegionInfo(name=region.name, nbytes=region.nbytes,
                                                 token=region.token))
 
-    def _release(self, req: m.Release, identity: bytes, _received_ns: int):
-        self.clients.get(req.client_id, identity)
+    def _release(self, req: m.Release, call: Call):
+        self.clients.get(req.client_id, call.identity)
         return m.ReleaseReply(released_now=self.regions.release(req.client_id, req.region, req.token))
 
-    def _heartbeat(self, req: m.Heartbeat, identity: bytes, _received_ns: int):
-        self.clients.get(req.client_id, identity)
+    def _heartbeat(self, req: m.Heartbeat, call: Call):
+        self.clients.get(req.client_id, call.identity)
         return m.HeartbeatReply()
 
-    def _goodbye(self, req: m.Goodbye, identity: bytes, _received_ns: int):
-        self.clients.get(req.client_id, identity)
+    def _goodbye(self, req: m.Goodbye, call: Call):
+        self.clients.get(req.client_id, call.identity)
         released = self.regions.release_client(req.client_id)
         self.clients.remove(req.client_id)
         return m.GoodbyeReply(released=released)
 
-    def _infer(self, req: m.Infer, identity: bytes, received_ns: int):
-        self.clients.get(req.client_id, identity)
+    def _infer(self, req: m.Infer, call: Call):
+        self.clients.get(req.client_id, call.identity)
         model = self.models.get_ready(req.model)
         region = self.regions.checkout(req.client_id, req.region, req.token)
         try:
-            try:
-                inputs, outputs = bind_request(req, model, region)
-                start = time.perf_counter_ns()
-                shapes = model.backend.enqueue(None, inputs, outputs)
-                compute_ns = time.perf_counter_ns() - start
-            except OutputTooLarge as exc:
-                raise ProtocolError(ErrorCode.OUTPUT_TOO_LARGE, str(exc),
-                                    {"output": exc.name, "needed": exc.needed,
-                                     "capacity": exc.capacity}) from None
-            except BackendError as exc:
-                raise ProtocolError(ErrorCode.BACKEND_ERROR,
-                                    f"model {model.name!r} failed on this request: {exc}") from None
+            inputs, outputs = bind_request(req, model, region)
+            done = model.executor.submit(Job(call.identity, call.request_id, model, region, inputs,
+                                             outputs, call.received_ns))
         except ProtocolError:
+            self.regions.checkin(region)
             model.stats.errors += 1
             raise
-        finally:
-            self.regions.checkin(region)
-        base = region.address
+        return PENDING if done is None else self._infer_reply(done)
+
+    def _infer_reply(self, done: Done) -> m.InferReply:
+        """Check the region back in and turn a finished job into its reply (or raise its error)."""
+        job = done.job
+        self.regions.checkin(job.region)
+        model = job.model
+        if done.error is not None:
+            model.stats.errors += 1
+            raise done.error
+        base = job.region.address
         infos = []
-        for t in outputs:
-            shape = shapes[t.name]
+        for t in job.outputs:
+            shape = done.shapes[t.name]
             nbytes = t.dtype.itemsize
             for d in shape:
                 nbytes *= d
             infos.append(m.OutputInfo(name=t.name, dtype=t.dtype.name, shape=list(shape),
                                       offset=t.address - base, nbytes=nbytes))
-        total_us = (time.perf_counter_ns() - received_ns) // 1000
+        now = time.perf_counter_ns()
+        total_us = (now - job.received_ns) // 1000
         model.stats.record(total_us)
-        return m.InferReply(outputs=infos, timing=m.Timing(compute_us=compute_ns // 1000,
-                                                           total_us=total_us))
+        timing = done.timing
+        return m.InferReply(outputs=infos, timing=m.Timing(
+            compute_us=timing.compute_us, total_us=total_us,
+            queue_us=max(job.started_ns - job.received_ns, 0) // 1000,
+            h2d_us=timing.h2d_us, d2h_us=timing.d2h_us))
 
-    def _status(self, req: m.Status, identity: bytes, _received_ns: int):
+    def _status(self, req: m.Status, call: Call):
         with self._process.oneshot():
             rss = self._process.memory_info().rss
             cpu = self._process.cpu_times()
@@ -153,15 +191,31 @@ class DaemonCore:
             models.append(m.ModelStatus(
                 name=model.name, backend=model.config.backend, state=model.state,
                 requests=model.stats.requests, errors=model.stats.errors,
-                p50_us=p50, p90_us=p90, p99_us=p99, error=model.error))
+                p50_us=p50, p90_us=p90, p99_us=p99, error=model.error,
+                device=model.config.device, instances=model.config.instances,
+                in_flight=model.executor.in_flight if model.executor else 0))
         return m.StatusReply(
             daemon_id=self.daemon_id, pid=os.getpid(), server_version=SERVER_VERSION,
             protocol_version=PROTOCOL_VERSION, endpoint=self.endpoint,
             uptime_s=time.monotonic() - self.started, rss_bytes=rss, cpu_user_s=cpu.user,
             cpu_system_s=cpu.system, clients=len(self.clients), regions=len(self.regions),
-            region_bytes=self.regions.total_bytes, models=models)
+            region_bytes=self.regions.total_bytes, models=models,
+            pinned_bytes=self.pinning.stats.pinned_bytes,
+            host_registrations=self.pinning.stats.registrations, devices=self._devices())
 
-    def _load(self, req: m.Load, identity: bytes, _received_ns: int):
+    def _devices(self) -> list[m.DeviceStatus]:
+        devices = sorted({model.config.device for model in self.models if model.config.device >= 0})
+        result = []
+        for device in devices:
+            try:
+                free, total = cuda.memory_info(device)
+                result.append(m.DeviceStatus(device=device, name=cuda.device_name(device),
+                                             free_bytes=free, total_bytes=total))
+            except cuda.CudaError as exc:
+                log.warning("device %d status: %s", device, exc)
+        return result
+
+    def _load(self, req: m.Load, call: Call):
         if req.max_batch < 0:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"max_batch must be >= 0, got {req.max_batch}")
         model = self.models.load(ModelConfig(name=req.name, path=req.path, backend=req.backend,
@@ -172,10 +226,10 @@ class DaemonCore:
                                 f"model {req.name!r} failed to load: {model.error}")
         return m.LoadReply(model=model.info())
 
-    def _unload(self, req: m.Unload, identity: bytes, _received_ns: int):
+    def _unload(self, req: m.Unload, call: Call):
         self.models.unload(req.name)
         return m.UnloadReply()
 
-    def _shutdown(self, req: m.Shutdown, identity: bytes, _received_ns: int):
+    def _shutdown(self, req: m.Shutdown, call: Call):
         self.stop_requested = True
         return m.ShutdownReply()

@@ -12,7 +12,11 @@ import numpy as np
 from trtd.protocol import ErrorCode, ModelInfo, ProtocolError, TensorSpec
 
 from .backends import Backend, BackendError, create_backend
+from . import cuda
 from .config import BUILTIN_PREFIX, ModelConfig
+from .cuda import CudaError, HostPinning
+from .instances import make_instances
+from .scheduler import CompletionQueue, Executor
 from .stats import ModelStats
 
 log = logging.getLogger("trtd.models")
@@ -24,6 +28,7 @@ class LoadedModel:
     backend: Backend | None
     state: str  # "ready" | "failed"
     error: str = ""
+    executor: Executor | None = None
     stats: ModelStats = field(default_factory=ModelStats)
     # name -> (spec, numpy dtype); built once so validation does no lookups by scan.
     inputs: dict[str, tuple[TensorSpec, np.dtype]] = field(default_factory=dict)
@@ -61,8 +66,10 @@ def _default_max_batch(config: ModelConfig) -> int:
 
 
 class ModelRegistry:
-    def __init__(self):
+    def __init__(self, completions: CompletionQueue, pinning: HostPinning):
         self._models: dict[str, LoadedModel] = {}
+        self._completions = completions
+        self._pinning = pinning
 
     def __iter__(self):
         return iter(list(self._models.values()))
@@ -77,17 +84,22 @@ class ModelRegistry:
                 f"a model named {config.name!r} is already loaded; unload it first",
             )
         try:
-            backend = create_backend(
-                config.backend, resolve_model_path(config.path),
-                max_batch=_default_max_batch(config), intra_op_threads=config.intra_op_threads,
-                inter_op_threads=config.inter_op_threads,
-            )
-        except (BackendError, ImportError, ValueError, OSError) as exc:
+            if config.device >= 0:
+                cuda.open_device(config.device)  # a clear error before the backend tries
+            backend = create_backend(config, resolve_model_path(config.path),
+                                     max_batch=_default_max_batch(config))
+            try:
+                executor = Executor(config.name, make_instances(backend, config.instances, self._pinning),
+                                    config.max_queue, self._completions)
+            except BaseException:
+                backend.close()
+                raise
+        except (BackendError, CudaError, ImportError, ValueError, OSError) as exc:
             model = LoadedModel(config=config, backend=None, state="failed", error=str(exc))
             log.error("model %s failed to load: %s", config.name, exc)
         else:
             model = LoadedModel(
-                config=config, backend=backend, state="ready",
+                config=config, backend=backend, state="ready", executor=executor,
                 inputs={s.name: (s, np.dtype(s.dtype)) for s in backend.inputs},
                 outputs={s.name: (s, np.dtype(s.dtype)) for s in backend.outputs},
             )
@@ -118,6 +130,8 @@ class ModelRegistry:
     def unload(self, name: str) -> None:
         model = self.get(name)
         del self._models[name]
+        if model.executor is not None:
+            model.executor.close()  # waits for its running requests
         if model.backend is not None:
             model.backend.close()
 

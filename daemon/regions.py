@@ -87,7 +87,9 @@ def _create_segment(name: str, nbytes: int) -> shared_memory.SharedMemory:
 
 
 class RegionRegistry:
-    def __init__(self, name_prefix: str, limits: RegionLimits):
+    def __init__(self, name_prefix: str, limits: RegionLimits, before_destroy=None):
+        # Called with each region before its memory goes (e.g. to unregister it from CUDA).
+        self._before_destroy = before_destroy
         self._prefix = name_prefix
         self._limits = limits
         self._seq = 0
@@ -211,6 +213,8 @@ class RegionRegistry:
         if len(self._released) > _RELEASED_MEMORY:
             self._released.popitem(last=False)
         try:
+            if self._before_destroy is not None:
+                self._before_destroy(region)
             region.close()
         except Exception:  # never let one bad segment stop the others from going
             log.exception("closing region %s failed", region.name)

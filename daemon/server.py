@@ -22,7 +22,7 @@ from trtd.protocol import (MAX_REQUEST_BYTES, ErrorCode, ProtocolError, decode_r
 from trtd.protocol.endpoint import ipc_path, runtime_dir
 
 from .config import DaemonConfig
-from .core import DaemonCore
+from .core import PENDING, Call, DaemonCore
 from .instance import InstanceLock
 
 log = logging.getLogger("trtd.server")
@@ -100,11 +100,14 @@ class Server:
         sock, core = self._socket, self.core
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(core.completions.fileno(), zmq.POLLIN)
         reclaim_every = self.config.reclaim_interval_s
         next_reclaim = time.monotonic() + reclaim_every
         tick_ms = int(min(_TICK_S, reclaim_every) * 1000)
         while not self._stop.is_set() and not core.stop_requested:
             if poller.poll(tick_ms):
+                for done in core.completions.drain():
+                    self._send(sock, *core.finish(done), done.job.request_id)
                 # Drain what is queued before looking at timers again.
                 while not core.stop_requested:
                     try:
@@ -127,7 +130,10 @@ class Server:
         request_id = 0
         try:
             request_id, request = decode_request(payload)
-            reply = encode_reply(request_id, self.core.handle(request, identity, received))
+            result = self.core.handle(request, Call(identity, request_id, received))
+            if result is PENDING:
+                return  # a worker instance answers it through the completion queue
+            reply = encode_reply(request_id, result)
         except ProtocolError as exc:
             reply = encode_error(exc.request_id or request_id, exc.code, exc.message, exc.details)
         except Exception as exc:  # a daemon bug must not take the daemon down
@@ -135,6 +141,10 @@ class Server:
             reply = encode_error(request_id, ErrorCode.INTERNAL,
                                  f"internal error in the daemon ({type(exc).__name__}: {exc}); "
                                  f"please report it with the daemon log")
+        self._send(sock, identity, reply, request_id)
+
+    @staticmethod
+    def _send(sock: zmq.Socket, identity: bytes, reply: bytes, request_id: int) -> None:
         try:
             sock.send_multipart([identity, reply], zmq.NOBLOCK)
         except zmq.Again:

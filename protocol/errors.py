@@ -26,6 +26,7 @@ class ErrorCode(str, Enum):
     OVERLAP = "OVERLAP"                    # two tensor ranges of one request overlap
     OUTPUT_TOO_LARGE = "OUTPUT_TOO_LARGE"  # the output area given is smaller than the result
     # Execution
+    OVERLOADED = "OVERLOADED"              # the model's queue is full: retry later
     BACKEND_ERROR = "BACKEND_ERROR"        # the backend raised; the model stays loaded
     LOAD_FAILED = "LOAD_FAILED"
     INTERNAL = "INTERNAL"                  # a bug in the daemon; it keeps serving

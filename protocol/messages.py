@@ -75,6 +75,9 @@ class OutputInfo:
 class Timing:
     compute_us: int
     total_us: int  # from message received until the result was ready (before encoding)
+    queue_us: int = 0  # from message received until an instance started it
+    h2d_us: int = 0    # host->device copies (GPU models; 0 on the CPU)
+    d2h_us: int = 0    # device->host copies (GPU models; 0 on the CPU)
 
 
 @_wire
@@ -88,6 +91,17 @@ class ModelStatus:
     p90_us: float = 0.0
     p99_us: float = 0.0
     error: str = ""
+    device: int = -1   # CUDA device index, -1 for the CPU
+    instances: int = 1
+    in_flight: int = 0  # requests queued or running on worker instances
+
+
+@_wire
+class DeviceStatus:
+    device: int
+    name: str
+    free_bytes: int
+    total_bytes: int
 
 
 @_wire
@@ -231,6 +245,11 @@ class StatusReply:
     regions: int
     region_bytes: int
     models: list[ModelStatus]
+    # Page-locked (CUDA-registered) region bytes now, and registrations made so far:
+    # each region is registered once, on its first use by a GPU model.
+    pinned_bytes: int = 0
+    host_registrations: int = 0
+    devices: list[DeviceStatus] = field(default_factory=list)
 
 
 @_wire

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Backend, BackendError, OutputTooLarge, TensorBinding
 
-BACKENDS = ("onnxruntime",)
+if TYPE_CHECKING:
+    from ..config import ModelConfig
+
+BACKENDS = ("onnxruntime", "torch")
 
 
-def create_backend(kind: str, path: str, max_batch: int = 0, intra_op_threads: int = 0,
-                   inter_op_threads: int = 0) -> Backend:
-    if kind == "onnxruntime":
+def create_backend(config: "ModelConfig", path: str, max_batch: int) -> Backend:
+    """The backend for a model, on its configured device; BackendError if it cannot load."""
+    if config.backend == "onnxruntime":
+        if config.device >= 0:
+            raise BackendError(
+                f"model '{config.name}': the onnxruntime backend runs on the CPU (device = -1); "
+                f"serve GPU models with the torch or tensorrt backend")
         from .onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, max_batch=max_batch, intra_op_threads=intra_op_threads,
-                                  inter_op_threads=inter_op_threads)
-    raise BackendError(f"unknown backend {kind!r}; available: {', '.join(BACKENDS)}")
+        return OnnxRuntimeBackend(path, max_batch=max_batch, intra_op_threads=config.intra_op_threads,
+                                  inter_op_threads=config.inter_op_threads)
+    if config.backend == "torch":
+        from .torch import TorchBackend
+
+        return TorchBackend(path, inputs=config.inputs, max_batch=max_batch,
+                            device=config.device if config.device >= 0 else None)
+    raise BackendError(f"unknown backend {config.backend!r}; available: {', '.join(BACKENDS)}")
 
 
 __all__ = ["BACKENDS", "Backend", "BackendError", "OutputTooLarge", "TensorBinding", "create_backend"]

@@ -42,6 +42,9 @@ class OutputTooLarge(BackendError):
 
 class Backend(ABC):
     kind: str
+    # None: the backend reads and writes host memory (the region itself).
+    # A CUDA device index: enqueue() gets device addresses on that device and a stream.
+    device: int | None = None
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     # Largest batch on the shared dynamic first dimension; 0 when there is none.

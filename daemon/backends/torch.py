@@ -1,0 +1,194 @@
+"""TorchScript backend: the format applications run in-process today.
+
+On a GPU, the module runs on the instance's CUDA stream (torch's external-stream
+wrapper), reading its inputs straight from the instance's device buffers
+(wrapped as tensors without a copy) and writing each result into the output
+device buffer with one device-to-device copy: no host copies. On the CPU the
+inputs are tensors over the region's own memory and results are copied into
+their areas once (TorchScript allocates its outputs, so one copy is inherent).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from pathlib import Path
+
+import numpy as np
+
+from trtd.protocol import WIRE_DTYPES, TensorSpec
+
+from .base import Backend, BackendError, OutputTooLarge, TensorBinding
+
+DEFAULT_MAX_BATCH = 64
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendError(
+            f"torch is not installed ({exc}); install it with: pip install \"trtd[torch]\" "
+            f"(on a CPU-only machine, the CPU wheel avoids gigabytes of CUDA libraries)"
+        ) from None
+    return torch
+
+
+def parse_input_spec(text: str) -> TensorSpec:
+    """"NAME:SHAPE[:DTYPE]", SHAPE comma-separated with -1 for a dynamic batch; dtype float32 by default."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0]:
+        raise BackendError(f"input spec {text!r} must be NAME:SHAPE[:DTYPE], e.g. x:-1,3,224,224:float32")
+    name, shape_text = parts[0], parts[1]
+    dtype = parts[2] if len(parts) == 3 else "float32"
+    if dtype not in WIRE_DTYPES:
+        raise BackendError(f"input spec {text!r}: unknown dtype {dtype!r}; known: {', '.join(WIRE_DTYPES)}")
+    try:
+        shape = [int(d) for d in shape_text.replace("x", ",").split(",")]
+    except ValueError:
+        raise BackendError(f"input spec {text!r}: SHAPE must be integers, e.g. -1,3,224,224") from None
+    if any(d == 0 or d < -1 for d in shape) or any(d < 0 for d in shape[1:]):
+        raise BackendError(f"input spec {text!r}: dims must be positive; only the first may be -1")
+    return TensorSpec(name=name, dtype=dtype, shape=shape)
+
+
+class _CudaView:
+    """Exposes a device buffer through __cuda_array_interface__, so torch wraps it without a copy."""
+
+    __slots__ = ("__cuda_array_interface__",)
+
+    def __init__(self, address: int, shape: tuple[int, ...], dtype: np.dtype):
+        self.__cuda_array_interface__ = {
+            "shape": tuple(shape), "typestr": dtype.str, "data": (address, False), "version": 3,
+            "strides": None,
+        }
+
+
+def _host_array(address: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = (ctypes.c_uint8 * nbytes).from_address(address)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+class TorchBackend(Backend):
+    kind = "torch"
+
+    def __init__(self, path: str | Path, inputs: list[str], max_batch: int = 0, device: int | None = None):
+        torch = self._torch = _import_torch()
+        if not inputs:
+            raise BackendError(
+                "a TorchScript file does not describe its inputs: give them in the model's config, "
+                "e.g. inputs = [\"x:-1,3,224,224:float32\"]")
+        specs = [parse_input_spec(i) for i in inputs]
+        self.device = device
+        if device is not None:
+            if not torch.cuda.is_available():
+                raise BackendError(f"torch sees no CUDA device (torch {torch.__version__}); this model "
+                                   f"is configured for device {device}")
+            self._torch_device = torch.device("cuda", device)
+        else:
+            self._torch_device = torch.device("cpu")
+        try:
+            self._module = torch.jit.load(str(path), map_location=self._torch_device).eval()
+        except Exception as exc:
+            raise BackendError(f"torch.jit.load could not load {path}: {exc}") from None
+        dynamic = [s.shape[0] == -1 for s in specs]
+        self.max_batch = (max_batch or DEFAULT_MAX_BATCH) if all(dynamic) else 0
+        for s in specs:
+            s.max_nbytes = self._nbytes(s.shape, s.dtype)
+        self.inputs = specs
+        self.outputs = self._probe_outputs()
+
+    def _nbytes(self, shape: list[int], dtype: str) -> int:
+        dims = [self.max_batch if d == -1 else d for d in shape]
+        return math.prod(dims) * np.dtype(dtype).itemsize
+
+    def _run_module(self, tensors):
+        with self._torch.inference_mode():
+            result = self._module(*tensors)
+        if isinstance(result, (tuple, list)):
+            return list(result)
+        if isinstance(result, dict):
+            return list(result.values())
+        return [result]
+
+    def _probe_outputs(self) -> list[TensorSpec]:
+        """Output dtypes and shapes from runs at batch 1 and 2: a dim that follows the batch is dynamic."""
+        torch = self._torch
+        batches = (1, 2) if self.max_batch else (1,)
+        runs = []
+        for batch in batches:
+            tensors = [torch.zeros([batch if d == -1 else d for d in s.shape],
+                                   dtype=getattr(torch, s.dtype), device=self._torch_device)
+                       for s in self.inputs]
+            try:
+                runs.append(self._run_module(tensors))
+            except Exception as exc:
+                raise BackendError(f"the TorchScript module failed on zero inputs of the configured "
+                                   f"shapes ({exc}); check the model's inputs setting") from None
+        specs = []
+        for i, first in enumerate(runs[0]):
+            dtype = str(first.dtype).removeprefix("torch.")
+            if dtype not in WIRE_DTYPES:
+                raise BackendError(f"output {i} has dtype {dtype}, which the protocol does not carry")
+            shape = list(first.shape)
+            if len(runs) == 2 and shape and runs[1][i].shape[0] == 2 and shape[0] == 1:
+                shape[0] = -1
+            spec = TensorSpec(name=f"output{i}" if len(runs[0]) > 1 else "output", dtype=dtype, shape=shape)
+            spec.max_nbytes = self._nbytes(shape, dtype)
+            specs.append(spec)
+        return specs
+
+    def output_shapes(self, input_shapes):
+        batch = next(iter(input_shapes.values()))[0] if self.max_batch else None
+        return {s.name: tuple(batch if d == -1 else d for d in s.shape) for s in self.outputs}
+
+    def enqueue(self, stream, inputs: list[TensorBinding], outputs: list[TensorBinding]):
+        torch = self._torch
+        try:
+            if self.device is None:
+                tensors = [torch.from_numpy(_host_array(t.address, t.shape, t.dtype)) for t in inputs]
+                results = self._run_module(tensors)
+                return self._write_host(results, outputs)
+            with torch.cuda.stream(torch.cuda.ExternalStream(stream.ptr, device=self._torch_device)):
+                tensors = [torch.as_tensor(_CudaView(t.address, t.shape, t.dtype), device=self._torch_device)
+                           for t in inputs]
+                results = self._run_module(tensors)
+                return self._write_device(results, outputs)
+        except (OutputTooLarge, BackendError):
+            raise
+        except Exception as exc:
+            raise BackendError(f"TorchScript failed: {exc}") from None
+
+    def _by_name(self, results):
+        return {spec.name: r for spec, r in zip(self.outputs, results)}
+
+    def _write_host(self, results, outputs: list[TensorBinding]):
+        by_name, shapes = self._by_name(results), {}
+        for t in outputs:
+            r = by_name[t.name].contiguous()
+            nbytes = r.numel() * r.element_size()
+            if nbytes > t.nbytes:
+                raise OutputTooLarge(t.name, nbytes, t.nbytes)
+            _host_array(t.address, tuple(r.shape), t.dtype)[...] = r.numpy()
+            shapes[t.name] = tuple(r.shape)
+        return shapes
+
+    def _write_device(self, results, outputs: list[TensorBinding]):
+        torch = self._torch
+        by_name, shapes = self._by_name(results), {}
+        for t in outputs:
+            r = by_name[t.name]
+            nbytes = r.numel() * r.element_size()
+            if nbytes > t.nbytes:
+                raise OutputTooLarge(t.name, nbytes, t.nbytes)
+            target = torch.as_tensor(_CudaView(t.address, tuple(r.shape), t.dtype), device=self._torch_device)
+            target.copy_(r)  # device to device, on the instance's stream
+            shapes[t.name] = tuple(r.shape)
+        return shapes
+
+    def close(self) -> None:
+        self._module = None
+        if self.device is not None:
+            # Return the caching allocator's blocks, so unload gives the memory back.
+            self._torch.cuda.empty_cache()

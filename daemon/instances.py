@@ -1,0 +1,107 @@
+"""Model instances: where one request's tensors move and the backend runs.
+
+A host instance hands the backend the region's own addresses (ONNX Runtime on
+the CPU reads inputs and writes outputs in place). A CUDA instance owns a
+stream, events and device buffers sized from the model's I/O specs, allocated
+once and reused: inputs go host->device straight from the (page-locked)
+region, the backend runs on the stream, outputs go device->host straight into
+the region, and an event says when it is done. No host staging copy anywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from . import cuda
+from .backends import Backend, OutputTooLarge, TensorBinding
+
+
+@dataclass(slots=True)
+class RunTiming:
+    h2d_us: int = 0
+    compute_us: int = 0
+    d2h_us: int = 0
+
+
+class HostInstance:
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def run(self, region, inputs: list[TensorBinding], outputs: list[TensorBinding]):
+        start = time.perf_counter_ns()
+        shapes = self.backend.enqueue(None, inputs, outputs)
+        return shapes, RunTiming(compute_us=(time.perf_counter_ns() - start) // 1000)
+
+    def close(self) -> None:
+        pass
+
+
+class CudaInstance:
+    def __init__(self, backend: Backend, pinning: cuda.HostPinning):
+        self.backend = backend
+        self.device = backend.device
+        self._pinning = pinning
+        self.stream = cuda.Stream(self.device)
+        # Four timing events give the H2D / compute / D2H split of every request.
+        self._marks = [cuda.Event(self.device, timing=True) for _ in range(4)]
+        self._buffers: dict[str, cuda.DeviceBuffer] = {}
+        for spec in list(backend.inputs) + list(backend.outputs):
+            if spec.max_nbytes >= 0:
+                self._buffers[spec.name] = cuda.DeviceBuffer(self.device, spec.max_nbytes)
+
+    def _buffer(self, name: str, nbytes: int) -> cuda.DeviceBuffer:
+        buf = self._buffers.get(name)
+        if buf is None or buf.nbytes < nbytes:
+            # Only for tensors without a known largest size: grow, then reuse.
+            if buf is not None:
+                buf.close()
+            buf = self._buffers[name] = cuda.DeviceBuffer(self.device, nbytes)
+        return buf
+
+    def run(self, region, inputs: list[TensorBinding], outputs: list[TensorBinding]):
+        cuda.use_device(self.device)
+        self._pinning.pin(region.address, region.nbytes, self.device)  # once per region
+        stream, (start, copied_in, computed, copied_out) = self.stream, self._marks
+        start.record(stream)
+        device_inputs = []
+        for t in inputs:
+            buf = self._buffer(t.name, t.nbytes)
+            cuda.copy_h2d(buf.ptr, t.address, t.nbytes, stream)
+            device_inputs.append(TensorBinding(t.name, t.dtype, t.shape, buf.ptr, t.nbytes))
+        copied_in.record(stream)
+        device_outputs = []
+        for t in outputs:
+            buf = self._buffer(t.name, t.nbytes)
+            device_outputs.append(TensorBinding(t.name, t.dtype, t.shape, buf.ptr, min(buf.nbytes, t.nbytes)))
+        shapes = self.backend.enqueue(stream, device_inputs, device_outputs)
+        computed.record(stream)
+        for t, d in zip(outputs, device_outputs):
+            nbytes = t.dtype.itemsize
+            for dim in shapes[t.name]:
+                nbytes *= dim
+            if nbytes > t.nbytes:
+                raise OutputTooLarge(t.name, nbytes, t.nbytes)
+            cuda.copy_d2h(t.address, d.address, nbytes, stream)
+        copied_out.record(stream)
+        copied_out.synchronize()
+        timing = RunTiming(h2d_us=int(copied_in.elapsed_ms(start) * 1000),
+                           compute_us=int(computed.elapsed_ms(copied_in) * 1000),
+                           d2h_us=int(copied_out.elapsed_ms(computed) * 1000))
+        return shapes, timing
+
+    def close(self) -> None:
+        cuda.use_device(self.device)
+        self.stream.synchronize()
+        for buf in self._buffers.values():
+            buf.close()
+        self._buffers.clear()
+        for event in self._marks:
+            event.close()
+        self.stream.close()
+
+
+def make_instances(backend: Backend, count: int, pinning: cuda.HostPinning | None):
+    if backend.device is None:
+        return [HostInstance(backend) for _ in range(count)]
+    return [CudaInstance(backend, pinning) for _ in range(count)]

@@ -1,0 +1,157 @@
+"""Per-model execution: inline for one instance, a worker per instance otherwise.
+
+With one instance the request runs on the socket thread: for a single client
+that is the shortest path (no thread hand-off). With N instances each has a
+worker thread; requests queue (bounded: a full queue is an OVERLOADED error,
+not growing memory) and run concurrently, each on its own CUDA stream and
+buffers. Workers never touch the registries or the socket: they hand results
+back through a CompletionQueue that wakes the socket loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from trtd.protocol import ErrorCode, ProtocolError
+
+from .backends import BackendError, OutputTooLarge
+from .cuda import CudaError
+from .instances import RunTiming
+
+log = logging.getLogger("trtd.scheduler")
+
+
+@dataclass(slots=True)
+class Job:
+    identity: bytes
+    request_id: int
+    model: Any       # LoadedModel
+    region: Any      # Region (checked out: it stays alive until the job is finished)
+    inputs: list
+    outputs: list
+    received_ns: int
+    started_ns: int = 0
+
+
+@dataclass(slots=True)
+class Done:
+    job: Job
+    shapes: dict = field(default_factory=dict)
+    timing: RunTiming | None = None
+    error: ProtocolError | None = None
+
+
+def run_job(instance, job: Job) -> Done:
+    job.started_ns = time.perf_counter_ns()
+    try:
+        shapes, timing = instance.run(job.region, job.inputs, job.outputs)
+        return Done(job, shapes, timing)
+    except OutputTooLarge as exc:
+        return Done(job, error=ProtocolError(
+            ErrorCode.OUTPUT_TOO_LARGE, str(exc),
+            {"output": exc.name, "needed": exc.needed, "capacity": exc.capacity}))
+    except (BackendError, CudaError) as exc:
+        return Done(job, error=ProtocolError(
+            ErrorCode.BACKEND_ERROR, f"model {job.model.name!r} failed on this request: {exc}"))
+    except Exception as exc:  # a bug must fail the request, not the worker or the daemon
+        log.exception("model %s: unexpected error", job.model.name)
+        return Done(job, error=ProtocolError(
+            ErrorCode.INTERNAL, f"internal error running model {job.model.name!r} "
+                                f"({type(exc).__name__}: {exc}); please report it with the daemon log"))
+
+
+class CompletionQueue:
+    """Finished jobs from worker threads, plus a socket the loop polls to wake up."""
+
+    def __init__(self):
+        self._items: deque[Done] = deque()
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def put(self, done: Done) -> None:
+        self._items.append(done)
+        try:
+            self._writer.send(b"\0")
+        except BlockingIOError:
+            pass  # the loop is already far behind on wake-ups; it drains everything anyway
+
+    def drain(self) -> list[Done]:
+        try:
+            while self._reader.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        items = []
+        while self._items:
+            items.append(self._items.popleft())
+        return items
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+
+class Executor:
+    def __init__(self, name: str, instances: list, max_queue: int, completions: CompletionQueue):
+        self.name = name
+        self.instances = instances
+        self.inline = len(instances) == 1
+        self._completions = completions
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue + len(instances))
+        self._max_queue = max_queue
+        self.in_flight = 0
+        self._threads = []
+        if not self.inline:
+            for i, instance in enumerate(instances):
+                t = threading.Thread(target=self._work, args=(instance,), daemon=True,
+                                     name=f"trtd-{name}-{i}")
+                t.start()
+                self._threads.append(t)
+
+    def submit(self, job: Job) -> Done | None:
+        """Run now (inline) and return the result, or queue it and return None."""
+        if self.inline:
+            return run_job(self.instances[0], job)
+        if self.in_flight >= self._max_queue + len(self.instances):
+            raise ProtocolError(
+                ErrorCode.OVERLOADED,
+                f"model {self.name!r} has {self.in_flight} requests queued or running, its limit; "
+                f"retry later, or raise its instances / max_queue",
+            )
+        self.in_flight += 1
+        self._queue.put_nowait(job)
+        return None
+
+    def finished(self) -> None:
+        """Called by the loop for every job of this executor it has answered."""
+        self.in_flight -= 1
+
+    def _work(self, instance) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            self._completions.put(run_job(instance, job))
+
+    def close(self) -> None:
+        """Let queued and running requests finish, then free every instance."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
+        for instance in self.instances:
+            try:
+                instance.close()
+            except Exception:
+                log.exception("closing an instance of %s failed", self.name)
