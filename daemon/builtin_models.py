@@ -218,7 +218,7 @@ def build_builtin_model(name: str) -> "onnx.ModelProto":
     return builder()
 
 
-def _default_cache_dir() -> pathlib.Path:
+def default_cache_dir() -> pathlib.Path:
     override = os.environ.get("TRTD_CACHE_DIR")
     if override:
         return pathlib.Path(override)
@@ -238,7 +238,7 @@ def builtin_model_path(name: str, cache_dir: str | os.PathLike | None = None) ->
     """
     if name not in _BUILDERS:
         build_builtin_model(name)  # raises with the list of known names
-    root = pathlib.Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    root = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
     models_dir = root / "models"
     path = models_dir / f"{name}-v{GENERATOR_VERSION}.onnx"
     if path.is_file():

@@ -47,11 +47,20 @@ class LoadedModel:
         )
 
 
-def resolve_model_path(path: str) -> str:
+def resolve_model_path(config: ModelConfig) -> str:
+    """The file to load; built-in models are generated (once) for the configured backend."""
+    path = config.path
     if path.startswith(BUILTIN_PREFIX):
+        name = path[len(BUILTIN_PREFIX):]
+        if config.backend == "torch":
+            from .builtin_torch_models import BUILTIN_TORCH_INPUTS, builtin_torchscript_path
+
+            if not config.inputs and name in BUILTIN_TORCH_INPUTS:
+                config.inputs = list(BUILTIN_TORCH_INPUTS[name])
+            return str(builtin_torchscript_path(name))
         from .builtin_models import builtin_model_path
 
-        return str(builtin_model_path(path[len(BUILTIN_PREFIX):]))
+        return str(builtin_model_path(name))
     if not Path(path).is_file():
         raise BackendError(f"model file {path} does not exist")
     return path
@@ -86,7 +95,7 @@ class ModelRegistry:
         try:
             if config.device >= 0:
                 cuda.open_device(config.device)  # a clear error before the backend tries
-            backend = create_backend(config, resolve_model_path(config.path),
+            backend = create_backend(config, resolve_model_path(config),
                                      max_batch=_default_max_batch(config))
             try:
                 executor = Executor(config.name, make_instances(backend, config.instances, self._pinning),

@@ -49,6 +49,10 @@ class ProtocolMismatch(TrtdError):
     pass
 
 
+class Overloaded(TrtdError):
+    """The model's queue is full; retry later (with back-off)."""
+
+
 class ServerError(TrtdError):
     """The daemon failed to run the request (backend error, internal error)."""
 
@@ -56,6 +60,7 @@ class ServerError(TrtdError):
 _BY_CODE: dict[str, type[TrtdError]] = {
     ErrorCode.UNKNOWN_MODEL: UnknownModel,
     ErrorCode.MODEL_NOT_READY: ModelNotReady,
+    ErrorCode.OVERLOADED: Overloaded,
     ErrorCode.INVALID_TENSOR: InvalidInput,
     ErrorCode.OUT_OF_BOUNDS: InvalidInput,
     ErrorCode.OVERLAP: InvalidInput,
