@@ -130,20 +130,26 @@ def parse_model_flag(flag: str) -> ModelConfig:
     return ModelConfig(name=name, path=path)
 
 
+def validate_model(m: ModelConfig) -> None:
+    if not m.name:
+        raise ConfigError("a model needs a name")
+    if m.max_batch < 0:
+        raise ConfigError(f"model '{m.name}': max_batch must be >= 0, got {m.max_batch}")
+    if not 1 <= m.instances <= 64 or m.max_queue < 0:
+        raise ConfigError(f"model '{m.name}': instances must be 1..64 and max_queue >= 0")
+    if m.device < -1:
+        raise ConfigError(f"model '{m.name}': device must be -1 (CPU) or a CUDA device index")
+    if not all(isinstance(i, str) for i in m.inputs):
+        raise ConfigError(f"model '{m.name}': inputs must be strings like \"x:-1,3,224,224:float32\"")
+
+
 def validate(config: DaemonConfig) -> None:
     names = [m.name for m in config.models]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise ConfigError(f"model names must be unique; repeated: {', '.join(sorted(dupes))}")
     for m in config.models:
-        if m.max_batch < 0:
-            raise ConfigError(f"model '{m.name}': max_batch must be >= 0, got {m.max_batch}")
-        if m.instances < 1 or m.max_queue < 0:
-            raise ConfigError(f"model '{m.name}': instances must be >= 1 and max_queue >= 0")
-        if m.device < -1:
-            raise ConfigError(f"model '{m.name}': device must be -1 (CPU) or a CUDA device index")
-        if not all(isinstance(i, str) for i in m.inputs):
-            raise ConfigError(f"model '{m.name}': inputs must be strings like \"x:-1,3,224,224:float32\"")
+        validate_model(m)
     if config.reclaim_interval_s <= 0:
         raise ConfigError("reclaim_interval_s must be > 0")
     if config.max_region_bytes <= 0 or config.max_regions_per_client <= 0:

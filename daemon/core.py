@@ -21,7 +21,7 @@ from trtd.protocol import (ALIGNMENT, MAX_REQUEST_BYTES, PROTOCOL_VERSION, SERVE
 from . import cuda
 from .clients import ClientRegistry
 from .cuda import HostPinning
-from .config import DaemonConfig, ModelConfig
+from .config import ConfigError, DaemonConfig, ModelConfig, validate_model
 from .models import ModelRegistry
 from .regions import RegionLimits, RegionRegistry
 from .scheduler import CompletionQueue, Done, Job
@@ -216,10 +216,14 @@ class DaemonCore:
         return result
 
     def _load(self, req: m.Load, call: Call):
-        if req.max_batch < 0:
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"max_batch must be >= 0, got {req.max_batch}")
-        model = self.models.load(ModelConfig(name=req.name, path=req.path, backend=req.backend,
-                                             max_batch=req.max_batch))
+        config = ModelConfig(name=req.name, path=req.path, backend=req.backend,
+                             max_batch=req.max_batch, device=req.device, instances=req.instances,
+                             inputs=list(req.inputs))
+        try:
+            validate_model(config)
+        except ConfigError as exc:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, str(exc)) from None
+        model = self.models.load(config)
         if model.state != "ready":
             self.models.unload(req.name)
             raise ProtocolError(ErrorCode.LOAD_FAILED,

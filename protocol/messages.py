@@ -271,6 +271,9 @@ class Load(Request):
     path: str
     backend: str = "onnxruntime"
     max_batch: int = 0
+    device: int = -1     # CUDA device index; -1 for the CPU
+    instances: int = 1
+    inputs: list[str] = field(default_factory=list)  # TorchScript: "NAME:SHAPE[:DTYPE]" each
 
 
 @_wire

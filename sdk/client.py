@@ -128,8 +128,11 @@ class Client:
     def status(self) -> m.StatusReply:
         return self._call(m.Status())
 
-    def load(self, name: str, path: str, backend: str = "onnxruntime", max_batch: int = 0) -> ModelInfo:
-        return self._call(m.Load(name=name, path=path, backend=backend, max_batch=max_batch)).model
+    def load(self, name: str, path: str, backend: str = "onnxruntime", max_batch: int = 0,
+             device: int = -1, instances: int = 1, inputs: list[str] | None = None) -> ModelInfo:
+        """Load a model into the daemon (path as the daemon sees it, or builtin:NAME)."""
+        return self._call(m.Load(name=name, path=path, backend=backend, max_batch=max_batch,
+                                 device=device, instances=instances, inputs=list(inputs or []))).model
 
     def unload(self, name: str) -> None:
         with self._handles_lock:
@@ -206,6 +209,8 @@ class ModelHandle:
         self._plans: dict[tuple, _Plan] = {}
         self._output_capacity: dict[str, int] = {}
         self._zero_copy_plan: _Plan | None = None
+        # The daemon's timing of the last request on this handle (queue, H2D, compute, D2H, total).
+        self.last_timing: m.Timing | None = None
 
     # -- copying path --------------------------------------------------------------------------------
 
@@ -236,6 +241,7 @@ class ModelHandle:
                     # The daemon may still write into this region: never reuse it.
                     self._retire_region()
                     raise
+                self.last_timing = reply.timing
                 outs = {}
                 for o in reply.outputs:
                     view = self._region.array(o.offset, _DTYPES[o.dtype], tuple(o.shape))
@@ -300,6 +306,7 @@ class ModelHandle:
             except TimeoutError:
                 self._retire_region()
                 raise
+            self.last_timing = reply.timing
             outs = {}
             for o in reply.outputs:
                 view = self._region.array(o.offset, _DTYPES[o.dtype], tuple(o.shape))

@@ -1,0 +1,202 @@
+"""The GPU data path on a real CUDA device (skipped, with the reason, where there is none).
+
+Run on a GPU machine with: python -m pytest -m gpu -v tests/test_gpu.py
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from daemon_process import start_daemon, wait_until
+from trtd.sdk import Client
+
+
+def _gpu_count() -> tuple[int, str]:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return 0, "torch is not installed (the GPU tests use the torch backend)"
+    try:
+        from trtd.daemon import cuda
+
+        return cuda.device_count(), "no CUDA device"
+    except Exception as exc:
+        return 0, f"no usable CUDA device: {exc}"
+
+
+GPUS, WHY = _gpu_count()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(GPUS == 0, reason=WHY)]
+
+CHAIN_STEPS = 400
+
+
+def _chain_module(path):
+    """Many tiny kernels in a row: it leaves the GPU mostly idle, so two streams can overlap."""
+    import torch
+
+    class Chain(torch.nn.Module):
+        def forward(self, x):
+            for _ in range(CHAIN_STEPS):
+                x = torch.tanh(x * 1.0001 + 0.001)
+            return x
+
+    torch.jit.save(torch.jit.script(Chain()), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gpu_daemon(tmp_path_factory, _model_cache):
+    workdir = tmp_path_factory.mktemp("gpu")
+    chain = _chain_module(workdir / "chain.pt")
+    config = workdir / "trtd.toml"
+    config.write_text(
+        "[models.resnet18]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\ndevice = 0\nmax_batch = 8\n"
+        "[models.volume3d]\npath = \"builtin:volume3d\"\nbackend = \"torch\"\ndevice = 0\n"
+        f"[models.chain1]\npath = \"{chain}\"\nbackend = \"torch\"\ndevice = 0\ninputs = [\"x:-1,4096\"]\n"
+        f"[models.chain2]\npath = \"{chain}\"\nbackend = \"torch\"\ndevice = 0\ninputs = [\"x:-1,4096\"]\n"
+        "instances = 2\n"
+        "[models.demo_cpu]\npath = \"builtin:demo\"\n")
+    d = start_daemon(workdir, "--config", str(config))
+    yield d
+    assert d.stop() == 0, d.log()
+
+
+def _reference(name: str, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    from trtd.daemon.builtin_torch_models import builtin_torchscript_path
+
+    module = torch.jit.load(str(builtin_torchscript_path(name)), map_location="cuda:0").eval()
+    with torch.inference_mode():
+        return module(torch.from_numpy(x).cuda()).cpu().numpy()
+
+
+@pytest.mark.parametrize("name, shape", [("resnet18", (1, 3, 224, 224)), ("resnet18", (8, 3, 224, 224)),
+                                         ("volume3d", (1, 1, 128, 256, 256))])
+def test_outputs_equal_in_process_torch(gpu_daemon, name, shape):
+    rng = np.random.default_rng(hash(shape) % 2**32)
+    with Client(gpu_daemon.endpoint) as c:
+        handle = c.model(name)
+        for _ in range(3):  # fresh random inputs each time
+            x = rng.standard_normal(shape, dtype=np.float32)
+            y = handle(x)
+            ref = _reference(name, x)
+            assert np.isfinite(y).all()
+            assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 1e-5
+        t = handle.last_timing
+        assert t.h2d_us > 0 and t.compute_us > 0 and t.d2h_us > 0
+
+
+def test_regions_are_registered_once_and_unregistered_on_release(gpu_daemon):
+    with Client(gpu_daemon.endpoint) as c:
+        before = c.status()
+        handle = c.model("resnet18")
+        x = np.random.default_rng(1).standard_normal((1, 3, 224, 224), dtype=np.float32)
+        for _ in range(50):
+            handle(x)
+        during = c.status()
+        assert during.host_registrations - before.host_registrations == 1
+        assert during.pinned_bytes - before.pinned_bytes == handle._region.nbytes
+        handle.close()  # releases the region
+        after = c.status()
+        assert after.pinned_bytes == before.pinned_bytes
+        assert after.host_registrations == during.host_registrations
+
+
+def test_two_instances_overlap_in_time(gpu_daemon):
+    """With 2 instances, the requests of two clients run at the same time: the sum of their
+    GPU spans exceeds the wall time. With 1 instance they cannot (the sum stays below it)."""
+    x = np.random.default_rng(2).standard_normal((1, 4096), dtype=np.float32)
+
+    def run(model: str) -> tuple[float, float]:
+        spans, threads = [], []
+
+        def client():
+            with Client(gpu_daemon.endpoint) as c:
+                h = c.model(model)
+                h(x)  # warm
+                barrier.wait()
+                for _ in range(20):
+                    h(x)
+                    spans.append(h.last_timing.compute_us / 1e6)
+
+        barrier = threading.Barrier(3)
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for t in threads:
+            t.join()
+        return sum(spans), time.perf_counter() - start
+
+    busy1, wall1 = run("chain1")
+    busy2, wall2 = run("chain2")
+    assert busy1 <= wall1 * 1.05, (busy1, wall1)
+    assert busy2 > wall2 * 1.2, (busy2, wall2)
+
+
+def test_load_unload_cycles_return_device_and_pinned_memory(gpu_daemon):
+    from trtd.daemon import cuda
+
+    x = np.random.default_rng(3).standard_normal((8, 3, 224, 224), dtype=np.float32)
+    with Client(gpu_daemon.endpoint) as admin:
+        def cycle():
+            admin.load("cycled", "builtin:resnet18", backend="torch", max_batch=8, device=0)
+            with Client(gpu_daemon.endpoint) as c:
+                c.infer("cycled", x)
+            admin.unload("cycled")
+
+        cycle()  # the first load may initialise libraries (cuDNN workspaces) for good
+        free_before, _ = cuda.memory_info(0)
+        pinned_before = admin.status().pinned_bytes
+        for _ in range(3):
+            cycle()
+        free_after, _ = cuda.memory_info(0)
+        assert abs(free_before - free_after) < 64 * 2**20, (free_before, free_after)
+        assert admin.status().pinned_bytes == pinned_before
+
+
+def test_cpu_models_keep_serving_beside_gpu_models(gpu_daemon):
+    with Client(gpu_daemon.endpoint) as c:
+        assert c.infer("demo_cpu", np.zeros((1, 64), np.float32)).shape == (1, 10)
+        statuses = {s.name: s for s in c.status().models}
+        assert statuses["resnet18"].device == 0 and statuses["demo_cpu"].device == -1
+        assert c.status().devices[0].total_bytes > 0
+
+
+@pytest.mark.skipif(GPUS < 2, reason="needs two CUDA devices")
+def test_models_on_two_gpus_serve_concurrent_clients(tmp_path):
+    config = tmp_path / "trtd.toml"
+    config.write_text(
+        "[models.gpu0]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\ndevice = 0\n"
+        "[models.gpu1]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\ndevice = 1\n")
+    d = start_daemon(tmp_path, "--config", str(config))
+    errors = []
+    try:
+        def work(model, seed):
+            rng = np.random.default_rng(seed)
+            try:
+                with Client(d.endpoint) as c:
+                    for _ in range(10):
+                        x = rng.standard_normal((1, 3, 224, 224), dtype=np.float32)
+                        y, ref = c.infer(model, x), _reference("resnet18", x)
+                        assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 1e-5
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(m, i)) for i, m in enumerate(["gpu0", "gpu1"] * 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        with Client(d.endpoint) as c:
+            assert {s.device for s in c.status().models} == {0, 1}
+            assert len(c.status().devices) == 2
+    finally:
+        assert d.stop() == 0, d.log()
