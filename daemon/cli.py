@@ -11,7 +11,7 @@ from trtd.protocol import ENDPOINT_ENV
 
 def _serve(args) -> int:
     from .config import ConfigError, DaemonConfig, ModelConfig, load_config, parse_model_flag, validate
-    from .instance import AlreadyRunning
+    from .instance import AlreadyRunning, UnsafeDirectory
     from .server import configure_logging, run
 
     try:
@@ -32,7 +32,7 @@ def _serve(args) -> int:
     configure_logging(config.log_level)
     try:
         return run(config)
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, UnsafeDirectory) as exc:
         print(f"trtd serve: {exc}", file=sys.stderr)
         return 3
 

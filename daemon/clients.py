@@ -40,19 +40,26 @@ def _pid_matches(pid: int, start_time: float) -> bool:
         return False
     try:
         return abs(psutil.Process(pid).create_time() - start_time) <= _START_TIME_TOLERANCE_S
-    except (psutil.Error, OverflowError, ValueError):
+    except (psutil.Error, OverflowError, ValueError, OSError):
         return False
 
 
 class ClientRegistry:
-    def __init__(self, client_timeout_s: float):
+    def __init__(self, client_timeout_s: float, max_clients: int = 1024):
         self._timeout = client_timeout_s
+        self._max_clients = max_clients
         self._clients: dict[int, ClientRecord] = {}
 
     def __len__(self) -> int:
         return len(self._clients)
 
     def hello(self, pid: int, start_time: float, name: str, identity: bytes) -> ClientRecord:
+        if len(self._clients) >= self._max_clients:
+            raise ProtocolError(
+                ErrorCode.QUOTA_EXCEEDED,
+                f"the daemon has {len(self._clients)} clients, its limit (max_clients); close "
+                f"clients that are not needed (Client.close()) or raise max_clients",
+            )
         record = ClientRecord(
             client_id=self._new_id(), pid=pid, start_time=start_time, name=name,
             pid_verified=_pid_matches(pid, start_time), last_seen=time.monotonic(),

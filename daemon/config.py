@@ -27,6 +27,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 BUILTIN_PREFIX = "builtin:"
 GiB = 1024**3
+MAX_BATCH_LIMIT = 1 << 20  # keeps every size computed from it far inside int64
 
 
 class ConfigError(ValueError):
@@ -66,6 +67,9 @@ class DaemonConfig:
     max_region_bytes: int = 4 * GiB
     max_regions_per_client: int = 64
     max_bytes_per_client: int = 16 * GiB
+    # Daemon-wide caps: every client and region costs memory and a file descriptor.
+    max_clients: int = 1024
+    max_regions: int = 4096
     log_level: str = "INFO"
 
 
@@ -133,8 +137,8 @@ def parse_model_flag(flag: str) -> ModelConfig:
 def validate_model(m: ModelConfig) -> None:
     if not m.name:
         raise ConfigError("a model needs a name")
-    if m.max_batch < 0:
-        raise ConfigError(f"model '{m.name}': max_batch must be >= 0, got {m.max_batch}")
+    if not 0 <= m.max_batch <= MAX_BATCH_LIMIT:
+        raise ConfigError(f"model '{m.name}': max_batch must be 0..{MAX_BATCH_LIMIT}, got {m.max_batch}")
     if not 1 <= m.instances <= 64 or m.max_queue < 0:
         raise ConfigError(f"model '{m.name}': instances must be 1..64 and max_queue >= 0")
     if m.device < -1:
@@ -152,5 +156,7 @@ def validate(config: DaemonConfig) -> None:
         validate_model(m)
     if config.reclaim_interval_s <= 0:
         raise ConfigError("reclaim_interval_s must be > 0")
-    if config.max_region_bytes <= 0 or config.max_regions_per_client <= 0:
-        raise ConfigError("max_region_bytes and max_regions_per_client must be > 0")
+    if min(config.max_region_bytes, config.max_regions_per_client, config.max_clients,
+           config.max_regions) <= 0:
+        raise ConfigError("max_region_bytes, max_regions_per_client, max_clients and max_regions "
+                          "must be > 0")

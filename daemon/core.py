@@ -49,13 +49,13 @@ class DaemonCore:
         self.daemon_id = daemon_id
         self.started = time.monotonic()
         self.stop_requested = False
-        self.clients = ClientRegistry(config.client_timeout_s)
+        self.clients = ClientRegistry(config.client_timeout_s, config.max_clients)
         self.pinning = HostPinning()
         self.completions = CompletionQueue()
         self.regions = RegionRegistry(
             region_prefix,
             RegionLimits(config.max_region_bytes, config.max_regions_per_client,
-                         config.max_bytes_per_client),
+                         config.max_bytes_per_client, config.max_regions),
             before_destroy=lambda region: self.pinning.unpin(region.address))
         self.models = ModelRegistry(self.completions, self.pinning)
         self._process = psutil.Process()

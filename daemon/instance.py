@@ -1,9 +1,11 @@
 """One daemon per endpoint: a lock file, a name prefix, and start-up clean-up.
 
-Every region name starts with a prefix derived from the endpoint, so the
-daemon that holds the endpoint's lock knows that any segment with that prefix
-was left by a dead predecessor (a live one would still hold the lock) and
-removes exactly those, never another live daemon's regions.
+Every region name starts with a prefix derived from the (normalised) endpoint,
+so the daemon that holds the endpoint's lock knows that any segment with that
+prefix was left by a dead predecessor (a live one would still hold the lock)
+and removes exactly those, never another live daemon's regions. For ipc://
+endpoints the lock sits beside the socket, so two daemons can never share a
+socket path whatever their runtime directories are.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import hashlib
 import logging
 import os
 import secrets
+import stat
 import sys
 from pathlib import Path
+
+from trtd.protocol.endpoint import ipc_path
 
 log = logging.getLogger("trtd.instance")
 
@@ -24,56 +29,101 @@ class AlreadyRunning(RuntimeError):
     pass
 
 
+class UnsafeDirectory(RuntimeError):
+    pass
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """ipc://a//b/../c.sock and ipc:///a/c.sock name one socket: compare and hash one spelling."""
+    path = ipc_path(endpoint)
+    return f"ipc://{os.path.normpath(os.path.abspath(path))}" if path is not None else endpoint
+
+
 def endpoint_prefix(endpoint: str) -> str:
     # Short: macOS limits shared-memory names to 31 characters.
-    return "trtd_" + hashlib.sha256(endpoint.encode()).hexdigest()[:8] + "_"
+    digest = hashlib.sha256(normalize_endpoint(endpoint).encode()).hexdigest()[:8]
+    return f"trtd_{digest}_"
+
+
+def private_directory(path: Path) -> None:
+    """Create `path` 0700, or accept an existing one only if it is ours and no one else can write it.
+
+    A shared /tmp lets another user pre-create the folder (or plant symlinks in
+    it) to capture the socket or have our lock file truncate their choice of file.
+    """
+    if sys.platform == "win32":
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = path.lstat()
+    # Others' write access is what lets them plant symlinks or swap the socket.
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise UnsafeDirectory(
+            f"{path} must be a directory owned by uid {os.getuid()} and writable by no one else "
+            f"(found uid "
+            f"{st.st_uid}, mode {stat.filemode(st.st_mode)}); remove it or set TRTD_RUNTIME_DIR / "
+            f"--endpoint to a private folder"
+        )
 
 
 class InstanceLock:
-    """Holds <runtime_dir>/<prefix>.lock for the daemon's lifetime (flock / msvcrt lock)."""
+    """Holds the endpoint's lock file for the daemon's lifetime (flock / msvcrt lock)."""
 
     def __init__(self, runtime_dir: Path, endpoint: str):
-        self.endpoint = endpoint
+        self.endpoint = normalize_endpoint(endpoint)
         self.prefix = endpoint_prefix(endpoint)
         # A fresh component per start, so names never repeat across restarts and
         # a client of a dead daemon can never attach to a new daemon's region by name.
-        self.region_prefix = self.prefix + secrets.token_hex(2) + "_"
-        self.path = runtime_dir / f"{self.prefix.rstrip('_')}.lock"
-        self._file = None
+        self.region_prefix = self.prefix + secrets.token_hex(4) + "_"
+        socket_path = ipc_path(self.endpoint)
+        self.path = (Path(str(socket_path) + ".lock") if socket_path is not None
+                     else runtime_dir / f"{self.prefix.rstrip('_')}.lock")
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        f = open(self.path, "a+")
+        private_directory(self.path.parent)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self.path, flags, 0o600)
         try:
-            _lock(f)
+            _lock(fd)
         except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            f.close()
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise AlreadyRunning(
                 f"another trtd daemon (pid {holder}) is serving {self.endpoint}; "
                 f"stop it (trtd status shows it) or choose another --endpoint"
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        self._file = f
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
 
     def remove_predecessor_regions(self) -> list[str]:
-        """Unlink segments a dead daemon of this endpoint left behind; returns their names."""
-        if self._file is None:
+        """Unlink segments a dead daemon of this endpoint left behind; returns their names.
+
+        Only our own regular files: anything else with the prefix (another user's
+        file in the sticky /dev/shm) is logged and left alone.
+        """
+        if self._fd is None:
             raise RuntimeError("acquire the lock first")
         if not SHM_DIR.is_dir():  # Windows mappings die with their last handle
             return []
         removed = []
         for entry in SHM_DIR.iterdir():
-            if entry.name.startswith(self.prefix):
-                try:
-                    entry.unlink()
-                    removed.append(entry.name)
-                except FileNotFoundError:
-                    pass
+            if not entry.name.startswith(self.prefix):
+                continue
+            try:
+                st = entry.lstat()
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                    log.warning("left %s alone: not a region of ours (uid %d)", entry, st.st_uid)
+                    continue
+                entry.unlink()
+                removed.append(entry.name)
+            except OSError as exc:
+                log.warning("could not remove %s: %s", entry, exc)
         if removed:
             log.warning("removed %d region(s) left by a dead predecessor: %s",
                         len(removed), ", ".join(removed))
@@ -82,17 +132,17 @@ class InstanceLock:
     def release(self) -> None:
         # The file stays: unlinking it would let a starting daemon lock an
         # orphaned inode while a third one creates a new file and locks that.
-        if self._file is not None:
-            self._file.close()  # closing drops the lock
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
 
 
-def _lock(f) -> None:
+def _lock(fd: int) -> None:
     if sys.platform == "win32":
         import msvcrt
 
-        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
     else:
         import fcntl
 
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -16,6 +16,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from multiprocessing import shared_memory
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +24,8 @@ from trtd.protocol import ALIGNMENT, ErrorCode, ProtocolError, align_up
 
 log = logging.getLogger("trtd.regions")
 
-_RELEASED_MEMORY = 4096  # how many released names we remember, for a precise error
+_RELEASED_MEMORY = 4096
+SHM_DIR = Path("/dev/shm")  # how many released names we remember, for a precise error
 
 
 @dataclass(slots=True)
@@ -31,6 +33,7 @@ class RegionLimits:
     max_region_bytes: int
     max_regions_per_client: int
     max_bytes_per_client: int
+    max_regions: int = 4096  # all clients together: each region holds a file descriptor
 
 
 @dataclass(eq=False, slots=True)
@@ -68,7 +71,17 @@ def _shm_free_bytes() -> int | None:
 
 
 def _create_segment(name: str, nbytes: int) -> shared_memory.SharedMemory:
-    shm = shared_memory.SharedMemory(name=name, create=True, size=nbytes)
+    try:
+        shm = shared_memory.SharedMemory(name=name, create=True, size=nbytes)
+    except FileExistsError:
+        raise  # the caller picks another name
+    except OSError as exc:  # EMFILE, ENOMEM, ENOSPC ...
+        raise ProtocolError(
+            ErrorCode.NO_SPACE,
+            f"the daemon could not create a {nbytes}-byte region ({exc.strerror or exc}); "
+            f"release regions or raise the daemon's limits (open files, /dev/shm size)",
+            {"requested": nbytes},
+        ) from None
     if hasattr(os, "posix_fallocate"):
         try:
             # ftruncate only sets the size; fallocate reserves the pages now,
@@ -83,7 +96,20 @@ def _create_segment(name: str, nbytes: int) -> shared_memory.SharedMemory:
                 f"free shared memory or enlarge /dev/shm (mount -o remount,size=...)",
                 {"requested": nbytes},
             ) from None
+    if shm._fd >= 0:
+        # The mapping keeps its own descriptor; one per region is enough.
+        os.close(shm._fd)
+        shm._fd = -1
     return shm
+
+
+def _segment_size(region: Region) -> int:
+    if not SHM_DIR.is_dir():
+        return region.nbytes  # Windows: a mapping cannot be resized under us
+    try:
+        return os.stat(SHM_DIR / region.name).st_size
+    except OSError:
+        return -1
 
 
 class RegionRegistry:
@@ -144,9 +170,20 @@ class RegionRegistry:
                 f"free shared memory or enlarge /dev/shm (mount -o remount,size=...)",
                 {"requested": nbytes, "free": free},
             )
-        self._seq += 1
-        name = f"{self._prefix}{self._seq:x}"
-        shm = _create_segment(name, nbytes)
+        if len(self._regions) >= limits.max_regions:
+            raise ProtocolError(
+                ErrorCode.QUOTA_EXCEEDED,
+                f"the daemon holds {len(self._regions)} regions, its limit (max_regions); "
+                f"clients must release regions they no longer use",
+            )
+        shm = None
+        while shm is None:
+            self._seq += 1
+            name = f"{self._prefix}{self._seq:x}"
+            try:
+                shm = _create_segment(name, nbytes)
+            except FileExistsError:
+                log.warning("region name %s is taken by a file we did not create; skipping it", name)
         view = np.frombuffer(shm.buf, dtype=np.uint8, count=nbytes)
         region = Region(name=name, nbytes=nbytes, token=secrets.token_hex(16), owner=client_id,
                         shm=shm, view=view, address=view.ctypes.data)
@@ -167,7 +204,7 @@ class RegionRegistry:
                 f"(after a daemon restart, earlier regions are gone)",
             )
         # Constant-time compare: the token is the secret that proves the lease.
-        if region.owner != client_id or not hmac.compare_digest(region.token, token):
+        if region.owner != client_id or not hmac.compare_digest(region.token.encode(), token.encode()):
             raise ProtocolError(
                 ErrorCode.FORBIDDEN,
                 f"region {name!r} is not leased to this client (wrong client id or lease token)",
@@ -177,6 +214,15 @@ class RegionRegistry:
     def checkout(self, client_id: int, name: str, token: str) -> Region:
         """The region for one request; it stays alive until checkin()."""
         region = self._lookup(client_id, name, token)
+        if _segment_size(region) < region.nbytes:
+            # A client shrank its region (ftruncate): touching the missing pages
+            # would kill the daemon with SIGBUS. Refuse and drop the region.
+            self._release(region)
+            raise ProtocolError(
+                ErrorCode.REGION_NOT_FOUND,
+                f"region {name!r} was truncated by a client (it must keep its size); it has been "
+                f"released: lease a new one and do not resize regions",
+            )
         region.in_use += 1
         region.uses += 1
         return region

@@ -33,9 +33,10 @@ _TICK_S = 0.2
 
 class Server:
     def __init__(self, config: DaemonConfig):
-        self.endpoint = resolve_endpoint(config.endpoint)
         self.config = config
-        self._lock = InstanceLock(runtime_dir(), self.endpoint)
+        self._lock = InstanceLock(runtime_dir(), resolve_endpoint(config.endpoint))
+        self.endpoint = self._lock.endpoint
+        self._socket_inode: int | None = None
         self.core: DaemonCore | None = None
         self._ctx: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
@@ -44,6 +45,7 @@ class Server:
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        raise_fd_limit()
         self._lock.acquire()
         self._lock.remove_predecessor_regions()
         self.core = DaemonCore(self.config, self.endpoint, daemon_id=secrets.token_hex(8),
@@ -62,14 +64,15 @@ class Server:
         sock.setsockopt(zmq.SNDHWM, 10000)
         path = ipc_path(self.endpoint)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # We hold the endpoint's lock: a socket file here is a dead daemon's.
+            # We hold the endpoint's lock (beside the socket, in a directory checked
+            # to be private): a socket file here is a dead daemon's.
             path.unlink(missing_ok=True)
             old_umask = os.umask(0o177)  # the socket is owner-only from its first moment
             try:
                 sock.bind(self.endpoint)
             finally:
                 os.umask(old_umask)
+            self._socket_inode = path.stat().st_ino
         else:
             sock.bind(self.endpoint)
         self._socket = sock
@@ -87,8 +90,12 @@ class Server:
         if self._socket is not None:
             self._socket.close(linger=0)
             path = ipc_path(self.endpoint)
-            if path is not None:
-                path.unlink(missing_ok=True)
+            try:
+                # Only our own socket file: never one a later daemon bound after us.
+                if path is not None and path.stat().st_ino == self._socket_inode:
+                    path.unlink()
+            except OSError:
+                pass
         if self._ctx is not None:
             self._ctx.term()
         self._lock.release()
@@ -117,7 +124,10 @@ class Server:
                     self._serve_one(sock, frames)
             now = time.monotonic()
             if now >= next_reclaim:
-                core.reclaim_dead_clients()
+                try:
+                    core.reclaim_dead_clients()
+                except Exception:  # e.g. out of file descriptors: log, keep serving, retry later
+                    log.exception("reclaiming dead clients failed")
                 next_reclaim = now + reclaim_every
 
     def _serve_one(self, sock: zmq.Socket, frames: list[bytes]) -> None:
@@ -164,6 +174,20 @@ def run(config: DaemonConfig) -> int:
     finally:
         server.close()
     return 0
+
+
+def raise_fd_limit() -> None:
+    """Each region holds a descriptor: allow as many as the hard limit does."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def configure_logging(level: str) -> None:

@@ -51,12 +51,17 @@ class Client:
         self._heartbeat_stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self.generation = 0  # bumped when the daemon restarts and this client re-registers
+        self._rehello_lock = threading.Lock()
         try:
             self._hello()
         except BaseException:
             self._conn.close()
             raise
-        self._finalizer = weakref.finalize(self, Client._finalize, self._conn, self._heartbeat_stop)
+        # A Client dropped without close() still says goodbye, so its leases go at once
+        # instead of living as long as the process.
+        self._session = [self.client_id]
+        self._finalizer = weakref.finalize(self, Client._finalize, self._conn, self._heartbeat_stop,
+                                           self._session)
 
     # -- session -------------------------------------------------------------------------------------
 
@@ -65,6 +70,8 @@ class Client:
         reply = self._conn.call(m.Hello(client_pid=os.getpid(), client_start_time=me.create_time(),
                                         client_name=self._name), self.timeout)
         self.client_id = reply.client_id
+        if hasattr(self, "_session"):
+            self._session[0] = reply.client_id
         self.daemon_id = reply.daemon_id
         self.server_version = reply.server_version
         if reply.heartbeat_interval_s > 0 and self._heartbeat is None:
@@ -81,13 +88,17 @@ class Client:
                 pass
 
     def _call(self, request: m.Request, timeout: float | None = None):
+        generation = self.generation
         try:
             return self._conn.call(request, self.timeout if timeout is None else timeout)
         except TrtdError as exc:
             if exc.code == ErrorCode.UNKNOWN_CLIENT and not isinstance(request, m.Hello):
                 old = self.daemon_id
-                self._hello()
-                self.generation += 1
+                with self._rehello_lock:
+                    # Several threads may see the same restart: one of them registers again.
+                    if self.generation == generation:
+                        self._hello()
+                        self.generation += 1
                 raise DaemonRestarted(
                     f"the daemon at {self.endpoint} restarted or reclaimed this client "
                     f"(daemon {old} -> {self.daemon_id}); leased regions were lost and zero-copy "
@@ -150,10 +161,14 @@ class Client:
         info = self._call(m.Lease(client_id=self.client_id, nbytes=nbytes)).region
         return AttachedRegion(info.name, info.nbytes, info.token)
 
-    def release(self, region: AttachedRegion) -> None:
+    def release(self, region: AttachedRegion, wait: bool = True) -> None:
         region.close()
+        request = m.Release(client_id=self.client_id, region=region.name, token=region.token)
+        if not wait:  # e.g. after a timeout: the daemon may be stuck; its late reply is dropped
+            self._conn.send_nowait(request)
+            return
         try:
-            self._call(m.Release(client_id=self.client_id, region=region.name, token=region.token))
+            self._call(request)
         except (RegionError, DaemonRestarted):
             pass  # already gone with a restart or a reclaim: nothing left to free
 
@@ -170,12 +185,15 @@ class Client:
             self._conn.call(m.Goodbye(client_id=self.client_id), min(self.timeout, 2.0))
         except TrtdError:
             pass
+        self._session[0] = None
         self._finalizer()
 
     @staticmethod
-    def _finalize(conn: Connection, stop: threading.Event) -> None:
+    def _finalize(conn: Connection, stop: threading.Event, session: list) -> None:
         stop.set()
-        conn.close()
+        if session[0] is not None:  # dropped without close(): goodbye, without waiting
+            conn.send_nowait(m.Goodbye(client_id=session[0]))
+        conn.close(linger_ms=200 if session[0] is not None else 0)
 
     def __enter__(self) -> "Client":
         return self
@@ -224,11 +242,11 @@ class ModelHandle:
         targets = self._out_targets(out)
         with self._lock:
             for attempt in range(3):
-                plan = self._prepare(arrays)
-                for name, _, _, offset in plan.inputs:
-                    a = arrays[name]
-                    self._region.array(offset, a.dtype, a.shape)[...] = a
                 try:
+                    plan = self._prepare(arrays)  # may lease: a restart shows up here too
+                    for name, _, _, offset in plan.inputs:
+                        a = arrays[name]
+                        self._region.array(offset, a.dtype, a.shape)[...] = a
                     reply = self._client._call(plan.request, timeout)
                 except DaemonRestarted:
                     self._forget_region()  # our inputs are still in hand: lease anew and resend
@@ -239,7 +257,7 @@ class ModelHandle:
                     raise
                 except TimeoutError:
                     # The daemon may still write into this region: never reuse it.
-                    self._retire_region()
+                    self._retire_region(wait=False)
                     raise
                 self.last_timing = reply.timing
                 outs = {}
@@ -304,7 +322,7 @@ class ModelHandle:
             try:
                 reply = self._client._call(plan.request, timeout)
             except TimeoutError:
-                self._retire_region()
+                self._retire_region(wait=False)
                 raise
             self.last_timing = reply.timing
             outs = {}
@@ -398,11 +416,11 @@ class ModelHandle:
 
     # -- region lifetime -----------------------------------------------------------------------------
 
-    def _retire_region(self) -> None:
+    def _retire_region(self, wait: bool = True) -> None:
         if self._region is not None:
             region, self._region = self._region, None
             self._plan = self._zero_copy_plan = None
-            self._client.release(region)
+            self._client.release(region, wait=wait)
 
     def _forget_region(self) -> None:
         """After a daemon restart the region is gone on the daemon's side: just unmap it."""

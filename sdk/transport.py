@@ -87,7 +87,19 @@ class Connection:
                 )
         self._socket.send(data, zmq.NOBLOCK)
 
-    def close(self) -> None:
+    def send_nowait(self, request: Request) -> None:
+        """Send without waiting for the reply (its late reply is dropped by request id)."""
         with self._lock:
-            self._socket.close(linger=0)
+            if self._socket.closed:
+                return
+            try:
+                self._socket.send(encode_request(request, next(self._ids)), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # no daemon connected: nothing to tell
+
+    def close(self, linger_ms: int = 0) -> None:
+        with self._lock:
+            if self._socket.closed:
+                return
+            self._socket.close(linger=linger_ms)
             self._ctx.term()

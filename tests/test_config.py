@@ -23,7 +23,7 @@ def test_toml_config(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("bogus = 1\n", "unknown key 'bogus'"),
     ("[models.a]\nmax_batch = 1\n", "needs a 'path'"),
-    ("[models.a]\npath = 'x'\nmax_batch = -1\n", "max_batch must be >= 0"),
+    ("[models.a]\npath = 'x'\nmax_batch = -1\n", "max_batch must be 0..1048576"),
     ("[models.a]\npath = 'x'\nmax_batch = true\n", "'max_batch' must be int"),
     ("reclaim_interval_s = 0\n", "reclaim_interval_s must be > 0"),
     ("models = 3\n", "table of [models.NAME]"),

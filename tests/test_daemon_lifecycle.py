@@ -117,9 +117,11 @@ def test_model_that_fails_to_load_does_not_stop_the_daemon(tmp_path):
         assert d.stop() == 0
 
 
-def test_normal_client_exit_does_not_unlink_daemon_regions(tmp_path):
+def test_client_exit_does_not_unlink_daemon_regions(tmp_path):
     # Python < 3.13 registers attached segments with the process's resource
-    # tracker, which would unlink them at exit; the SDK must prevent that.
+    # tracker, which unlinks them when the process exits (however it exits);
+    # the SDK must prevent that. os._exit skips the SDK's goodbye, so the region
+    # must still be there afterwards, owned by the daemon until it reclaims it.
     d = start_daemon(tmp_path, "--model", "demo=builtin:demo", "--reclaim-interval", "3600")
     try:
         child = textwrap.dedent(f"""
@@ -129,6 +131,7 @@ def test_normal_client_exit_does_not_unlink_daemon_regions(tmp_path):
             h = c.model("demo")
             h(np.zeros((1, 64), np.float32))
             print(h._region.name, flush=True)
+            import os; os._exit(0)
         """)
         out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
@@ -140,6 +143,23 @@ def test_normal_client_exit_does_not_unlink_daemon_regions(tmp_path):
     finally:
         assert d.stop() == 0
     assert region not in shm_names()
+
+
+def test_a_client_dropped_without_close_frees_its_regions(tmp_path):
+    import gc
+
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo", "--reclaim-interval", "3600")
+    try:
+        with Client(d.endpoint) as observer:
+            c = Client(d.endpoint)
+            c.infer("demo", np.zeros((1, 64), np.float32))
+            assert observer.status().regions == 1
+            del c
+            gc.collect()
+            assert wait_until(lambda: observer.status().regions == 0, timeout=5)
+            assert observer.status().clients == 1
+    finally:
+        assert d.stop() == 0
 
 
 def test_cli_demo_passes_against_a_daemon_it_starts(tmp_path):

@@ -1,0 +1,156 @@
+"""Attacks and accidents from the review: each one must leave the daemon serving."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from daemon_process import raw_call, shm_names, start_daemon, wait_until
+from trtd.daemon.instance import endpoint_prefix
+from trtd.protocol import messages as m
+from trtd.sdk import Client, DaemonTimeout, ProtocolMismatch, RegionError, TrtdError
+
+X = np.zeros((1, 64), np.float32)
+
+
+def test_truncated_region_is_refused_not_a_sigbus(daemon):
+    with Client(daemon.endpoint) as c:
+        handle = c.model("demo")
+        handle(X)
+        name = handle._region.name
+        fd = os.open(f"/dev/shm/{name}", os.O_RDWR)
+        os.ftruncate(fd, 0)  # what a buggy C++ client might do
+        os.close(fd)
+        with pytest.raises(RegionError, match="truncated"):
+            c._call(handle._plan.request)
+        assert daemon.alive()
+        assert name not in shm_names()
+        handle._forget_region()
+        assert handle(X).shape == (1, 10)
+
+
+def test_non_ascii_token_is_forbidden_not_internal(daemon):
+    with Client(daemon.endpoint) as c:
+        region = c.lease(4096)
+        with pytest.raises(RegionError) as e:
+            c._call(m.Release(client_id=c.client_id, region=region.name, token="é" * 32))
+        assert e.value.code == "FORBIDDEN"
+        c.release(region)
+
+
+def test_load_with_absurd_max_batch_is_refused(daemon):
+    with Client(daemon.endpoint) as c:
+        with pytest.raises(ProtocolMismatch, match="max_batch must be"):
+            c.load("huge", "builtin:demo", max_batch=2**63 - 1)
+        assert {info.name for info in c.models()} >= {"demo"}
+
+
+def test_max_clients(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("max_clients = 2\n[models.demo]\npath = \"builtin:demo\"\n")
+    d = start_daemon(tmp_path, "--config", str(config))
+    try:
+        with Client(d.endpoint), Client(d.endpoint):
+            with pytest.raises(RegionError, match="max_clients"):
+                Client(d.endpoint)
+        with Client(d.endpoint) as c:  # the others said goodbye: room again
+            assert c.infer("demo", X).shape == (1, 10)
+    finally:
+        assert d.stop() == 0
+
+
+def test_startup_leaves_files_it_does_not_own_alone(tmp_path):
+    endpoint = f"ipc://{tmp_path / 'd.sock'}"
+    squat = f"/dev/shm/{endpoint_prefix(endpoint)}squat"
+    os.mkdir(squat)  # not a regular file: not a region of a dead predecessor
+    try:
+        d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
+        try:
+            assert "not a region of ours" in d.log()
+            with Client(d.endpoint) as c:
+                assert c.infer("demo", X).shape == (1, 10)
+        finally:
+            assert d.stop() == 0
+    finally:
+        os.rmdir(squat)
+
+
+def test_refuses_a_socket_directory_others_can_write(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    out = subprocess.run([sys.executable, "-m", "trtd.daemon", "serve", "--endpoint",
+                          f"ipc://{shared}/d.sock"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "TRTD_RUNTIME_DIR": str(tmp_path / "run")})
+    assert out.returncode == 3 and "writable by no one else" in out.stderr
+
+
+def test_one_socket_one_daemon_whatever_the_spelling_or_runtime_dir(tmp_path):
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
+    try:
+        other = subprocess.run(
+            [sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", f"ipc://{tmp_path}//./d.sock"],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "TRTD_RUNTIME_DIR": str(tmp_path / "elsewhere")})
+        assert other.returncode == 3 and f"pid {d.pid}" in other.stderr
+        with Client(d.endpoint) as c:
+            assert c.infer("demo", X).shape == (1, 10)
+    finally:
+        assert d.stop() == 0
+
+
+def test_threads_recover_together_after_a_daemon_restart(tmp_path):
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo", "--model", "demo2=builtin:demo")
+    c = Client(d.endpoint, timeout=10)
+    handles = [c.model("demo"), c.model("demo2")]
+    for h in handles:
+        h(X)
+    d.kill()
+    d2 = start_daemon(tmp_path, "--model", "demo=builtin:demo", "--model", "demo2=builtin:demo")
+    errors = []
+
+    def work(h):
+        try:
+            for _ in range(5):
+                assert h(X).shape == (1, 10)
+        except Exception as exc:
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=work, args=(h,)) for h in handles * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert c.status().clients == 1  # one re-registration, not one per thread
+    finally:
+        c.close()
+        assert d2.stop() == 0
+
+
+def test_timeout_is_not_prolonged_by_the_region_release(tmp_path):
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
+    c = Client(d.endpoint, timeout=10)
+    try:
+        handle = c.model("demo")
+        handle(X)
+        os.kill(d.pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with pytest.raises(DaemonTimeout, match="'infer'"):
+                handle.infer(X, timeout=0.5)
+            assert time.monotonic() - start < 3
+        finally:
+            os.kill(d.pid, signal.SIGCONT)
+        assert handle(X).shape == (1, 10)
+    finally:
+        c.close()
+        assert d.stop() == 0
