@@ -202,3 +202,24 @@ def test_serve_rejects_bad_config(tmp_path):
     out = subprocess.run([sys.executable, "-m", "trtd.daemon", "serve", "--config", str(config)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "'max_batch' must be int" in out.stderr
+
+
+def test_gpu_model_without_a_gpu_fails_clearly_and_the_rest_serve(tmp_path):
+    from trtd.daemon import cuda
+
+    try:
+        if cuda.device_count() > 0:
+            pytest.skip("this machine has a CUDA GPU")
+    except cuda.CudaError:
+        pass  # no cuda-python, no driver or no device: what this test is about
+    config = tmp_path / "gpu.toml"
+    config.write_text("[models.gpu]\npath = \"builtin:demo\"\nbackend = \"torch\"\ndevice = 0\n"
+                      "[models.demo]\npath = \"builtin:demo\"\n")
+    d = start_daemon(tmp_path, "--config", str(config))
+    try:
+        with Client(d.endpoint) as c:
+            gpu = c.describe("gpu")
+            assert gpu.state == "failed" and ("cuda" in gpu.error.lower() or "driver" in gpu.error)
+            assert c.infer("demo", np.zeros((1, 64), np.float32)).shape == (1, 10)
+    finally:
+        assert d.stop() == 0
