@@ -132,6 +132,39 @@ class Stream:
             self.handle = None
 
 
+class StreamPool:
+    """Streams are kept for the daemon's lifetime and reused by later model instances.
+
+    Libraries cache per-stream state (cuBLAS/cuDNN workspaces in torch, keyed by
+    stream): a fresh stream for every load would leak that state on every
+    load/unload cycle.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._free: dict[int, list[Stream]] = {}
+
+    def acquire(self, device: int) -> Stream:
+        with self._lock:
+            free = self._free.get(device)
+            if free:
+                return free.pop()
+        return Stream(device)
+
+    def release(self, stream: Stream) -> None:
+        use_device(stream.device)
+        stream.synchronize()
+        with self._lock:
+            self._free.setdefault(stream.device, []).append(stream)
+
+    def close(self) -> None:
+        with self._lock:
+            streams = [s for free in self._free.values() for s in free]
+            self._free.clear()
+        for stream in streams:
+            stream.close()
+
+
 class Event:
     def __init__(self, device: int, timing: bool = False):
         use_device(device)

@@ -38,11 +38,12 @@ class HostInstance:
 
 
 class CudaInstance:
-    def __init__(self, backend: Backend, pinning: cuda.HostPinning):
+    def __init__(self, backend: Backend, pinning: cuda.HostPinning, streams: cuda.StreamPool):
         self.backend = backend
         self.device = backend.device
         self._pinning = pinning
-        self.stream = cuda.Stream(self.device)
+        self._streams = streams
+        self.stream = streams.acquire(self.device)
         # Four timing events give the H2D / compute / D2H split of every request.
         self._marks = [cuda.Event(self.device, timing=True) for _ in range(4)]
         self._buffers: dict[str, cuda.DeviceBuffer] = {}
@@ -98,10 +99,19 @@ class CudaInstance:
         self._buffers.clear()
         for event in self._marks:
             event.close()
-        self.stream.close()
+        self._streams.release(self.stream)
 
 
-def make_instances(backend: Backend, count: int, pinning: cuda.HostPinning | None):
+def make_instances(backend: Backend, count: int, pinning: cuda.HostPinning,
+                   streams: cuda.StreamPool) -> list:
     if backend.device is None:
         return [HostInstance(backend) for _ in range(count)]
-    return [CudaInstance(backend, pinning) for _ in range(count)]
+    instances = []
+    try:
+        for _ in range(count):
+            instances.append(CudaInstance(backend, pinning, streams))
+    except BaseException:
+        for instance in instances:
+            instance.close()
+        raise
+    return instances

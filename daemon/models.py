@@ -79,6 +79,7 @@ class ModelRegistry:
         self._models: dict[str, LoadedModel] = {}
         self._completions = completions
         self._pinning = pinning
+        self.streams = cuda.StreamPool()
 
     def __iter__(self):
         return iter(list(self._models.values()))
@@ -98,7 +99,8 @@ class ModelRegistry:
             backend = create_backend(config, resolve_model_path(config),
                                      max_batch=_default_max_batch(config))
             try:
-                executor = Executor(config.name, make_instances(backend, config.instances, self._pinning),
+                executor = Executor(config.name, make_instances(backend, config.instances, self._pinning,
+                                                   self.streams),
                                     config.max_queue, self._completions)
             except BaseException:
                 backend.close()
@@ -147,3 +149,4 @@ class ModelRegistry:
     def close_all(self) -> None:
         for name in list(self._models):
             self.unload(name)
+        self.streams.close()

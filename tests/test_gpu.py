@@ -31,20 +31,21 @@ def _gpu_count() -> tuple[int, str]:
 GPUS, WHY = _gpu_count()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(GPUS == 0, reason=WHY)]
 
-CHAIN_STEPS = 400
-
-
 def _chain_module(path):
-    """Many tiny kernels in a row: it leaves the GPU mostly idle, so two streams can overlap."""
+    """50 matrix products a request: GPU-bound, so two instances' requests overlap on the GPU."""
     import torch
 
     class Chain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(1024, 1024) / 32)
+
         def forward(self, x):
-            for _ in range(CHAIN_STEPS):
-                x = torch.tanh(x * 1.0001 + 0.001)
+            for _ in range(50):
+                x = torch.tanh(x @ self.w)
             return x
 
-    torch.jit.save(torch.jit.script(Chain()), str(path))
+    torch.jit.save(torch.jit.script(Chain().eval()), str(path))
     return path
 
 
@@ -56,8 +57,10 @@ def gpu_daemon(tmp_path_factory, _model_cache):
     config.write_text(
         "[models.resnet18]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\ndevice = 0\nmax_batch = 8\n"
         "[models.volume3d]\npath = \"builtin:volume3d\"\nbackend = \"torch\"\ndevice = 0\n"
-        f"[models.chain1]\npath = \"{chain}\"\nbackend = \"torch\"\ndevice = 0\ninputs = [\"x:-1,4096\"]\n"
-        f"[models.chain2]\npath = \"{chain}\"\nbackend = \"torch\"\ndevice = 0\ninputs = [\"x:-1,4096\"]\n"
+        f"[models.chain1]\npath = \"{chain}\"\nbackend = \"torch\"\ndevice = 0\ninputs = [\"x:-1,1024\"]\n"
+        "max_batch = 1024\n"
+        f"[models.chain2]\npath = \"{chain}\"\nbackend = \"torch\"\ndevice = 0\ninputs = [\"x:-1,1024\"]\n"
+        "max_batch = 1024\n"
         "instances = 2\n"
         "[models.demo_cpu]\npath = \"builtin:demo\"\n")
     d = start_daemon(workdir, "--config", str(config))
@@ -110,7 +113,7 @@ def test_regions_are_registered_once_and_unregistered_on_release(gpu_daemon):
 def test_two_instances_overlap_in_time(gpu_daemon):
     """With 2 instances, the requests of two clients run at the same time: the sum of their
     GPU spans exceeds the wall time. With 1 instance they cannot (the sum stays below it)."""
-    x = np.random.default_rng(2).standard_normal((1, 4096), dtype=np.float32)
+    x = np.random.default_rng(2).standard_normal((1024, 1024), dtype=np.float32)
 
     def run(model: str) -> tuple[float, float]:
         spans, threads = [], []
