@@ -12,8 +12,8 @@ export TRTD_CACHE_DIR=/tmp/trtd-cache
 {
   date -u
   nvidia-smi || true
-  $PY -m pip install --quiet --no-deps --target /tmp/site .whl/pyzmq-*.whl
-  $PY -m pip install --quiet --no-deps --no-build-isolation --target /tmp/site .
+  $PY -m pip install --quiet --upgrade --no-deps --target /tmp/site .whl/pyzmq-*.whl
+  $PY -m pip install --quiet --upgrade --no-deps --no-build-isolation --target /tmp/site .
   $PY -c "import sys, torch, zmq, trtd.daemon.cuda as c; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count()); print('pyzmq', zmq.__version__); print('cuda-python', c.versions(), c.device_count())"
 } 2>&1 | tee "$OUT/setup.log"
 if [ "${1:-}" != "--bench-only" ]; then
@@ -22,4 +22,14 @@ if [ "${1:-}" != "--bench-only" ]; then
 fi
 if [ "${1:-}" != "--tests-only" ]; then
   $PY -m trtd.bench.gpu --json "$OUT/gpu-bench.json" --markdown "$OUT/gpu-bench.md" 2>&1 | tee "$OUT/gpu-bench.log"
+  {
+    echo "## python -m trtd.bench.wakeup -n 300 --delays 0,100,300,600,1000,2000,5000"
+    $PY -m trtd.bench.wakeup -n 300 --delays 0,100,300,600,1000,2000,5000
+    for m in resnet18 volume3d; do
+      echo "## python -m trtd.bench.gpu_profile --socket --model $m -n 200"
+      $PY -m trtd.bench.gpu_profile --socket --model $m -n 200 2>&1 | tail -n 1
+      echo "## python -m trtd.bench.gpu_profile --model $m (no sockets: DaemonCore in-process)"
+      $PY -m trtd.bench.gpu_profile --model $m -n 200 2>&1 | head -n 2
+    done
+  } 2>&1 | tee "$OUT/gpu-where-time-goes.log"
 fi
