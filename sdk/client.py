@@ -41,11 +41,13 @@ _DTYPES = {name: np.dtype(name) for name in WIRE_DTYPES}
 
 class Client:
     def __init__(self, endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
-                 connect_timeout: float = 5.0, name: str = ""):
+                 connect_timeout: float = 5.0, name: str = "", spin_us: int = 0):
+        """spin_us: busy-wait up to this long for each reply before sleeping (costs a CPU core
+        while waiting; saves the wake-up of a sleeping thread, see trtd.bench.wakeup)."""
         self.endpoint = resolve_endpoint(endpoint)
         self.timeout = timeout
         self._name = name
-        self._conn = Connection(self.endpoint, connect_timeout)
+        self._conn = Connection(self.endpoint, connect_timeout, spin_us)
         self._handles: dict[str, ModelHandle] = {}
         self._handles_lock = threading.Lock()
         self._heartbeat_stop = threading.Event()
