@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from daemon_process import start_daemon  # noqa: E402
+from daemon_process import serving  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -22,18 +22,12 @@ def _model_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, _model_cache):
     """One daemon serving demo and volume3d, with fast reclaim and no region limits but /dev/shm's."""
-    workdir = tmp_path_factory.mktemp("daemon")
-    config = workdir / "trtd.toml"
-    config.write_text(
-        "reclaim_interval_s = 0.2\n"
-        "client_timeout_s = 1.5\n"
-        f"max_region_bytes = {1 << 50}\n"
-        f"max_bytes_per_client = {1 << 50}\n"
-        "max_regions_per_client = 16\n"
-        "[models.demo]\npath = \"builtin:demo\"\n"
-        "[models.volume3d]\npath = \"builtin:volume3d\"\n"
-    )
-    d = start_daemon(workdir, "--config", str(config))
-    yield d
-    rc = d.stop()
-    assert rc == 0, d.log()
+    with serving(tmp_path_factory.mktemp("daemon"),
+                 "reclaim_interval_s = 0.2\n"
+                 "client_timeout_s = 1.5\n"
+                 f"max_region_bytes = {1 << 50}\n"
+                 f"max_bytes_per_client = {1 << 50}\n"
+                 "max_regions_per_client = 16\n"
+                 "[models.demo]\npath = \"builtin:demo\"\n"
+                 "[models.volume3d]\npath = \"builtin:volume3d\"\n") as d:
+        yield d

@@ -6,9 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import msgpack
 import zmq
@@ -109,3 +112,36 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+@contextmanager
+def serving(workdir: Path, config_text: str, name: str = "d") -> Iterator[DaemonProcess]:
+    """A daemon started from a TOML config text; stopped (and checked to exit 0) afterwards."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / f"{name}.toml"
+    config.write_text(config_text)
+    daemon = start_daemon(workdir, "--config", str(config), name=name)
+    try:
+        yield daemon
+    finally:
+        rc = daemon.stop()
+        assert rc == 0, daemon.log()
+
+
+def run_threads(target, args_list) -> None:
+    """target(*args) in one thread per args; the first failure is raised here, not lost in a thread."""
+    errors = []
+
+    def guarded(*args):
+        try:
+            target(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=tuple(args)) for args in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

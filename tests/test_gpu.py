@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from daemon_process import start_daemon, wait_until
+from daemon_process import run_threads, serving
 from trtd.sdk import Client
 
 
@@ -53,19 +53,14 @@ def _chain_module(path):
 def gpu_daemon(tmp_path_factory, _model_cache):
     workdir = tmp_path_factory.mktemp("gpu")
     chain = _chain_module(workdir / "chain.pt")
-    config = workdir / "trtd.toml"
-    config.write_text(
-        "[models.resnet18]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\ndevice = 0\nmax_batch = 8\n"
-        "[models.volume3d]\npath = \"builtin:volume3d\"\nbackend = \"torch\"\ndevice = 0\n"
-        f"[models.chain1]\npath = \"{chain}\"\nbackend = \"torch\"\ndevice = 0\ninputs = [\"x:-1,1024\"]\n"
-        "max_batch = 1024\n"
-        f"[models.chain2]\npath = \"{chain}\"\nbackend = \"torch\"\ndevice = 0\ninputs = [\"x:-1,1024\"]\n"
-        "max_batch = 1024\n"
-        "instances = 2\n"
-        "[models.demo_cpu]\npath = \"builtin:demo\"\n")
-    d = start_daemon(workdir, "--config", str(config))
-    yield d
-    assert d.stop() == 0, d.log()
+    chain_model = f"path = \"{chain}\"\nbackend = \"torch\"\ndevice = 0\ninputs = [\"x:-1,1024\"]\nmax_batch = 1024\n"
+    with serving(workdir,
+                 "[models.resnet18]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\ndevice = 0\nmax_batch = 8\n"
+                 "[models.volume3d]\npath = \"builtin:volume3d\"\nbackend = \"torch\"\ndevice = 0\n"
+                 f"[models.chain1]\n{chain_model}"
+                 f"[models.chain2]\n{chain_model}instances = 2\n"
+                 "[models.demo_cpu]\npath = \"builtin:demo\"\n") as d:
+        yield d
 
 
 def _reference(name: str, x: np.ndarray) -> np.ndarray:
@@ -174,32 +169,18 @@ def test_cpu_models_keep_serving_beside_gpu_models(gpu_daemon):
 
 @pytest.mark.skipif(GPUS < 2, reason="needs two CUDA devices")
 def test_models_on_two_gpus_serve_concurrent_clients(tmp_path):
-    config = tmp_path / "trtd.toml"
-    config.write_text(
-        "[models.gpu0]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\ndevice = 0\n"
-        "[models.gpu1]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\ndevice = 1\n")
-    d = start_daemon(tmp_path, "--config", str(config))
-    errors = []
-    try:
-        def work(model, seed):
-            rng = np.random.default_rng(seed)
-            try:
-                with Client(d.endpoint) as c:
-                    for _ in range(10):
-                        x = rng.standard_normal((1, 3, 224, 224), dtype=np.float32)
-                        y, ref = c.infer(model, x), _reference("resnet18", x)
-                        assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 1e-5
-            except Exception as exc:
-                errors.append(exc)
+    def work(model, seed):
+        rng = np.random.default_rng(seed)
+        with Client(d.endpoint) as c:
+            for _ in range(10):
+                x = rng.standard_normal((1, 3, 224, 224), dtype=np.float32)
+                y, ref = c.infer(model, x), _reference("resnet18", x)
+                assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 1e-5
 
-        threads = [threading.Thread(target=work, args=(m, i)) for i, m in enumerate(["gpu0", "gpu1"] * 2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors
+    with serving(tmp_path,
+                 "[models.gpu0]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\ndevice = 0\n"
+                 "[models.gpu1]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\ndevice = 1\n") as d:
+        run_threads(work, [(m, i) for i, m in enumerate(["gpu0", "gpu1"] * 2)])
         with Client(d.endpoint) as c:
             assert {s.device for s in c.status().models} == {0, 1}
             assert len(c.status().devices) == 2
-    finally:
-        assert d.stop() == 0, d.log()

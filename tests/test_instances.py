@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 
 import msgpack
 import numpy as np
 import pytest
 
-from daemon_process import start_daemon, wait_until
+from daemon_process import run_threads, serving, wait_until
 from trtd.daemon.backends.onnxruntime import create_session
 from trtd.daemon.builtin_models import builtin_model_path
 from trtd.protocol import messages as m
@@ -20,36 +19,23 @@ SHAPE = (1, 1, 128, 256, 256)
 
 @pytest.fixture(scope="module")
 def pooled(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("pooled")
-    config = workdir / "trtd.toml"
-    config.write_text(
-        "[models.volume3d]\npath = \"builtin:volume3d\"\ninstances = 2\nmax_queue = 0\n"
-        "[models.demo]\npath = \"builtin:demo\"\ninstances = 3\n")
-    d = start_daemon(workdir, "--config", str(config))
-    yield d
-    assert d.stop() == 0, d.log()
+    with serving(tmp_path_factory.mktemp("pooled"),
+                 "[models.volume3d]\npath = \"builtin:volume3d\"\ninstances = 2\nmax_queue = 0\n"
+                 "[models.demo]\npath = \"builtin:demo\"\ninstances = 3\n") as d:
+        yield d
 
 
 def test_concurrent_clients_get_their_own_answers(pooled):
     session = create_session(builtin_model_path("demo"))
-    errors = []
 
     def work(seed):
         rng = np.random.default_rng(seed)
-        try:
-            with Client(pooled.endpoint) as c:
-                for _ in range(40):
-                    x = rng.standard_normal((1 + seed % 4, 64), dtype=np.float32)
-                    np.testing.assert_array_equal(c.infer("demo", x), session.run(None, {"x": x})[0])
-        except Exception as exc:
-            errors.append(exc)
+        with Client(pooled.endpoint) as c:
+            for _ in range(40):
+                x = rng.standard_normal((1 + seed % 4, 64), dtype=np.float32)
+                np.testing.assert_array_equal(c.infer("demo", x), session.run(None, {"x": x})[0])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_threads(work, [(i,) for i in range(6)])
     with Client(pooled.endpoint) as c:
         demo = next(s for s in c.status().models if s.name == "demo")
         assert demo.instances == 3 and demo.in_flight == 0 and demo.requests >= 240

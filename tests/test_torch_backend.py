@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is an optional extra (pip install \"trtd[torch]\")")
 
-from daemon_process import start_daemon  # noqa: E402
+from daemon_process import serving  # noqa: E402
 from trtd.daemon.backends.base import BackendError  # noqa: E402
 from trtd.daemon.backends.torch import parse_input_spec  # noqa: E402
 from trtd.daemon.builtin_torch_models import builtin_torchscript_path  # noqa: E402
@@ -16,15 +16,12 @@ from trtd.sdk import Client, InvalidInput, ModelNotReady  # noqa: E402
 
 @pytest.fixture(scope="module")
 def torch_daemon(tmp_path_factory, _model_cache):
-    workdir = tmp_path_factory.mktemp("torch")
-    config = workdir / "trtd.toml"
-    config.write_text(
-        "[models.resnet]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\nmax_batch = 4\n"
-        "[models.mlp]\npath = \"builtin:demo\"\nbackend = \"torch\"\ninstances = 2\n"
-        "[models.noinputs]\npath = \"builtin:demo\"\nbackend = \"torch\"\ninputs = [\"x:-1,63\"]\n")
-    d = start_daemon(workdir, "--config", str(config))
-    yield d
-    assert d.stop() == 0, d.log()
+    with serving(tmp_path_factory.mktemp("torch"),
+                 "[models.resnet]\npath = \"builtin:resnet18\"\nbackend = \"torch\"\nmax_batch = 4\n"
+                 "[models.mlp]\npath = \"builtin:demo\"\nbackend = \"torch\"\ninstances = 2\n"
+                 "[models.noinputs]\npath = \"builtin:demo\"\nbackend = \"torch\"\n"
+                 "inputs = [\"x:-1,63\"]\n") as d:
+        yield d
 
 
 def test_describes_inputs_and_probed_outputs(torch_daemon):
