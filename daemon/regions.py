@@ -25,7 +25,8 @@ from trtd.protocol import ALIGNMENT, ErrorCode, ProtocolError, align_up
 log = logging.getLogger("trtd.regions")
 
 _RELEASED_MEMORY = 4096
-SHM_DIR = Path("/dev/shm")  # how many released names we remember, for a precise error
+SHM_DIR = Path("/dev/shm")
+_HAVE_SHM_DIR = SHM_DIR.is_dir()  # once: this is checked on every request  # how many released names we remember, for a precise error
 
 
 @dataclass(slots=True)
@@ -49,6 +50,7 @@ class Region:
     address: int
     in_use: int = 0
     released: bool = False
+    path: str = ""  # its file under /dev/shm, where there is one
     uses: int = field(default=0)
 
     def close(self) -> None:
@@ -104,10 +106,10 @@ def _create_segment(name: str, nbytes: int) -> shared_memory.SharedMemory:
 
 
 def _segment_size(region: Region) -> int:
-    if not SHM_DIR.is_dir():
+    if not _HAVE_SHM_DIR:
         return region.nbytes  # Windows: a mapping cannot be resized under us
     try:
-        return os.stat(SHM_DIR / region.name).st_size
+        return os.stat(region.path).st_size
     except OSError:
         return -1
 
@@ -186,7 +188,7 @@ class RegionRegistry:
                 log.warning("region name %s is taken by a file we did not create; skipping it", name)
         view = np.frombuffer(shm.buf, dtype=np.uint8, count=nbytes)
         region = Region(name=name, nbytes=nbytes, token=secrets.token_hex(16), owner=client_id,
-                        shm=shm, view=view, address=view.ctypes.data)
+                        shm=shm, view=view, address=view.ctypes.data, path=f"{SHM_DIR}/{name}")
         self._regions[name] = region
         return region
 
