@@ -20,6 +20,8 @@ from pathlib import Path
 
 from trtd.protocol.endpoint import ipc_path
 
+from .filelock import lock_fd
+
 log = logging.getLogger("trtd.instance")
 
 SHM_DIR = Path("/dev/shm")
@@ -89,7 +91,7 @@ class InstanceLock:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(self.path, flags, 0o600)
         try:
-            _lock(fd)
+            lock_fd(fd)
         except OSError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
@@ -135,14 +137,3 @@ class InstanceLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the lock
             self._fd = None
-
-
-def _lock(fd: int) -> None:
-    if sys.platform == "win32":
-        import msvcrt
-
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-    else:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

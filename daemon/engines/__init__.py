@@ -1,0 +1,1 @@
+"""TensorRT engines: build options and profiles, fingerprints, the on-disk cache."""
