@@ -54,6 +54,9 @@ class ModelConfig:
     # TorchScript files carry no I/O description: "NAME:SHAPE[:DTYPE]" per input,
     # SHAPE as comma-separated dims with -1 for the dynamic batch, e.g. "x:-1,3,224,224:float32".
     inputs: list[str] = field(default_factory=list)
+    # TensorRT: version-compatible engines that embed the lean runtime run host code
+    # from the engine file; allow it only for engines you trust.
+    allow_engine_host_code: bool = False
 
 
 @dataclass(slots=True)
@@ -92,7 +95,7 @@ def _build(cls: type, where: str, table: dict, allowed: set[str], **fixed):
         if key not in allowed:
             raise ConfigError(f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(allowed))}")
         expected = {"int": int, "float": float, "str": str, "str | None": str,
-                    "list[str]": list}[hints[key]]
+                    "list[str]": list, "bool": bool}[hints[key]]
         _check_type(where, key, value, expected)
         kwargs[key] = float(value) if expected is float else value
     return cls(**kwargs)

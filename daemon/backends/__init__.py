@@ -9,7 +9,7 @@ from .base import Backend, BackendError, OutputTooLarge, TensorBinding
 if TYPE_CHECKING:
     from ..config import ModelConfig
 
-BACKENDS = ("onnxruntime", "torch")
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
 
 
 def create_backend(config: "ModelConfig", path: str, max_batch: int) -> Backend:
@@ -28,6 +28,11 @@ def create_backend(config: "ModelConfig", path: str, max_batch: int) -> Backend:
 
         return TorchBackend(path, inputs=config.inputs, max_batch=max_batch,
                             device=config.device if config.device >= 0 else None)
+    if config.backend == "tensorrt":
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend(path, device=config.device if config.device >= 0 else None,
+                               max_batch=max_batch, allow_host_code=config.allow_engine_host_code)
     raise BackendError(f"unknown backend {config.backend!r}; available: {', '.join(BACKENDS)}")
 
 

@@ -1,0 +1,102 @@
+"""Finding TensorRT, and the one place where TensorRT versions differ.
+
+The runtime works with the full `tensorrt` module or with the lean runtime
+(`pip install tensorrt-lean-cu13`: module `tensorrt_lean`; from the bare
+wheels: `tensorrt_lean_bindings`), which runs version-compatible engines and
+weighs ~44 MB instead of gigabytes. Building needs the full module.
+
+RUNTIME_API lists every runtime class member the backend uses; a CI test checks
+each against the real lean-runtime classes, so a rename in a TensorRT release
+shows up as a failing test, not as an AttributeError in production.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+# Tried in this order: the full library can build and run; the lean runtime only runs.
+RUNTIME_MODULES = ("tensorrt", "tensorrt_lean", "tensorrt_lean_bindings")
+
+RUNTIME_API: dict[str, tuple[str, ...]] = {
+    "Runtime": ("deserialize_cuda_engine", "engine_host_code_allowed", "get_plugin_registry"),
+    "ICudaEngine": ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_dtype",
+                    "get_tensor_shape", "num_optimization_profiles", "get_tensor_profile_shape",
+                    "create_execution_context", "create_engine_inspector", "hardware_compatibility_level"),
+    "IExecutionContext": ("set_optimization_profile_async", "set_input_shape", "set_tensor_address",
+                          "execute_async_v3", "get_tensor_shape", "set_output_allocator",
+                          "all_binding_shapes_specified"),
+    "TensorIOMode": ("INPUT", "OUTPUT"),
+    "ILogger": ("log", "Severity"),
+    "ExecutionContextAllocationStrategy": ("STATIC", "USER_MANAGED"),
+    "DataType": ("FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL", "UINT8", "BF16"),
+}
+
+# TensorRT data types the protocol carries (BF16/FP8/INT4 tensors cannot cross the wire).
+_WIRE_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32",
+                "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
+
+
+class TensorRTUnavailable(ImportError):
+    pass
+
+
+@dataclass(frozen=True)
+class TensorRT:
+    module: ModuleType
+    flavor: str  # "full" or "lean"
+
+    @property
+    def version(self) -> str:
+        return getattr(self.module, "__version__", "unknown")
+
+    @property
+    def major(self) -> int:
+        try:
+            return int(self.version.split(".")[0])
+        except ValueError:
+            return 0
+
+    @property
+    def can_build(self) -> bool:
+        return self.flavor == "full" and hasattr(self.module, "Builder")
+
+    def wire_dtype(self, trt_dtype) -> str:
+        name = getattr(trt_dtype, "name", str(trt_dtype))
+        try:
+            return _WIRE_DTYPES[name]
+        except KeyError:
+            raise TypeError(f"TensorRT tensor type {name} cannot be carried by the protocol "
+                            f"(it carries {', '.join(sorted(set(_WIRE_DTYPES.values())))}); give the "
+                            f"model FP32/FP16/INT32 I/O and keep reduced precision inside") from None
+
+
+def import_tensorrt(prefer: str = "any") -> TensorRT:
+    """The TensorRT runtime module; prefer "full" to require the builder."""
+    errors = []
+    for name in RUNTIME_MODULES:
+        if prefer == "full" and name != "tensorrt":
+            continue
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:  # ImportError, or OSError from a missing shared library
+            errors.append(f"{name}: {exc}")
+            continue
+        return TensorRT(module, "full" if name == "tensorrt" else "lean")
+    hint = ("pip install tensorrt (needs NVIDIA's package index)" if prefer == "full" else
+            "pip install \"tensorrt-lean-cu13\" (or -cu12) to run version-compatible engines, "
+            "or the full tensorrt package to build them")
+    raise TensorRTUnavailable(f"TensorRT is not installed here ({'; '.join(errors)}); {hint}")
+
+
+def missing_runtime_api(module: ModuleType) -> list[str]:
+    """Members of RUNTIME_API that `module` lacks (empty when the runtime has all we use)."""
+    missing = []
+    for cls_name, members in RUNTIME_API.items():
+        cls = getattr(module, cls_name, None)
+        if cls is None:
+            missing.append(cls_name)
+            continue
+        missing += [f"{cls_name}.{m}" for m in members if not hasattr(cls, m)]
+    return missing
