@@ -12,7 +12,7 @@ export TRTD_CACHE_DIR=/tmp/trtd-cache
 {
   date -u
   nvidia-smi || true
-  $PY -m pip install --quiet --upgrade --no-deps --target /tmp/site .whl/pyzmq-*.whl
+  $PY -m pip install --quiet --upgrade --no-deps --target /tmp/site .whl/*.whl
   $PY -m pip install --quiet --upgrade --no-deps --no-build-isolation --target /tmp/site .
   $PY -c "import sys, torch, zmq, trtd.daemon.cuda as c; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count()); print('pyzmq', zmq.__version__); print('cuda-python', c.versions(), c.device_count())"
 } 2>&1 | tee "$OUT/setup.log"

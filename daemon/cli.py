@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=200)
     demo.set_defaults(func=_demo)
 
+    from .engines.commands import add_build_parser, add_cache_parser
+
+    add_build_parser(sub)
+    add_cache_parser(sub)
+    doctor = sub.add_parser("doctor", help="check this machine: driver, CUDA, TensorRT, ONNX Runtime, /dev/shm")
+    doctor.set_defaults(func=lambda args: __import__("trtd.daemon.doctor", fromlist=["main"]).main())
+
     # Parsed by trtd.bench.latency (see main()); listed here for --help.
     sub.add_parser("bench", help="latency benchmark: floor vs in-process vs daemon (trtd bench --help)")
     return parser

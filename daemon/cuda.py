@@ -90,10 +90,18 @@ def versions() -> dict[str, int]:
             "runtime": check(_rt.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")}
 
 
-def device_name(device: int) -> str:
+def device_properties(device: int) -> dict:
+    """Name, compute capability and memory of `device`."""
+    _require()
     props = check(_rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
     name = props.name
-    return (name.split(b"\0", 1)[0].decode() if isinstance(name, bytes) else str(name)).strip()
+    name = (name.split(b"\0", 1)[0].decode() if isinstance(name, bytes) else str(name)).strip()
+    return {"name": name, "major": int(props.major), "minor": int(props.minor),
+            "total_bytes": int(props.totalGlobalMem)}
+
+
+def device_name(device: int) -> str:
+    return device_properties(device)["name"]
 
 
 def open_device(device: int) -> None:

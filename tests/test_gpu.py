@@ -184,3 +184,24 @@ def test_models_on_two_gpus_serve_concurrent_clients(tmp_path):
         with Client(d.endpoint) as c:
             assert {s.device for s in c.status().models} == {0, 1}
             assert len(c.status().devices) == 2
+
+
+def test_tensorrt_runtime_rejects_foreign_engine_bytes(tmp_path):
+    from trtd.daemon.backends.base import BackendError
+    from trtd.daemon.engines.trt import TensorRTUnavailable, import_tensorrt
+
+    try:
+        trt = import_tensorrt()
+    except TensorRTUnavailable as exc:
+        pytest.skip(str(exc))
+    from trtd.daemon.backends.tensorrt import TensorRTBackend
+
+    engine = tmp_path / "foreign.engine"
+    engine.write_bytes(b"ftrt" + bytes(range(256)) * 64)  # not an engine of this TensorRT
+    with pytest.raises(BackendError, match="could not deserialize") as e:
+        TensorRTBackend(engine, device=0)
+    assert trt.version in str(e.value)
+    with serving(tmp_path, f"[models.trt]\npath = \"{engine}\"\nbackend = \"tensorrt\"\ndevice = 0\n") as d:
+        with Client(d.endpoint) as c:
+            info = c.describe("trt")
+            assert info.state == "failed" and "could not deserialize" in info.error

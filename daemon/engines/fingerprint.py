@@ -18,7 +18,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .profiles import Profile
+from .profiles import InputRange, Profile
 
 FINGERPRINT_SCHEMA = 1  # bumped if what goes into a fingerprint changes
 
@@ -81,3 +81,17 @@ def fingerprint(onnx_sha256: str, env: BuildEnvironment, options: BuildOptions) 
     canonical = json.dumps(fingerprint_inputs(onnx_sha256, env, options), sort_keys=True,
                            separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def options_to_json(options: BuildOptions) -> dict:
+    return asdict(options)
+
+
+def options_from_json(data: dict) -> BuildOptions:
+    profiles = tuple(
+        Profile(tuple(InputRange(r["name"], tuple(r["min"]), tuple(r["opt"]), tuple(r["max"]))
+                      for r in p["inputs"]))
+        for p in data.get("profiles", ()))
+    fields = {k: v for k, v in data.items() if k != "profiles"}
+    fields["plugins"] = tuple(fields.get("plugins", ()))
+    return BuildOptions(profiles=profiles, **fields)

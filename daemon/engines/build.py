@@ -1,0 +1,114 @@
+"""One build, end to end: fingerprint, cache lookup, lock, spawned build process, atomic store.
+
+`trtd build` and the daemon use this same path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .builders import BuildError
+from .cache import CacheEntry, EngineCache
+from .fingerprint import (BuildEnvironment, BuildOptions, file_sha256, fingerprint,
+                          fingerprint_inputs, options_to_json)
+
+
+@dataclass
+class BuildJob:
+    model: str
+    onnx_path: str
+    options: BuildOptions = field(default_factory=BuildOptions)
+    builder: str = "tensorrt"            # or "onnxruntime" (an optimized ONNX model)
+    cache_root: str | None = None        # default: the user's trtd cache
+    timing_cache: str | None = None      # default: <cache>/timing-<environment>.cache
+    device: int = 0
+
+
+def build_environment(builder: str, device: int = 0) -> BuildEnvironment:
+    """What the build targets; for TensorRT, read from the GPU and the installed library."""
+    if builder == "onnxruntime":
+        import onnxruntime
+
+        return BuildEnvironment(tensorrt_version=f"onnxruntime-{onnxruntime.__version__}",
+                                gpu_name="cpu", compute_capability="-", os=platform.system())
+    from .. import cuda
+    from .trt import import_tensorrt
+
+    trt = import_tensorrt(prefer="full")
+    props = cuda.device_properties(device)
+    return BuildEnvironment(tensorrt_version=trt.version, gpu_name=props["name"],
+                            compute_capability=f"{props['major']}.{props['minor']}",
+                            os=platform.system(), driver_major=cuda.versions()["driver"] // 1000)
+
+
+def default_cache_root() -> str:
+    from ..builtin_models import default_cache_dir
+
+    return str(default_cache_dir())
+
+
+def build(job: BuildJob, log: Callable[[str], None] = lambda m: None,
+          env: BuildEnvironment | None = None) -> tuple[CacheEntry, bool]:
+    """(cache entry, built now?) — a cached engine for the same fingerprint is reused."""
+    if not Path(job.onnx_path).is_file():
+        raise BuildError(f"{job.onnx_path} does not exist")
+    env = env or build_environment(job.builder, job.device)
+    onnx_sha = file_sha256(job.onnx_path)
+    fp = fingerprint(onnx_sha, env, job.options)
+    cache = EngineCache(job.cache_root or default_cache_root())
+    entry = cache.lookup(job.model, fp)
+    if entry is not None:
+        log(f"cached: {entry.engine_path}")
+        return entry, False
+    with cache.building(fp):
+        entry = cache.lookup(job.model, fp)  # another process may have built it while we waited
+        if entry is not None:
+            return entry, False
+        timing_cache = job.timing_cache or str(cache.dir / f"timing-{_safe(env.gpu_name)}-"
+                                                            f"{_safe(env.tensorrt_version)}.cache")
+        data, seconds = _run_worker(job, timing_cache, log)
+        metadata = {"builder": job.builder, "onnx_path": str(Path(job.onnx_path).resolve()),
+                    "build_seconds": round(seconds, 3),
+                    "depends_on": fingerprint_inputs(onnx_sha, env, job.options)}
+        return cache.store(job.model, fp, data, metadata), True
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+def _run_worker(job: BuildJob, timing_cache: str, log: Callable[[str], None]) -> tuple[bytes, float]:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="trtd-build-") as tmp:
+        output = os.path.join(tmp, "engine.bin")
+        spec = os.path.join(tmp, "job.json")
+        with open(spec, "w", encoding="utf-8") as f:
+            json.dump({"builder": job.builder, "onnx": str(job.onnx_path), "output": output,
+                       "timing_cache": timing_cache, "options": options_to_json(job.options)}, f)
+        proc = subprocess.run([sys.executable, "-m", "trtd.daemon.engines.worker", spec],
+                              capture_output=True, text=True)
+        for line in proc.stderr.splitlines():
+            log(line)
+        result = _last_json(proc.stdout)
+        if proc.returncode != 0 or not result.get("ok"):
+            reason = result.get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BuildError(f"building {job.model} failed (exit {proc.returncode}): {reason}")
+        return Path(output).read_bytes(), time.monotonic() - started
+
+
+def _last_json(stdout: str) -> dict:
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {}

@@ -1,0 +1,146 @@
+"""The builders a build process can run: TensorRT, and ONNX Runtime's graph optimizer.
+
+Each takes an ONNX file and BuildOptions and returns the bytes to cache. The
+TensorRT builder follows the documented Python API of 10.x and 11.x (the calls
+and where each was checked are listed in the README's TensorRT section); the
+ONNX Runtime builder produces an optimized ONNX model through the very same
+machinery (spawned process, fingerprint, lock, atomic cache write), which is
+what lets that machinery be tested on machines without TensorRT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .fingerprint import BuildOptions
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+# -- TensorRT --------------------------------------------------------------------------------------
+
+
+def _parser_errors(parser) -> str:
+    """Every parser error with the node and op it names (parser errors otherwise say little)."""
+    lines = []
+    for i in range(parser.num_errors):
+        e = parser.get_error(i)
+        where = []
+        for label, getter in (("node", "node_name"), ("op", "node_operator")):
+            value = getattr(e, getter, None)
+            value = value() if callable(value) else value
+            if value:
+                where.append(f"{label} {value}")
+        index = e.node() if hasattr(e, "node") else -1
+        if index >= 0 and not where:
+            where.append(f"node #{index}")
+        lines.append(f"{', '.join(where) or 'model'}: {e.desc()}")
+    return "; ".join(lines)
+
+
+def build_tensorrt(onnx_path: str, options: BuildOptions, timing_cache: str | None,
+                   log: Callable[[str], None]) -> bytes:
+    from .trt import import_tensorrt
+
+    trt = import_tensorrt(prefer="full").module
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")
+    builder = trt.Builder(logger)
+    for plugin in options.plugins:
+        if not Path(plugin).is_file():
+            raise BuildError(f"plugin library {plugin} does not exist")
+        builder.get_plugin_registry().load_library(plugin)
+    # Strongly typed: precision comes from the ONNX graph (TensorRT 11 has no other mode;
+    # on 10.x this is the explicit choice, so an engine means the same on both).
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        raise BuildError(f"TensorRT's ONNX parser rejected {onnx_path}: {_parser_errors(parser)}")
+    config = builder.create_builder_config()
+    if options.workspace_bytes:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
+    config.builder_optimization_level = options.optimization_level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # so --inspect can show tactics
+    if options.hardware_compatible:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if options.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        if options.exclude_lean_runtime:
+            config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
+    for profile_spec in options.profiles:
+        profile = builder.create_optimization_profile()
+        for r in profile_spec.inputs:
+            profile.set_shape(r.name, r.min, r.opt, r.max)
+        config.add_optimization_profile(profile)
+    cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).exists() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    log(f"building with TensorRT {trt.__version__} ...")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BuildError("TensorRT could not build the engine (its log above says why)")
+    if timing_cache:
+        _write_atomic(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized)
+
+
+def inspect_engine(engine_bytes: bytes) -> str:
+    """Per-layer precision and chosen tactics (needs an engine built with DETAILED verbosity)."""
+    from .trt import import_tensorrt
+
+    trt = import_tensorrt().module
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(engine_bytes)
+    if engine is None:
+        raise BuildError("the engine could not be deserialized for inspection")
+    inspector = engine.create_engine_inspector()
+    info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    lines = []
+    for layer in info.get("Layers", []):
+        if isinstance(layer, str):
+            lines.append(layer)
+            continue
+        outputs = layer.get("Outputs", [])
+        fmt = outputs[0].get("Format/Datatype", "") if outputs and isinstance(outputs[0], dict) else ""
+        lines.append(f"{layer.get('Name', '?')}: {layer.get('LayerType', '?')} {fmt} "
+                     f"tactic={layer.get('TacticName', layer.get('TacticValue', '?'))}")
+    return "\n".join(lines)
+
+
+# -- ONNX Runtime ----------------------------------------------------------------------------------
+
+
+def build_onnxruntime_optimized(onnx_path: str, options: BuildOptions, timing_cache: str | None,
+                                log: Callable[[str], None]) -> bytes:
+    import onnxruntime as ort
+
+    level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if options.optimization_level <= 1
+             else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "optimized.onnx")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        so.optimized_model_filepath = out
+        try:
+            ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise BuildError(f"ONNX Runtime rejected {onnx_path}: {exc}") from None
+        log(f"optimized with ONNX Runtime {ort.__version__}")
+        return Path(out).read_bytes()
+
+
+BUILDERS = {"tensorrt": build_tensorrt, "onnxruntime": build_onnxruntime_optimized}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

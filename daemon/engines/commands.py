@@ -1,0 +1,127 @@
+"""`trtd build` and `trtd cache`: the command-line face of the engine machinery."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from .build import BuildJob, build, default_cache_root
+from .builders import BuildError, inspect_engine
+from .cache import CacheError, EngineCache
+from .fingerprint import BuildOptions
+from .profiles import ProfileError, check_against_model, parse_profiles
+
+
+def add_build_parser(sub) -> None:
+    p = sub.add_parser("build", help="build a TensorRT engine from an ONNX model (cached per environment)")
+    p.add_argument("onnx", help="the ONNX model")
+    p.add_argument("--name", help="model name in the cache (default: the file's stem)")
+    p.add_argument("--profile", action="append", default=[], metavar="NAME:MIN,OPT,MAX",
+                   help="an input's shape range, shapes like 1x3x224x224; repeat for each dynamic "
+                        "input; separate profiles with --next-profile")
+    p.add_argument("--next-profile", action="append_const", dest="profile", const=None,
+                   help="start another optimization profile")
+    p.add_argument("--workspace", type=int, metavar="MiB", default=0, help="workspace limit")
+    p.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0..5")
+    p.add_argument("--timing-cache", help="timing cache file (default: one per GPU and version in the cache)")
+    p.add_argument("--plugin", action="append", default=[], help="plugin library with custom ops")
+    p.add_argument("--hardware-compatible", action="store_true", help="run on any Ampere or newer GPU")
+    p.add_argument("--version-compatible", action="store_true",
+                   help="run on later TensorRT versions of the same major (lean runtime)")
+    p.add_argument("--exclude-lean-runtime", action="store_true",
+                   help="with --version-compatible: do not embed the lean runtime")
+    p.add_argument("--builder", choices=["tensorrt", "onnxruntime"], default="tensorrt",
+                   help="onnxruntime writes an optimized ONNX model instead (no TensorRT needed)")
+    p.add_argument("--device", type=int, default=0)
+    p.add_argument("--inspect", action="store_true", help="print per-layer precision and tactics")
+    p.add_argument("-o", "--output", help="also copy the result here")
+    p.add_argument("--cache-dir", help="cache root (default: TRTD_CACHE_DIR or the user's cache)")
+    p.set_defaults(func=run_build)
+
+
+def _profile_groups(specs: list[str | None]) -> list[list[str]]:
+    groups: list[list[str]] = [[]]
+    for spec in specs:
+        if spec is None:
+            groups.append([])
+        else:
+            groups[-1].append(spec)
+    return [g for g in groups if g]
+
+
+def _onnx_inputs(path: str) -> dict[str, list[int]]:
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        inputs[value.name] = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+    return inputs
+
+
+def run_build(args: argparse.Namespace) -> int:
+    try:
+        profiles = parse_profiles(_profile_groups(args.profile))
+        if args.builder == "tensorrt":
+            check_against_model(profiles, _onnx_inputs(args.onnx))
+        options = BuildOptions(profiles=tuple(profiles), workspace_bytes=args.workspace * 2**20,
+                               optimization_level=args.opt_level,
+                               hardware_compatible=args.hardware_compatible,
+                               version_compatible=args.version_compatible,
+                               exclude_lean_runtime=args.exclude_lean_runtime,
+                               plugins=tuple(str(Path(p).resolve()) for p in args.plugin))
+        job = BuildJob(model=args.name or Path(args.onnx).stem, onnx_path=args.onnx, options=options,
+                       builder=args.builder, cache_root=args.cache_dir,
+                       timing_cache=args.timing_cache, device=args.device)
+        entry, built = build(job, log=lambda line: print(line, file=sys.stderr))
+    except (ProfileError, ValueError, BuildError, CacheError, ImportError) as exc:
+        print(f"trtd build: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # e.g. onnx's own errors for a corrupt file
+        print(f"trtd build: {args.onnx}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'built' if built else 'cached'}: {entry.engine_path} ({entry.metadata['bytes']} bytes, "
+          f"fingerprint {entry.fingerprint})")
+    if args.output:
+        shutil.copyfile(entry.engine_path, args.output)
+    if args.inspect:
+        if args.builder != "tensorrt":
+            print("--inspect applies to TensorRT engines", file=sys.stderr)
+        else:
+            print(inspect_engine(entry.engine_path.read_bytes()))
+    return 0
+
+
+def add_cache_parser(sub) -> None:
+    p = sub.add_parser("cache", help="list, verify or clear cached engines")
+    p.add_argument("action", choices=["list", "verify", "clear"])
+    p.add_argument("--cache-dir", help="cache root (default: TRTD_CACHE_DIR or the user's cache)")
+    p.set_defaults(func=run_cache)
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    cache = EngineCache(args.cache_dir or default_cache_root())
+    if args.action == "clear":
+        print(f"removed {cache.clear()} engine(s) from {cache.dir}")
+        return 0
+    if args.action == "list":
+        entries = cache.entries()
+        if not entries:
+            print(f"no engines in {cache.dir}")
+        for e in entries:
+            dep = e.metadata.get("depends_on", {})
+            print(f"{e.model:<20} {e.fingerprint}  {e.metadata.get('bytes', 0):>12} B  "
+                  f"{e.metadata.get('builder', '?'):<11} {dep.get('tensorrt', '?')}  {dep.get('gpu', '?')}  "
+                  f"{e.metadata.get('stored_at', '')}")
+        return 0
+    bad = 0
+    for e, problem in cache.verify():
+        print(f"{'BAD ' if problem else 'ok  '} {e.engine_path.name}{': ' + problem if problem else ''}")
+        bad += bool(problem)
+    return 1 if bad else 0

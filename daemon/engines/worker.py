@@ -1,0 +1,39 @@
+"""The build process: `python -m trtd.daemon.engines.worker JOB.json`.
+
+Builds run in their own process, started fresh (never forked from a daemon
+that has initialised CUDA), so a builder that crashes or exhausts memory takes
+only itself down. The job comes as a JSON file; the result is written to the
+file the job names, and one JSON line on stdout says how it went.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def main(argv: list[str]) -> int:
+    from .builders import BUILDERS, BuildError
+    from .fingerprint import options_from_json
+
+    job = json.loads(open(argv[0], encoding="utf-8").read())
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        builder = BUILDERS[job["builder"]]
+        data = builder(job["onnx"], options_from_json(job["options"]), job.get("timing_cache"), log)
+    except (BuildError, ImportError, OSError, ValueError) as exc:
+        print(json.dumps({"ok": False, "error": str(exc)}), flush=True)
+        return 1
+    with open(job["output"], "wb") as f:
+        f.write(data)
+    print(json.dumps({"ok": True, "bytes": len(data), "seconds": time.monotonic() - started}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

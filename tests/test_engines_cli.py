@@ -1,0 +1,142 @@
+"""`trtd build` / `trtd cache` / `trtd doctor` through the real CLI, and the lean runtime's API.
+
+The TensorRT builder needs the full TensorRT library, which cannot be installed
+here: those paths are exercised through the same machinery with the ONNX
+Runtime builder, and the TensorRT-only checks skip with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from trtd.daemon.builtin_models import builtin_model_path
+from trtd.daemon.engines.build import BuildJob, build
+from trtd.daemon.engines.builders import BuildError
+from trtd.daemon.engines.cache import EngineCache
+from trtd.daemon.engines.fingerprint import BuildEnvironment, BuildOptions
+
+
+def _trtd(*args, cache, check=False):
+    out = subprocess.run([sys.executable, "-m", "trtd.daemon", *args], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "TRTD_CACHE_DIR": str(cache)})
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def test_build_then_cached_then_verify_list_clear(tmp_path):
+    model = builtin_model_path("demo")
+    first = _trtd("build", str(model), "--builder", "onnxruntime", "--name", "demo", cache=tmp_path, check=True)
+    assert first.stdout.startswith("built: ")
+    second = _trtd("build", str(model), "--builder", "onnxruntime", "--name", "demo", cache=tmp_path, check=True)
+    assert second.stdout.startswith("cached: ")
+    listing = _trtd("cache", "list", cache=tmp_path, check=True).stdout
+    assert listing.startswith("demo ") and "onnxruntime" in listing
+    assert _trtd("cache", "verify", cache=tmp_path, check=True).stdout.startswith("ok ")
+    engine = next((tmp_path / "engines").glob("demo-*.engine"))
+    engine.write_bytes(engine.read_bytes()[:100])  # truncated on disk
+    bad = _trtd("cache", "verify", cache=tmp_path)
+    assert bad.returncode == 1 and "checksum mismatch" in bad.stdout
+    rebuilt = _trtd("build", str(model), "--builder", "onnxruntime", "--name", "demo", cache=tmp_path, check=True)
+    assert rebuilt.stdout.startswith("built: ")  # a damaged engine is rebuilt, never used
+    assert "removed 1 engine" in _trtd("cache", "clear", cache=tmp_path, check=True).stdout
+
+
+def test_the_built_artifact_runs(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    entry, built = build(BuildJob("demo", str(builtin_model_path("demo")), builder="onnxruntime",
+                                  cache_root=str(tmp_path)))
+    assert built
+    session = ort.InferenceSession(entry.engine_path.read_bytes(), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(builtin_model_path("demo")), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((3, 64), dtype=np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0], atol=1e-5)
+
+
+def test_corrupt_onnx_is_a_clear_build_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a model")
+    with pytest.raises(BuildError, match="ONNX Runtime rejected"):
+        build(BuildJob("bad", str(bad), builder="onnxruntime", cache_root=str(tmp_path / "c")))
+    out = _trtd("build", str(bad), "--builder", "onnxruntime", cache=tmp_path / "c")
+    assert out.returncode == 1 and "trtd build:" in out.stderr
+    assert not list((tmp_path / "c" / "engines").glob("*.engine"))
+
+
+def test_profile_that_contradicts_the_model_is_refused_before_building(tmp_path):
+    out = _trtd("build", str(builtin_model_path("resnet18")), "--profile",
+                "x:1x3x256x256,2x3x256x256,4x3x256x256", cache=tmp_path)
+    assert out.returncode == 1 and "fixed at 224" in out.stderr
+
+
+def test_missing_onnx_file(tmp_path):
+    out = _trtd("build", str(tmp_path / "none.onnx"), "--builder", "onnxruntime", cache=tmp_path)
+    assert out.returncode == 1 and "does not exist" in out.stderr
+
+
+def test_two_processes_build_one_engine_once(tmp_path):
+    model = str(builtin_model_path("resnet18"))
+    procs = [subprocess.Popen([sys.executable, "-m", "trtd.daemon", "build", model, "--builder", "onnxruntime",
+                               "--name", "r"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "TRTD_CACHE_DIR": str(tmp_path)}) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert sorted(o.split(":")[0] for o in outs) == ["built", "cached"], outs
+    assert len(EngineCache(tmp_path).entries()) == 1
+
+
+def test_tensorrt_build_without_tensorrt_says_what_to_install(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("the full TensorRT is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match="pip install tensorrt"):
+        build(BuildJob("demo", str(builtin_model_path("demo")), cache_root=str(tmp_path)),
+              env=None)
+
+
+def test_environment_is_part_of_the_fingerprint(tmp_path):
+    job = BuildJob("demo", str(builtin_model_path("demo")), builder="onnxruntime", cache_root=str(tmp_path))
+    a, _ = build(job, env=BuildEnvironment("onnxruntime-x", "cpu", "-", "Linux", 0))
+    b, built = build(job, env=BuildEnvironment("onnxruntime-y", "cpu", "-", "Linux", 0))
+    assert built and a.fingerprint != b.fingerprint
+
+
+def test_doctor_runs_and_reports(tmp_path):
+    out = _trtd("doctor", cache=tmp_path)
+    assert "onnxruntime" in out.stdout and "/dev/shm" in out.stdout and out.returncode in (0, 1)
+
+
+def test_lean_runtime_has_every_member_the_backend_uses():
+    pytest.importorskip("tensorrt_lean", reason="the lean runtime is not installed "
+                                                "(pip install tensorrt-lean-cu13)")
+    from trtd.daemon.engines.trt import RUNTIME_API, import_tensorrt, missing_runtime_api
+
+    import tensorrt_lean
+
+    assert missing_runtime_api(tensorrt_lean) == []
+    assert sum(len(v) for v in RUNTIME_API.values()) > 25
+    trt = import_tensorrt()
+    assert trt.major >= 10
+    assert trt.wire_dtype(tensorrt_lean.DataType.HALF) == "float16"
+    with pytest.raises(TypeError, match="cannot be carried"):
+        trt.wire_dtype(tensorrt_lean.DataType.FP8)
+
+
+def test_tensorrt_model_on_a_machine_without_gpu_fails_clearly(tmp_path):
+    from daemon_process import serving
+    from trtd.sdk import Client
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not an engine")
+    with serving(tmp_path, f"[models.trt]\npath = \"{engine}\"\nbackend = \"tensorrt\"\n"
+                           "[models.demo]\npath = \"builtin:demo\"\n") as d:
+        with Client(d.endpoint) as c:
+            info = c.describe("trt")
+            assert info.state == "failed" and "GPU" in info.error
