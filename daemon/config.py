@@ -57,6 +57,18 @@ class ModelConfig:
     # TensorRT: version-compatible engines that embed the lean runtime run host code
     # from the engine file; allow it only for engines you trust.
     allow_engine_host_code: bool = False
+    # backend = "tensorrt" with an ONNX path: served by ONNX Runtime at once, the engine
+    # is built in the background, compared with ONNX Runtime, then swapped in.
+    swap: str = "auto"                    # "auto" | "off" (stay on ONNX Runtime)
+    engine_builder: str = "tensorrt"      # or "onnxruntime": an optimized ONNX model (no GPU needed)
+    profiles: list[str] = field(default_factory=list)  # one per profile: "x:MIN,OPT,MAX;y:..."
+    workspace_mib: int = 0
+    opt_level: int = 3
+    hardware_compatible: bool = False
+    version_compatible: bool = False
+    compare_samples: int = 4              # seeded random inputs the engine must match ONNX Runtime on
+    compare_atol: float = 1e-3
+    compare_rtol: float = 1e-3
 
 
 @dataclass(slots=True)
@@ -146,7 +158,13 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model '{m.name}': instances must be 1..64 and max_queue >= 0")
     if m.device < -1:
         raise ConfigError(f"model '{m.name}': device must be -1 (CPU) or a CUDA device index")
-    if not all(isinstance(i, str) for i in m.inputs):
+    if m.swap not in ("auto", "off"):
+        raise ConfigError(f"model '{m.name}': swap must be \"auto\" or \"off\", got {m.swap!r}")
+    if m.engine_builder not in ("tensorrt", "onnxruntime"):
+        raise ConfigError(f"model '{m.name}': engine_builder must be \"tensorrt\" or \"onnxruntime\"")
+    if m.compare_samples < 1:
+        raise ConfigError(f"model '{m.name}': compare_samples must be >= 1")
+    if not all(isinstance(i, str) for i in m.inputs + m.profiles):
         raise ConfigError(f"model '{m.name}': inputs must be strings like \"x:-1,3,224,224:float32\"")
 
 

@@ -24,6 +24,7 @@ from .cuda import HostPinning
 from .config import ConfigError, DaemonConfig, ModelConfig, validate_model
 from .models import ModelRegistry
 from .regions import RegionLimits, RegionRegistry
+from .engine_swap import Swap
 from .scheduler import CompletionQueue, Done, Job
 from .validation import bind_request
 
@@ -90,14 +91,17 @@ class DaemonCore:
         # Models first: their executors finish running requests, which use regions.
         self.models.close_all()
         for done in self.completions.drain():
-            self.finish(done)
+            self.finish(done)  # answers nobody (the socket is closing) but checks regions back in
         self.regions.close_all()
         self.completions.close()
 
-    def finish(self, done: Done) -> tuple[bytes, bytes]:
-        """(identity, reply frame) for a request a worker instance has finished."""
+    def finish(self, done) -> tuple[bytes, bytes] | None:
+        """(identity, reply frame) for a request a worker instance has finished; None for a swap."""
+        if isinstance(done, Swap):
+            self.models.swap(done)
+            return None
         job = done.job
-        job.model.executor.finished()
+        job.executor.finished()
         try:
             reply = encode_reply(job.request_id, self._infer_reply(done))
         except ProtocolError as exc:
@@ -176,7 +180,7 @@ class DaemonCore:
         total_us = (now - job.received_ns) // 1000
         model.stats.record(total_us)
         timing = done.timing
-        return m.InferReply(outputs=infos, timing=m.Timing(
+        return m.InferReply(backend=model.serving, engine=model.engine, outputs=infos, timing=m.Timing(
             compute_us=timing.compute_us, total_us=total_us,
             queue_us=max(job.started_ns - job.received_ns, 0) // 1000,
             h2d_us=timing.h2d_us, d2h_us=timing.d2h_us))
@@ -192,7 +196,7 @@ class DaemonCore:
                 name=model.name, backend=model.config.backend, state=model.state,
                 requests=model.stats.requests, errors=model.stats.errors,
                 p50_us=p50, p90_us=p90, p99_us=p99, error=model.error,
-                device=model.config.device, instances=model.config.instances,
+                device=model.config.device, instances=model.config.instances, build=model.build,
                 in_flight=model.executor.in_flight if model.executor else 0))
         return m.StatusReply(
             daemon_id=self.daemon_id, pid=os.getpid(), server_version=SERVER_VERSION,

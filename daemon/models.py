@@ -4,7 +4,7 @@ kept as "failed" with its reason, so status shows it and the rest keep serving."
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from .config import BUILTIN_PREFIX, ModelConfig
 from .cuda import CudaError, HostPinning
 from .instances import make_instances
 from .scheduler import CompletionQueue, Executor
+from .engine_swap import EngineSwapper
 from .stats import ModelStats
 
 log = logging.getLogger("trtd.models")
@@ -29,6 +30,9 @@ class LoadedModel:
     state: str  # "ready" | "failed"
     error: str = ""
     executor: Executor | None = None
+    serving: str = ""   # the backend answering now (differs from config.backend until a swap)
+    engine: str = ""    # fingerprint of the engine in use, if any
+    build: str = ""     # the background engine build: building, comparing, rejected: ..., failed: ...
     stats: ModelStats = field(default_factory=ModelStats)
     # name -> (spec, numpy dtype); built once so validation does no lookups by scan.
     inputs: dict[str, tuple[TensorSpec, np.dtype]] = field(default_factory=dict)
@@ -41,10 +45,15 @@ class LoadedModel:
     def info(self) -> ModelInfo:
         b = self.backend
         return ModelInfo(
-            name=self.name, backend=self.config.backend, state=self.state,
+            name=self.name, backend=self.serving or self.config.backend, state=self.state,
             inputs=list(b.inputs) if b else [], outputs=list(b.outputs) if b else [],
             max_batch=b.max_batch if b else 0, error=self.error,
         )
+
+
+def model_io(model: LoadedModel, backend: Backend) -> None:
+    model.inputs = {s.name: (s, np.dtype(s.dtype)) for s in backend.inputs}
+    model.outputs = {s.name: (s, np.dtype(s.dtype)) for s in backend.outputs}
 
 
 def resolve_model_path(config: ModelConfig) -> str:
@@ -77,8 +86,8 @@ def _default_max_batch(config: ModelConfig) -> int:
 class ModelRegistry:
     def __init__(self, completions: CompletionQueue, pinning: HostPinning):
         self._models: dict[str, LoadedModel] = {}
-        self._completions = completions
-        self._pinning = pinning
+        self.completions = completions
+        self.pinning = pinning
         self.streams = cuda.StreamPool()
 
     def __iter__(self):
@@ -93,15 +102,22 @@ class ModelRegistry:
                 ErrorCode.LOAD_FAILED,
                 f"a model named {config.name!r} is already loaded; unload it first",
             )
+        onnx_first = False
         try:
-            if config.device >= 0:
-                cuda.open_device(config.device)  # a clear error before the backend tries
-            backend = create_backend(config, resolve_model_path(config),
-                                     max_batch=_default_max_batch(config))
+            path = resolve_model_path(config)
+            onnx_first = config.backend == "tensorrt" and path.endswith(".onnx")
+            if onnx_first:
+                # Served by ONNX Runtime (CPU) at once; the engine comes later (engine_swap).
+                backend = create_backend(replace(config, backend="onnxruntime", device=-1), path,
+                                         max_batch=_default_max_batch(config))
+            else:
+                if config.device >= 0:
+                    cuda.open_device(config.device)  # a clear error before the backend tries
+                backend = create_backend(config, path, max_batch=_default_max_batch(config))
             try:
-                executor = Executor(config.name, make_instances(backend, config.instances, self._pinning,
-                                                   self.streams),
-                                    config.max_queue, self._completions)
+                executor = Executor(config.name, make_instances(backend, config.instances, self.pinning,
+                                                                self.streams),
+                                    config.max_queue, self.completions)
             except BaseException:
                 backend.close()
                 raise
@@ -109,14 +125,34 @@ class ModelRegistry:
             model = LoadedModel(config=config, backend=None, state="failed", error=str(exc))
             log.error("model %s failed to load: %s", config.name, exc)
         else:
-            model = LoadedModel(
-                config=config, backend=backend, state="ready", executor=executor,
-                inputs={s.name: (s, np.dtype(s.dtype)) for s in backend.inputs},
-                outputs={s.name: (s, np.dtype(s.dtype)) for s in backend.outputs},
-            )
-            log.info("model %s ready (%s, %s)", config.name, config.backend, config.path)
+            model = LoadedModel(config=config, backend=backend, state="ready", executor=executor,
+                                serving=backend.kind)
+            model_io(model, backend)
+            log.info("model %s ready (%s, %s)", config.name, backend.kind, config.path)
+            if onnx_first:
+                if config.swap == "auto":
+                    model.build = "queued"
+                    EngineSwapper(model, path, self).start()
+                else:
+                    model.build = "off (swap = \"off\")"
         self._models[config.name] = model
         return model
+
+    def swap(self, item) -> None:
+        """Put a compared engine in place of ONNX Runtime (socket loop only, between requests)."""
+        model = item.model
+        if self._models.get(model.name) is not model:  # unloaded while it was built
+            item.executor.close()
+            item.backend.close()
+            return
+        old_executor, old_backend = model.executor, model.backend
+        model.backend, model.executor = item.backend, item.executor
+        model.serving, model.engine = item.serving, item.engine
+        model_io(model, item.backend)
+        model.build = f"serving engine {item.engine}"
+        old_executor.close()  # waits for its running requests
+        old_backend.close()
+        log.info("model %s now served by %s engine %s", model.name, item.serving, item.engine)
 
     def get(self, name: str) -> LoadedModel:
         model = self._models.get(name)

@@ -38,6 +38,7 @@ class Job:
     outputs: list
     received_ns: int
     started_ns: int = 0
+    executor: Any = None  # the executor it was submitted to (a swap may replace the model's)
 
 
 @dataclass(slots=True)
@@ -130,6 +131,7 @@ class Executor:
                 f"retry later, or raise its instances / max_queue",
             )
         self.in_flight += 1
+        job.executor = self
         self._queue.put_nowait(job)
         return None
 

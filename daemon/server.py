@@ -114,7 +114,9 @@ class Server:
         while not self._stop.is_set() and not core.stop_requested:
             if poller.poll(tick_ms):
                 for done in core.completions.drain():
-                    self._send(sock, *core.finish(done), done.job.request_id)
+                    answer = core.finish(done)
+                    if answer is not None:
+                        self._send(sock, *answer, done.job.request_id)
                 # Drain what is queued before looking at timers again.
                 while not core.stop_requested:
                     try:

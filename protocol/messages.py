@@ -94,6 +94,7 @@ class ModelStatus:
     device: int = -1   # CUDA device index, -1 for the CPU
     instances: int = 1
     in_flight: int = 0  # requests queued or running on worker instances
+    build: str = ""     # background engine build: queued, building, comparing, serving engine ..., failed: ...
 
 
 @_wire
@@ -190,6 +191,8 @@ class Release(Request):
 class InferReply:
     outputs: list[OutputInfo]
     timing: Timing
+    backend: str = ""  # the backend that produced this answer (changes when an engine is swapped in)
+    engine: str = ""   # the engine's fingerprint, when an engine produced it
 
 
 @_wire

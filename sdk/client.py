@@ -229,8 +229,10 @@ class ModelHandle:
         self._plans: dict[tuple, _Plan] = {}
         self._output_capacity: dict[str, int] = {}
         self._zero_copy_plan: _Plan | None = None
-        # The daemon's timing of the last request on this handle (queue, H2D, compute, D2H, total).
+        # The daemon's timing of the last request on this handle (queue, H2D, compute, D2H, total),
+        # and which backend (and engine fingerprint) answered it.
         self.last_timing: m.Timing | None = None
+        self.last_backend: tuple[str, str] = ("", "")
 
     # -- copying path --------------------------------------------------------------------------------
 
@@ -261,7 +263,7 @@ class ModelHandle:
                     # The daemon may still write into this region: never reuse it.
                     self._retire_region(wait=False)
                     raise
-                self.last_timing = reply.timing
+                self.last_timing, self.last_backend = reply.timing, (reply.backend, reply.engine)
                 outs = {}
                 for o in reply.outputs:
                     view = self._region.array(o.offset, _DTYPES[o.dtype], tuple(o.shape))
@@ -326,7 +328,7 @@ class ModelHandle:
             except TimeoutError:
                 self._retire_region(wait=False)
                 raise
-            self.last_timing = reply.timing
+            self.last_timing, self.last_backend = reply.timing, (reply.backend, reply.engine)
             outs = {}
             for o in reply.outputs:
                 view = self._region.array(o.offset, _DTYPES[o.dtype], tuple(o.shape))

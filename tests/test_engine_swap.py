@@ -1,0 +1,105 @@
+"""ONNX first, then the engine: served at once, built in the background, compared, swapped.
+
+The engine here comes from the ONNX Runtime builder (an optimized ONNX model),
+so the whole path (spawned build, cache, comparison gate, swap between
+requests) runs without TensorRT; with TensorRT the builder is the only change.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from daemon_process import serving, wait_until
+from trtd.daemon.backends.onnxruntime import create_session
+from trtd.daemon.builtin_models import builtin_model_path
+from trtd.sdk import Client
+
+
+def _build_state(client, model):
+    return next(s.build for s in client.status().models if s.name == model)
+
+
+def test_served_at_once_then_swapped_without_a_failed_request(tmp_path):
+    reference = create_session(builtin_model_path("demo"))
+    seen, errors, stop = [], [], threading.Event()
+    config = ("[models.demo]\npath = \"builtin:demo\"\nbackend = \"tensorrt\"\n"
+              "engine_builder = \"onnxruntime\"\ncompare_samples = 6\n")
+    with serving(tmp_path, config) as d:
+        def traffic():
+            rng = np.random.default_rng(5)
+            with Client(d.endpoint) as c:
+                h = c.model("demo")
+                while not stop.is_set():
+                    x = rng.standard_normal((1 + len(seen) % 4, 64), dtype=np.float32)
+                    try:
+                        np.testing.assert_allclose(h(x), reference.run(None, {"x": x})[0], atol=1e-5)
+                    except Exception as exc:
+                        errors.append(exc)
+                        return
+                    seen.append(h.last_backend)
+
+        t = threading.Thread(target=traffic)
+        t.start()
+        with Client(d.endpoint) as c:
+            try:
+                assert wait_until(lambda: _build_state(c, "demo").startswith("serving engine"), timeout=120), \
+                    _build_state(c, "demo")
+                count = len(seen)
+                assert wait_until(lambda: len(seen) > count + 20, timeout=30)
+            finally:
+                stop.set()
+                t.join()
+            assert c.describe("demo").backend == "onnxruntime-optimized"
+    assert not errors, errors
+    backends = [b for b, _ in seen]
+    assert backends[0] == "onnxruntime" and backends[-1] == "onnxruntime-optimized"
+    assert seen[-1][1] and backends.index("onnxruntime-optimized") > 0
+    assert all(b == "onnxruntime-optimized" for b in backends[backends.index("onnxruntime-optimized"):])
+
+
+def test_without_a_tensorrt_builder_the_model_stays_on_onnx_runtime(tmp_path):
+    with serving(tmp_path, "[models.demo]\npath = \"builtin:demo\"\nbackend = \"tensorrt\"\n") as d:
+        with Client(d.endpoint) as c:
+            assert wait_until(lambda: _build_state(c, "demo").startswith(("unavailable", "failed")),
+                              timeout=60)
+            assert "TensorRT" in _build_state(c, "demo") or "GPU" in _build_state(c, "demo")
+            h = c.model("demo")
+            assert h(np.zeros((1, 64), np.float32)).shape == (1, 10)
+            assert h.last_backend == ("onnxruntime", "")
+
+
+def test_swap_off_stays_on_onnx_runtime(tmp_path):
+    config = ("[models.demo]\npath = \"builtin:demo\"\nbackend = \"tensorrt\"\nengine_builder = \"onnxruntime\"\n"
+              "swap = \"off\"\n")
+    with serving(tmp_path, config) as d:
+        with Client(d.endpoint) as c:
+            assert _build_state(c, "demo").startswith("off")
+            assert c.describe("demo").backend == "onnxruntime"
+
+
+def _scaled_model(path, scale: float):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"])], "scaled",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor("k", TensorProto.FLOAT, [], [scale])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    return path
+
+
+def test_the_comparison_gate_rejects_an_engine_that_computes_something_else(tmp_path):
+    from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
+    from trtd.daemon.compare import compare
+    from trtd.daemon.instances import HostInstance
+
+    reference = OnnxRuntimeBackend(_scaled_model(tmp_path / "a.onnx", 2.0), max_batch=4)
+    same = OnnxRuntimeBackend(_scaled_model(tmp_path / "b.onnx", 2.0), max_batch=4)
+    other = OnnxRuntimeBackend(_scaled_model(tmp_path / "c.onnx", 2.01), max_batch=4)
+    assert compare(reference, HostInstance(same), 4, atol=1e-6, rtol=0).ok
+    result = compare(reference, HostInstance(other), 4, atol=1e-6, rtol=0)
+    assert not result.ok and "differs beyond" in result.summary() and result.max_rel_l2 > 1e-3
