@@ -139,3 +139,19 @@ def test_tensorrt_model_on_a_machine_without_gpu_fails_clearly(tmp_path):
         with Client(d.endpoint) as c:
             info = c.describe("trt")
             assert info.state == "failed" and "GPU" in info.error
+
+
+def test_verify_tensorrt_writes_a_report_that_says_why_steps_did_not_run(tmp_path):
+    report = tmp_path / "report.json"
+    out = subprocess.run([sys.executable, "-m", "trtd.bench.verify_tensorrt", "--onnx",
+                          str(builtin_model_path("demo")), "--report", str(report)],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TRTD_CACHE_DIR": str(tmp_path / "cache")})
+    import json
+
+    data = json.loads(report.read_text())
+    assert set(data["steps"]) >= {"build", "load", "compare_onnxruntime", "latency", "memory_cycles"}
+    if not data["steps"]["build"]["ok"]:  # no TensorRT builder here: the report says so
+        assert out.returncode == 1 and "TensorRT" in data["steps"]["build"]["error"]
+        assert data["steps"]["latency"]["error"].startswith("skipped")
+    assert report.with_suffix(".md").read_text().startswith("# trtd TensorRT verification")
