@@ -63,6 +63,8 @@ def _status(args) -> int:
               f"{s.p50_us:>9.0f} {s.p90_us:>9.0f} {s.p99_us:>9.0f}")
         if s.error:
             print(f"  error: {s.error}")
+        if s.build:
+            print(f"  engine build: {s.build}")
     return 0
 
 

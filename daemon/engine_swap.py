@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from . import cuda
 from .backends import Backend, BackendError
 from .compare import compare
 from .cuda import CudaError
@@ -59,7 +60,12 @@ class EngineSwapper(threading.Thread):
         model, config = self.model, self.model.config
         try:
             model.build = "building"
-            job = BuildJob(model=config.name, onnx_path=self.onnx_path, options=build_options(config),
+            options = build_options(config)
+            if config.engine_builder == "tensorrt" and not options.workspace_bytes:
+                # The daemon is serving from this GPU: the builder may take a quarter of what is free.
+                free, _ = cuda.memory_info(max(config.device, 0))
+                options = replace(options, workspace_bytes=free // 4)
+            job = BuildJob(model=config.name, onnx_path=self.onnx_path, options=options,
                            builder=config.engine_builder, device=max(config.device, 0))
             entry, built = build(job, log=lambda line: log.info("build %s: %s", config.name, line))
             model.build = "comparing"
