@@ -23,7 +23,7 @@ from .engines.builders import BuildError
 from .engines.cache import CacheError
 from .engines.fingerprint import BuildOptions
 from .engines.profiles import ProfileError, parse_profiles
-from .engines.trt import TensorRTUnavailable
+from .engines.trt import TensorRTUnavailable, import_tensorrt
 from .instances import make_instances
 from .scheduler import Executor
 
@@ -61,6 +61,8 @@ class EngineSwapper(threading.Thread):
         try:
             model.build = "building"
             options = build_options(config)
+            if config.engine_builder == "tensorrt":
+                import_tensorrt(prefer="full")  # no builder here: say so before touching the GPU
             if config.engine_builder == "tensorrt" and not options.workspace_bytes:
                 # The daemon is serving from this GPU: the builder may take a quarter of what is free.
                 free, _ = cuda.memory_info(max(config.device, 0))
