@@ -4,7 +4,7 @@ kept as "failed" with its reason, so status shows it and the rest keep serving."
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -107,9 +107,13 @@ class ModelRegistry:
             path = resolve_model_path(config)
             onnx_first = config.backend == "tensorrt" and path.endswith(".onnx")
             if onnx_first:
-                # Served by ONNX Runtime (CPU) at once; the engine comes later (engine_swap).
-                backend = create_backend(replace(config, backend="onnxruntime", device=-1), path,
-                                         max_batch=_default_max_batch(config))
+                # Served by ONNX Runtime at once (its CUDA provider where onnxruntime-gpu is
+                # installed, the CPU otherwise); the engine comes later (engine_swap).
+                from .backends.onnxruntime import OnnxRuntimeBackend, providers_for
+
+                backend = OnnxRuntimeBackend(path, max_batch=_default_max_batch(config),
+                                             intra_op_threads=config.intra_op_threads,
+                                             providers=providers_for(config.device))
             else:
                 if config.device >= 0:
                     cuda.open_device(config.device)  # a clear error before the backend tries

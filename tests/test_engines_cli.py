@@ -155,3 +155,9 @@ def test_verify_tensorrt_writes_a_report_that_says_why_steps_did_not_run(tmp_pat
         assert out.returncode == 1 and "TensorRT" in data["steps"]["build"]["error"]
         assert data["steps"]["latency"]["error"].startswith("skipped")
     assert report.with_suffix(".md").read_text().startswith("# trtd TensorRT verification")
+
+
+def test_missing_plugin_library_is_a_clear_error(tmp_path):
+    out = _trtd("build", str(builtin_model_path("demo")), "--builder", "onnxruntime", "--plugin",
+                str(tmp_path / "libmissing.so"), cache=tmp_path)
+    assert out.returncode == 1 and "plugin library" in out.stderr and "does not exist" in out.stderr

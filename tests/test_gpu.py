@@ -205,3 +205,41 @@ def test_tensorrt_runtime_rejects_foreign_engine_bytes(tmp_path):
         with Client(d.endpoint) as c:
             info = c.describe("trt")
             assert info.state == "failed" and "could not deserialize" in info.error
+
+
+def _full_tensorrt_or_skip():
+    from trtd.daemon.engines.trt import TensorRTUnavailable, import_tensorrt
+
+    try:
+        return import_tensorrt(prefer="full")
+    except TensorRTUnavailable as exc:
+        pytest.skip(f"needs the full TensorRT library to build engines: {exc}")
+
+
+def test_tensorrt_build_inspect_and_serve_with_swap(tmp_path):
+    import subprocess
+    import sys
+
+    from trtd.daemon.builtin_models import builtin_model_path
+
+    _full_tensorrt_or_skip()
+    onnx_path = builtin_model_path("resnet18")
+    env = {**__import__("os").environ, "TRTD_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-m", "trtd.daemon", "build", str(onnx_path), "--profile",
+                          "x:1x3x224x224,4x3x224x224,8x3x224x224", "--inspect"],
+                         capture_output=True, text=True, env=env, timeout=1800)
+    assert out.returncode == 0, out.stderr
+    assert "tactic=" in out.stdout
+    config = (f"[models.r]\npath = \"{onnx_path}\"\nbackend = \"tensorrt\"\ndevice = 0\n"
+              "profiles = [\"x:1x3x224x224,4x3x224x224,8x3x224x224\"]\ncompare_atol = 0.01\n"
+              "compare_rtol = 0.01\n")
+    with serving(tmp_path, config) as d:
+        with Client(d.endpoint) as c:
+            from daemon_process import wait_until
+
+            state = lambda: next(s.build for s in c.status().models if s.name == "r")  # noqa: E731
+            assert wait_until(lambda: state().startswith(("serving engine", "rejected", "failed")), 1800)
+            assert state().startswith("serving engine"), state()
+            h = c.model("r")
+            h(np.zeros((2, 3, 224, 224), np.float32))
+            assert h.last_backend[0] == "tensorrt" and h.last_backend[1]

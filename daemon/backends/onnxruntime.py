@@ -59,11 +59,22 @@ def session_options(intra_op_threads: int = 0, inter_op_threads: int = 0):
     return options
 
 
-def create_session(path: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 0):
+def providers_for(device: int | None) -> list:
+    """CPU by default; on a GPU, ONNX Runtime's CUDA provider where onnxruntime-gpu is installed."""
+    if device is None or device < 0:
+        return ["CPUExecutionProvider"]
+    available = _import_ort().get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        return [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def create_session(path: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 0,
+                   providers: list | None = None):
     ort = _import_ort()
     return ort.InferenceSession(
         str(path), session_options(intra_op_threads, inter_op_threads),
-        providers=["CPUExecutionProvider"],
+        providers=providers or ["CPUExecutionProvider"],
     )
 
 
@@ -81,10 +92,12 @@ class OnnxRuntimeBackend(Backend):
     kind = "onnxruntime"
 
     def __init__(self, path: str | Path, max_batch: int = 0, intra_op_threads: int = 0,
-                 inter_op_threads: int = 0):
+                 inter_op_threads: int = 0, providers: list | None = None):
         ort = _import_ort()
         try:
-            self._session = create_session(path, intra_op_threads, inter_op_threads)
+            # Inputs and outputs stay bound to host (region) memory whatever the provider:
+            # with the CUDA provider, ONNX Runtime does the copies itself.
+            self._session = create_session(path, intra_op_threads, inter_op_threads, providers)
         except Exception as exc:
             raise BackendError(f"ONNX Runtime could not load {path}: {exc}") from None
         # Cached I/O bindings by (name, shape, address) of every tensor: a steady

@@ -61,6 +61,10 @@ def build(job: BuildJob, log: Callable[[str], None] = lambda m: None,
     """(cache entry, built now?) — a cached engine for the same fingerprint is reused."""
     if not Path(job.onnx_path).is_file():
         raise BuildError(f"{job.onnx_path} does not exist")
+    for plugin in job.options.plugins:
+        if not Path(plugin).is_file():
+            raise BuildError(f"plugin library {plugin} does not exist; give the path of the shared "
+                             f"library that implements the model's custom ops")
     env = env or build_environment(job.builder, job.device)
     onnx_sha = file_sha256(job.onnx_path)
     fp = fingerprint(onnx_sha, env, job.options)
