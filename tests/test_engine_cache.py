@@ -105,13 +105,13 @@ def test_build_options_are_validated():
 def test_store_lookup_read(tmp_path):
     cache = EngineCache(tmp_path)
     entry = cache.store("resnet", "f" * 32, b"engine-bytes", {"build_seconds": 1.5})
-    found = cache.lookup("resnet", "f" * 32)
+    found = cache.lookup("f" * 32)
     assert found is not None and cache.read(found) == b"engine-bytes"
     assert found.metadata["build_seconds"] == 1.5 and found.metadata["bytes"] == 12
     assert [e.fingerprint for e in cache.entries()] == ["f" * 32]
     assert cache.verify() == [(cache.entries()[0], "")]
-    assert cache.lookup("resnet", "0" * 32) is None
-    assert entry.engine_path.name == f"resnet-{'f' * 32}.engine"
+    assert cache.lookup("0" * 32) is None
+    assert entry.engine_path.name == f"{'f' * 32}.engine" and found.model == "resnet"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "no-metadata", "bad-metadata"])
@@ -128,7 +128,10 @@ def test_damaged_entries_are_detected_and_removed(tmp_path, damage):
         entry.meta_path.write_text("{not json")
     if damage != "no-metadata":
         assert cache.verify()[0][1] != ""
-    assert cache.lookup("m", "a" * 32) is None
+    assert cache.lookup("a" * 32) is None
+    if damage != "no-metadata":
+        assert entry.engine_path.exists()  # a plain lookup never deletes: a writer may be mid-way
+    assert cache.lookup("a" * 32, repair=True) is None  # under the build lock: removed
     assert not entry.engine_path.exists() and not entry.meta_path.exists()
 
 

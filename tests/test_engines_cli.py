@@ -36,8 +36,11 @@ def test_build_then_cached_then_verify_list_clear(tmp_path):
     assert second.stdout.startswith("cached: ")
     listing = _trtd("cache", "list", cache=tmp_path, check=True).stdout
     assert listing.startswith("demo ") and "onnxruntime" in listing
+    # Another name for the same model and options shares the engine.
+    other = _trtd("build", str(model), "--builder", "onnxruntime", "--name", "other", cache=tmp_path, check=True)
+    assert other.stdout.startswith("cached: ")
     assert _trtd("cache", "verify", cache=tmp_path, check=True).stdout.startswith("ok ")
-    engine = next((tmp_path / "engines").glob("demo-*.engine"))
+    engine = next((tmp_path / "engines").glob("*.engine"))
     engine.write_bytes(engine.read_bytes()[:100])  # truncated on disk
     bad = _trtd("cache", "verify", cache=tmp_path)
     assert bad.returncode == 1 and "checksum mismatch" in bad.stdout
@@ -78,6 +81,22 @@ def test_profile_that_contradicts_the_model_is_refused_before_building(tmp_path)
 def test_missing_onnx_file(tmp_path):
     out = _trtd("build", str(tmp_path / "none.onnx"), "--builder", "onnxruntime", cache=tmp_path)
     assert out.returncode == 1 and "does not exist" in out.stderr
+
+
+def test_new_external_weights_make_a_new_engine(tmp_path):
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    model = onnx.load(str(builtin_model_path("demo")))
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="w.data", size_threshold=0)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    job = BuildJob("m", str(tmp_path / "m.onnx"), builder="onnxruntime", cache_root=str(tmp_path / "c"))
+    first, _ = build(job)
+    data = bytearray((tmp_path / "w.data").read_bytes())
+    data[0] ^= 0xFF
+    (tmp_path / "w.data").write_bytes(bytes(data))
+    second, built = build(job)
+    assert built and second.fingerprint != first.fingerprint
 
 
 def test_two_processes_build_one_engine_once(tmp_path):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -31,6 +32,9 @@ class BuildJob:
     cache_root: str | None = None        # default: the user's trtd cache
     timing_cache: str | None = None      # default: <cache>/timing-<environment>.cache
     device: int = 0
+    # A workspace ceiling that is not part of the engine's identity (the daemon caps builds
+    # at a share of the GPU's free memory, which differs at every start).
+    workspace_cap_bytes: int = 0
 
 
 def build_environment(builder: str, device: int = 0) -> BuildEnvironment:
@@ -57,7 +61,8 @@ def default_cache_root() -> str:
 
 
 def build(job: BuildJob, log: Callable[[str], None] = lambda m: None,
-          env: BuildEnvironment | None = None) -> tuple[CacheEntry, bool]:
+          env: BuildEnvironment | None = None, on_start=None) -> tuple[CacheEntry, bool]:
+    """on_start(proc) receives the build process (so that a caller can cancel it)."""
     """(cache entry, built now?) — a cached engine for the same fingerprint is reused."""
     if not Path(job.onnx_path).is_file():
         raise BuildError(f"{job.onnx_path} does not exist")
@@ -66,40 +71,66 @@ def build(job: BuildJob, log: Callable[[str], None] = lambda m: None,
             raise BuildError(f"plugin library {plugin} does not exist; give the path of the shared "
                              f"library that implements the model's custom ops")
     env = env or build_environment(job.builder, job.device)
-    onnx_sha = file_sha256(job.onnx_path)
+    onnx_sha = onnx_sha256(job.onnx_path)
     fp = fingerprint(onnx_sha, env, job.options)
     cache = EngineCache(job.cache_root or default_cache_root())
-    entry = cache.lookup(job.model, fp)
+    entry = cache.lookup(fp)
     if entry is not None:
         log(f"cached: {entry.engine_path}")
         return entry, False
     with cache.building(fp):
-        entry = cache.lookup(job.model, fp)  # another process may have built it while we waited
+        entry = cache.lookup(fp, repair=True)  # another process may have built it while we waited
         if entry is not None:
             return entry, False
         timing_cache = job.timing_cache or str(cache.dir / f"timing-{_safe(env.gpu_name)}-"
                                                             f"{_safe(env.tensorrt_version)}.cache")
-        data, seconds = _run_worker(job, timing_cache, log)
+        data, seconds = _run_worker(job, timing_cache, log, on_start)
         metadata = {"builder": job.builder, "onnx_path": str(Path(job.onnx_path).resolve()),
                     "build_seconds": round(seconds, 3),
                     "depends_on": fingerprint_inputs(onnx_sha, env, job.options)}
         return cache.store(job.model, fp, data, metadata), True
 
 
+def onnx_sha256(path: str) -> str:
+    """The ONNX file's hash, and its external weight files' (a new .data file is a new model)."""
+    digest_parts = [file_sha256(path)]
+    try:
+        import onnx
+
+        model = onnx.load(path, load_external_data=False)
+        locations = sorted({entry.value for tensor in model.graph.initializer
+                            for entry in tensor.external_data if entry.key == "location"})
+    except Exception:  # not loadable here: the builder will say why
+        locations = []
+    for location in locations:
+        external = Path(path).parent / location
+        digest_parts.append(f"{location}:{file_sha256(external) if external.is_file() else 'missing'}")
+    return digest_parts[0] if len(digest_parts) == 1 else hashlib.sha256(
+        "\n".join(digest_parts).encode()).hexdigest()
+
+
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
 
-def _run_worker(job: BuildJob, timing_cache: str, log: Callable[[str], None]) -> tuple[bytes, float]:
+def _run_worker(job: BuildJob, timing_cache: str, log: Callable[[str], None],
+                on_start=None) -> tuple[bytes, float]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="trtd-build-") as tmp:
         output = os.path.join(tmp, "engine.bin")
         spec = os.path.join(tmp, "job.json")
         with open(spec, "w", encoding="utf-8") as f:
             json.dump({"builder": job.builder, "onnx": str(job.onnx_path), "output": output,
-                       "timing_cache": timing_cache, "options": options_to_json(job.options)}, f)
-        proc = subprocess.run([sys.executable, "-m", "trtd.daemon.engines.worker", spec],
-                              capture_output=True, text=True)
+                       "timing_cache": timing_cache, "options": options_to_json(job.options),
+                       "workspace_cap_bytes": job.workspace_cap_bytes}, f)
+        # The build sees only its GPU (as device 0): the engine is built for the device it is for.
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(job.device))
+        proc = subprocess.Popen([sys.executable, "-m", "trtd.daemon.engines.worker", spec],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        if on_start is not None:
+            on_start(proc)
+        stdout, stderr = proc.communicate()
+        proc = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         for line in proc.stderr.splitlines():
             log(line)
         result = _last_json(proc.stdout)

@@ -49,7 +49,7 @@ def build_tensorrt(onnx_path: str, options: BuildOptions, timing_cache: str | No
     from .trt import import_tensorrt
 
     trt = import_tensorrt(prefer="full").module
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = _capturing_logger(trt, log)
     trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
     for plugin in options.plugins:
@@ -85,10 +85,31 @@ def build_tensorrt(onnx_path: str, options: BuildOptions, timing_cache: str | No
     log(f"building with TensorRT {trt.__version__} ...")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise BuildError("TensorRT could not build the engine (its log above says why)")
+        said = "; ".join(logger.errors[-3:]) or "no message"
+        raise BuildError(f"TensorRT could not build the engine: {said}")
     if timing_cache:
-        _write_atomic(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
+        try:  # a speed-up for later builds: never worth losing the engine over
+            _write_atomic(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
+        except OSError as exc:
+            log(f"timing cache not saved ({exc})")
     return bytes(serialized)
+
+
+def _capturing_logger(trt, log: Callable[[str], None]):
+    class Logger(trt.ILogger):
+        """Passes TensorRT's messages on and keeps the errors for the BuildError."""
+
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):
+            if int(severity) <= int(trt.ILogger.Severity.ERROR):
+                self.errors.append(str(msg))
+            if int(severity) <= int(trt.ILogger.Severity.WARNING):
+                log(f"TensorRT: {msg}")
+
+    return Logger()
 
 
 def inspect_engine(engine_bytes: bytes) -> str:

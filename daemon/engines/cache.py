@@ -1,7 +1,8 @@
 """The engine cache: one file per fingerprint, written atomically, checked before use.
 
-    <cache>/engines/<model>-<fingerprint>.engine   the serialized engine
-    <cache>/engines/<model>-<fingerprint>.json     metadata, written last, with the engine's sha256
+    <cache>/engines/<fingerprint>.engine   the serialized engine
+    <cache>/engines/<fingerprint>.json     metadata (model name, what it depends on), written last,
+                                           with the engine's sha256
     <cache>/engines/<fingerprint>.lock             held while that engine is being built
 
 An engine without metadata, or whose bytes do not match the recorded checksum
@@ -66,8 +67,10 @@ class EngineCache:
     def __init__(self, root: str | Path):
         self.dir = Path(root) / "engines"
 
-    def _paths(self, model: str, fp: str) -> tuple[Path, Path]:
-        stem = f"{_SAFE.sub('_', model) or 'model'}-{fp}"
+    def _paths(self, fp: str) -> tuple[Path, Path]:
+        # By fingerprint alone: the same ONNX and options give the same engine whatever
+        # a model is called, so `trtd build` and a daemon share it.
+        stem = _SAFE.sub("_", fp)
         return self.dir / f"{stem}.engine", self.dir / f"{stem}.json"
 
     def _ensure_dir(self) -> None:
@@ -79,16 +82,21 @@ class EngineCache:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def lookup(self, model: str, fp: str) -> CacheEntry | None:
-        """The entry for this fingerprint if it is complete and intact; a broken one is removed."""
-        engine, meta = self._paths(model, fp)
+    def lookup(self, fp: str, repair: bool = False) -> CacheEntry | None:
+        """The entry for this fingerprint if it is complete and intact.
+
+        A broken entry is removed only with repair=True, which callers pass while they
+        hold the build lock: without it, a writer between its two writes would lose its engine.
+        """
+        engine, meta = self._paths(fp)
         if not engine.exists() and not meta.exists():
             return None
         problem = self._check(engine, meta)
         if problem:
-            log.warning("engine cache entry %s is unusable (%s); removing it so it is rebuilt",
-                        engine.name, problem)
-            self._remove(engine, meta)
+            if repair:
+                log.warning("engine cache entry %s is unusable (%s); removing it so it is rebuilt",
+                            engine.name, problem)
+                self._remove(engine, meta)
             return None
         return CacheEntry(fp, engine, meta, json.loads(meta.read_text()))
 
@@ -138,7 +146,7 @@ class EngineCache:
 
     def store(self, model: str, fp: str, engine_bytes: bytes, metadata: dict) -> CacheEntry:
         self._ensure_dir()
-        engine, meta = self._paths(model, fp)
+        engine, meta = self._paths(fp)
         record = dict(metadata, model=model, fingerprint=fp, bytes=len(engine_bytes),
                       sha256=hashlib.sha256(engine_bytes).hexdigest(),
                       stored_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 
 
 def main(argv: list[str]) -> int:
@@ -25,7 +26,11 @@ def main(argv: list[str]) -> int:
 
     try:
         builder = BUILDERS[job["builder"]]
-        data = builder(job["onnx"], options_from_json(job["options"]), job.get("timing_cache"), log)
+        options = options_from_json(job["options"])
+        cap = job.get("workspace_cap_bytes") or 0
+        if cap and (not options.workspace_bytes or options.workspace_bytes > cap):
+            options = replace(options, workspace_bytes=cap)
+        data = builder(job["onnx"], options, job.get("timing_cache"), log)
     except (BuildError, ImportError, OSError, ValueError) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}), flush=True)
         return 1
