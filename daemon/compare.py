@@ -40,20 +40,30 @@ def _random(rng, dtype: np.dtype, shape) -> np.ndarray:
 
 
 def compare(reference: Backend, candidate_instance, samples: int, atol: float, rtol: float,
-            pinning=None) -> Comparison:
-    """Run both on the same seeded inputs (batch 1, then up to 4) and compare every output."""
+            pinning=None, sample_shapes: list[dict[str, tuple[int, ...]]] | None = None) -> Comparison:
+    """Run both on the same seeded inputs and compare every output.
+
+    Shapes: `sample_shapes` in turn when given (e.g. each profile's opt and min shapes),
+    otherwise batch 1, 2, ... up to 4 on the dynamic batch dimension.
+    """
     candidate = candidate_instance.backend
     ref_names = {s.name: s.dtype for s in reference.inputs}, {s.name: s.dtype for s in reference.outputs}
     cand_names = {s.name: s.dtype for s in candidate.inputs}, {s.name: s.dtype for s in candidate.outputs}
     if ref_names != cand_names:
         return Comparison(False, 0, problems=[f"the engine's I/O {cand_names} differs from the ONNX "
                                               f"model's {ref_names}"])
+    if reference.max_batch and candidate.max_batch < reference.max_batch:
+        return Comparison(False, 0, problems=[
+            f"the engine accepts batches up to {candidate.max_batch}, ONNX Runtime serves up to "
+            f"{reference.max_batch}: the swap would refuse requests that work now; widen the profile"])
     rng = np.random.default_rng(20261121)
     result = Comparison(True, samples)
     limit = min(filter(None, [reference.max_batch, candidate.max_batch, 4])) if reference.max_batch else 1
     for i in range(samples):
-        batch = 1 + (i % limit) if reference.max_batch else 1
-        shapes = _sample_shapes(reference, batch)
+        if sample_shapes:
+            shapes = sample_shapes[i % len(sample_shapes)]
+        else:
+            shapes = _sample_shapes(reference, 1 + (i % limit) if reference.max_batch else 1)
         inputs = {s.name: _random(rng, np.dtype(s.dtype), shapes[s.name]) for s in reference.inputs}
         ref_out = _run(reference, None, inputs, pinning)
         cand_out = _run(candidate, candidate_instance, inputs, pinning)

@@ -57,6 +57,8 @@ class ModelConfig:
     # TensorRT: version-compatible engines that embed the lean runtime run host code
     # from the engine file; allow it only for engines you trust.
     allow_engine_host_code: bool = False
+    # TensorRT plugin libraries (custom ops) to load before building or deserializing.
+    plugins: list[str] = field(default_factory=list)
     # backend = "tensorrt" with an ONNX path: served by ONNX Runtime at once, the engine
     # is built in the background, compared with ONNX Runtime, then swapped in.
     swap: str = "auto"                    # "auto" | "off" (stay on ONNX Runtime)
@@ -164,7 +166,7 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model '{m.name}': engine_builder must be \"tensorrt\" or \"onnxruntime\"")
     if m.compare_samples < 1:
         raise ConfigError(f"model '{m.name}': compare_samples must be >= 1")
-    if not all(isinstance(i, str) for i in m.inputs + m.profiles):
+    if not all(isinstance(i, str) for i in m.inputs + m.profiles + m.plugins):
         raise ConfigError(f"model '{m.name}': inputs must be strings like \"x:-1,3,224,224:float32\"")
 
 

@@ -152,7 +152,8 @@ class DaemonCore:
         try:
             inputs, outputs = bind_request(req, model, region)
             done = model.executor.submit(Job(call.identity, call.request_id, model, region, inputs,
-                                             outputs, call.received_ns))
+                                             outputs, call.received_ns, serving=model.serving,
+                                             engine=model.engine))
         except ProtocolError:
             self.regions.checkin(region)
             model.stats.errors += 1
@@ -180,7 +181,7 @@ class DaemonCore:
         total_us = (now - job.received_ns) // 1000
         model.stats.record(total_us)
         timing = done.timing
-        return m.InferReply(backend=model.serving, engine=model.engine, outputs=infos, timing=m.Timing(
+        return m.InferReply(backend=job.serving, engine=job.engine, outputs=infos, timing=m.Timing(
             compute_us=timing.compute_us, total_us=total_us,
             queue_us=max(job.started_ns - job.received_ns, 0) // 1000,
             h2d_us=timing.h2d_us, d2h_us=timing.d2h_us))

@@ -61,9 +61,10 @@ def run_checks() -> list[Check]:
 
     try:
         trt = import_tensorrt()
-        ok = driver_cuda_major is None or (trt.major >= 11) == (driver_cuda_major >= 13)
+        # Drivers run older CUDA versions too: only a TensorRT 11 on a pre-CUDA-13 driver is a problem.
+        ok = driver_cuda_major is None or not (trt.major >= 11 and driver_cuda_major < 13)
         checks.append(Check("tensorrt", ok, f"{trt.version} ({trt.flavor}{', can build' if trt.can_build else ', runtime only'})",
-                            "" if ok else "TensorRT 11 needs CUDA 13 (driver R580+); TensorRT 10 pairs with CUDA 12"))
+                            "" if ok else "TensorRT 11 needs a CUDA 13 driver (R580+): update the driver"))
     except TensorRTUnavailable as exc:
         checks.append(Check("tensorrt", False, "not installed",
                             str(exc).split("; ", 1)[-1]))

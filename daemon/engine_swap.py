@@ -6,6 +6,8 @@ spawned process, loads it, and compares it with ONNX Runtime on seeded
 samples. Only a passing engine is handed to the socket loop, which swaps it in
 between two requests: no request fails or waits for the build. A failed build
 or comparison leaves the model on ONNX Runtime, with the reason in status.
+Unloading the model or stopping the daemon cancels the build (its process is
+terminated) and waits for the thread.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from .engines.build import BuildJob, build
 from .engines.builders import BuildError
 from .engines.cache import CacheError
 from .engines.fingerprint import BuildOptions
-from .engines.profiles import ProfileError, parse_profiles
+from .engines.profiles import InputRange, Profile, ProfileError, check_against_model, parse_profiles
 from .engines.trt import TensorRTUnavailable, import_tensorrt
 from .instances import make_instances
 from .scheduler import Executor
 
 log = logging.getLogger("trtd.swap")
+
+
+class Cancelled(Exception):
+    pass
 
 
 @dataclass
@@ -41,12 +47,36 @@ class Swap:
     engine: str
 
 
-def build_options(config) -> BuildOptions:
-    groups = [spec.split(";") for spec in config.profiles]
-    return BuildOptions(profiles=tuple(parse_profiles(groups)), workspace_bytes=config.workspace_mib * 2**20,
+def build_options(config, reference: Backend) -> BuildOptions:
+    """The configured build options; without profiles, one covering batch 1..max_batch."""
+    inputs = {s.name: list(s.shape) for s in reference.inputs}
+    if config.profiles:
+        profiles = parse_profiles([spec.split(";") for spec in config.profiles])
+    elif any(d < 0 for shape in inputs.values() for d in shape[1:]):
+        raise ProfileError("inputs have dynamic dimensions other than the batch: give the model's "
+                           "profiles, e.g. profiles = [\"x:1x3x224x224,8x3x512x512,16x3x1024x1024\"]")
+    elif any(shape and shape[0] < 0 for shape in inputs.values()):
+        top = max(reference.max_batch, 1)
+        opt = max(top // 2, 1)
+        profiles = [Profile(tuple(InputRange(n, (1, *s[1:]), (opt, *s[1:]), (top, *s[1:]))
+                                  for n, s in inputs.items()))]
+    else:
+        profiles = []
+    check_against_model(profiles, inputs)
+    return BuildOptions(profiles=tuple(profiles), workspace_bytes=config.workspace_mib * 2**20,
                         optimization_level=config.opt_level,
                         hardware_compatible=config.hardware_compatible,
-                        version_compatible=config.version_compatible)
+                        version_compatible=config.version_compatible,
+                        plugins=tuple(config.plugins),
+                        # The daemon serves with the TensorRT installed here: no embedded copy
+                        # (which would also need allow_engine_host_code).
+                        exclude_lean_runtime=config.version_compatible)
+
+
+def _profile_samples(options: BuildOptions) -> list[dict[str, tuple[int, ...]]]:
+    """Each profile's opt and min shapes: the comparison covers what the engine will serve."""
+    return [{r.name: getattr(r, which) for r in profile.inputs}
+            for profile in options.profiles for which in ("opt", "min")]
 
 
 class EngineSwapper(threading.Thread):
@@ -55,35 +85,53 @@ class EngineSwapper(threading.Thread):
         self.model = model
         self.onnx_path = onnx_path
         self.registry = registry
+        self._cancelled = threading.Event()
+        self._proc = None
+
+    def cancel(self) -> None:
+        """Stop the build (terminate its process) and wait for the thread."""
+        self._cancelled.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+        self.join(timeout=60)
+
+    def _check(self) -> None:
+        if self._cancelled.is_set():
+            raise Cancelled()
+
+    def _build_started(self, proc) -> None:
+        self._proc = proc
+        if self._cancelled.is_set():
+            proc.terminate()
 
     def run(self) -> None:
         model, config = self.model, self.model.config
+        reference = model.backend  # ONNX Runtime; it stays open until this thread has ended
+        candidate, instances = None, []
         try:
             model.build = "building"
-            options = build_options(config)
+            options = build_options(config, reference)
+            cap = 0
             if config.engine_builder == "tensorrt":
                 import_tensorrt(prefer="full")  # no builder here: say so before touching the GPU
-            if config.engine_builder == "tensorrt" and not options.workspace_bytes:
-                # The daemon is serving from this GPU: the builder may take a quarter of what is free.
-                free, _ = cuda.memory_info(max(config.device, 0))
-                options = replace(options, workspace_bytes=free // 4)
+                # The daemon serves from this GPU: the build may take a quarter of what is free.
+                cap = cuda.memory_info(max(config.device, 0))[0] // 4
             job = BuildJob(model=config.name, onnx_path=self.onnx_path, options=options,
-                           builder=config.engine_builder, device=max(config.device, 0))
-            entry, built = build(job, log=lambda line: log.info("build %s: %s", config.name, line))
+                           builder=config.engine_builder, device=max(config.device, 0),
+                           workspace_cap_bytes=cap)
+            entry, _ = build(job, log=lambda line: log.info("build %s: %s", config.name, line),
+                             on_start=self._build_started)
+            self._check()
             model.build = "comparing"
             candidate = self._load(entry.engine_path)
-            try:
-                instances = make_instances(candidate, config.instances, self.registry.pinning,
-                                           self.registry.streams)
-                result = compare(model.backend, instances[0], config.compare_samples,
-                                 config.compare_atol, config.compare_rtol, self.registry.pinning)
-            except BaseException:
-                candidate.close()
-                raise
+            instances = make_instances(candidate, config.instances, self.registry.pinning,
+                                       self.registry.streams)
+            shapes = _profile_samples(options)
+            result = compare(reference, instances[0], config.compare_samples, config.compare_atol,
+                             config.compare_rtol, self.registry.pinning, shapes or None)
+            self._check()
             if not result.ok:
-                for instance in instances:
-                    instance.close()
-                candidate.close()
                 model.build = f"rejected: {result.summary()}"
                 log.warning("model %s: engine %s rejected: %s", config.name, entry.fingerprint,
                             result.summary())
@@ -93,16 +141,26 @@ class EngineSwapper(threading.Thread):
             log.info("model %s: engine %s passed (%s); swapping", config.name, entry.fingerprint,
                      result.summary())
             model.build = f"passed: {result.summary()}"
-            self.registry.completions.put(Swap(model, candidate, executor, kind, entry.fingerprint))
+            swap = Swap(model, candidate, executor, kind, entry.fingerprint)
+            candidate, instances = None, []  # the socket loop owns them now
+            self.registry.completions.put(swap)
+        except Cancelled:
+            model.build = "cancelled"
         except TensorRTUnavailable as exc:
             model.build = f"unavailable: {exc}"
         except (BuildError, CacheError, ProfileError, BackendError, CudaError, ImportError, OSError,
                 ValueError) as exc:
-            model.build = f"failed: {exc}"
-            log.error("model %s: engine build failed: %s", config.name, exc)
+            model.build = "cancelled" if self._cancelled.is_set() else f"failed: {exc}"
+            if not self._cancelled.is_set():
+                log.error("model %s: engine build failed: %s", config.name, exc)
         except Exception as exc:  # never let a build take the daemon down
             model.build = f"failed: {type(exc).__name__}: {exc}"
             log.exception("model %s: engine build failed", config.name)
+        finally:
+            for instance in instances:
+                instance.close()
+            if candidate is not None:
+                candidate.close()
 
     def _load(self, path) -> Backend:
         config = self.model.config
@@ -114,4 +172,4 @@ class EngineSwapper(threading.Thread):
         from .backends.tensorrt import TensorRTBackend
 
         return TensorRTBackend(path, device=max(config.device, 0), max_batch=config.max_batch,
-                               allow_host_code=config.allow_engine_host_code)
+                               allow_host_code=config.allow_engine_host_code, plugins=config.plugins)

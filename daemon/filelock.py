@@ -9,8 +9,16 @@ def lock_fd(fd: int, blocking: bool = False) -> None:
     """Lock the file behind fd; OSError when it is held elsewhere and blocking is False."""
     if sys.platform == "win32":
         import msvcrt
+        import time
 
-        msvcrt.locking(fd, msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK, 1)
+        while True:  # LK_LOCK gives up after ~10 s; a build can hold the lock for minutes
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                return
+            except OSError:
+                if not blocking:
+                    raise
+                time.sleep(0.5)
     else:
         import fcntl
 

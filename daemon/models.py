@@ -4,6 +4,7 @@ kept as "failed" with its reason, so status shows it and the rest keep serving."
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class LoadedModel:
     serving: str = ""   # the backend answering now (differs from config.backend until a swap)
     engine: str = ""    # fingerprint of the engine in use, if any
     build: str = ""     # the background engine build: building, comparing, rejected: ..., failed: ...
+    swapper: object = None  # the EngineSwapper thread, while one runs
     stats: ModelStats = field(default_factory=ModelStats)
     # name -> (spec, numpy dtype); built once so validation does no lookups by scan.
     inputs: dict[str, tuple[TensorSpec, np.dtype]] = field(default_factory=dict)
@@ -49,6 +51,11 @@ class LoadedModel:
             inputs=list(b.inputs) if b else [], outputs=list(b.outputs) if b else [],
             max_batch=b.max_batch if b else 0, error=self.error,
         )
+
+
+def _retire(executor: Executor, backend: Backend) -> None:
+    executor.close()
+    backend.close()
 
 
 def model_io(model: LoadedModel, backend: Backend) -> None:
@@ -136,7 +143,8 @@ class ModelRegistry:
             if onnx_first:
                 if config.swap == "auto":
                     model.build = "queued"
-                    EngineSwapper(model, path, self).start()
+                    model.swapper = EngineSwapper(model, path, self)
+                    model.swapper.start()
                 else:
                     model.build = "off (swap = \"off\")"
         self._models[config.name] = model
@@ -154,8 +162,14 @@ class ModelRegistry:
         model.serving, model.engine = item.serving, item.engine
         model_io(model, item.backend)
         model.build = f"serving engine {item.engine}"
-        old_executor.close()  # waits for its running requests
-        old_backend.close()
+        model.swapper = None
+        if old_executor.inline:
+            old_executor.close()  # nothing runs on it: inline requests are done by now
+            old_backend.close()
+        else:
+            # Its queued requests drain on its own threads; the socket loop does not wait.
+            threading.Thread(target=_retire, args=(old_executor, old_backend), daemon=True,
+                             name=f"trtd-retire-{model.name}").start()
         log.info("model %s now served by %s engine %s", model.name, item.serving, item.engine)
 
     def get(self, name: str) -> LoadedModel:
@@ -181,6 +195,8 @@ class ModelRegistry:
     def unload(self, name: str) -> None:
         model = self.get(name)
         del self._models[name]
+        if model.swapper is not None:
+            model.swapper.cancel()  # stops the build; it uses the backend closed below
         if model.executor is not None:
             model.executor.close()  # waits for its running requests
         if model.backend is not None:

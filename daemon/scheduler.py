@@ -39,6 +39,8 @@ class Job:
     received_ns: int
     started_ns: int = 0
     executor: Any = None  # the executor it was submitted to (a swap may replace the model's)
+    serving: str = ""     # backend and engine at submission: what the reply names
+    engine: str = ""
 
 
 @dataclass(slots=True)

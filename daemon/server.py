@@ -114,7 +114,11 @@ class Server:
         while not self._stop.is_set() and not core.stop_requested:
             if poller.poll(tick_ms):
                 for done in core.completions.drain():
-                    answer = core.finish(done)
+                    try:
+                        answer = core.finish(done)
+                    except Exception:  # one bad completion must not lose the others
+                        log.exception("finishing a request or an engine swap failed")
+                        continue
                     if answer is not None:
                         self._send(sock, *answer, done.job.request_id)
                 # Drain what is queued before looking at timers again.

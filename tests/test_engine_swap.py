@@ -7,9 +7,11 @@ requests) runs without TensorRT; with TensorRT the builder is the only change.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import numpy as np
+import pytest
 
 from daemon_process import serving, wait_until
 from trtd.daemon.backends.onnxruntime import create_session
@@ -21,11 +23,12 @@ def _build_state(client, model):
     return next(s.build for s in client.status().models if s.name == model)
 
 
-def test_served_at_once_then_swapped_without_a_failed_request(tmp_path):
+@pytest.mark.parametrize("instances", [1, 2])
+def test_served_at_once_then_swapped_without_a_failed_request(tmp_path, instances):
     reference = create_session(builtin_model_path("demo"))
     seen, errors, stop = [], [], threading.Event()
     config = ("[models.demo]\npath = \"builtin:demo\"\nbackend = \"tensorrt\"\n"
-              "engine_builder = \"onnxruntime\"\ncompare_samples = 6\n")
+              f"engine_builder = \"onnxruntime\"\ncompare_samples = 6\ninstances = {instances}\n")
     with serving(tmp_path, config) as d:
         def traffic():
             rng = np.random.default_rng(5)
@@ -44,8 +47,9 @@ def test_served_at_once_then_swapped_without_a_failed_request(tmp_path):
         t.start()
         with Client(d.endpoint) as c:
             try:
-                assert wait_until(lambda: _build_state(c, "demo").startswith("serving engine"), timeout=120), \
-                    _build_state(c, "demo")
+                assert wait_until(lambda: _build_state(c, "demo").startswith(
+                    ("serving engine", "failed", "rejected", "unavailable")), timeout=90)
+                assert _build_state(c, "demo").startswith("serving engine"), _build_state(c, "demo")
                 count = len(seen)
                 assert wait_until(lambda: len(seen) > count + 20, timeout=30)
             finally:
@@ -54,9 +58,12 @@ def test_served_at_once_then_swapped_without_a_failed_request(tmp_path):
             assert c.describe("demo").backend == "onnxruntime-optimized"
     assert not errors, errors
     backends = [b for b, _ in seen]
-    assert backends[0] == "onnxruntime" and backends[-1] == "onnxruntime-optimized"
-    assert seen[-1][1] and backends.index("onnxruntime-optimized") > 0
-    assert all(b == "onnxruntime-optimized" for b in backends[backends.index("onnxruntime-optimized"):])
+    # ONNX Runtime first (unless the engine was already cached, then the swap is immediate),
+    # then the engine, and never back.
+    assert backends[-1] == "onnxruntime-optimized" and seen[-1][1]
+    first = backends.index("onnxruntime-optimized")
+    assert set(backends[:first]) <= {"onnxruntime"}
+    assert all(b == "onnxruntime-optimized" for b in backends[first:])
 
 
 def test_without_a_tensorrt_builder_the_model_stays_on_onnx_runtime(tmp_path):
@@ -103,3 +110,24 @@ def test_the_comparison_gate_rejects_an_engine_that_computes_something_else(tmp_
     assert compare(reference, HostInstance(same), 4, atol=1e-6, rtol=0).ok
     result = compare(reference, HostInstance(other), 4, atol=1e-6, rtol=0)
     assert not result.ok and "differs beyond" in result.summary() and result.max_rel_l2 > 1e-3
+
+
+def _build_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "trtd.daemon.engines.worker" in line]
+
+
+@pytest.mark.parametrize("how", ["unload", "shutdown"])
+def test_unload_or_shutdown_during_a_build_leaves_no_build_behind(tmp_path, how):
+    config = ("[models.r]\npath = \"builtin:resnet18\"\nbackend = \"tensorrt\"\n"
+              "engine_builder = \"onnxruntime\"\n[models.demo]\npath = \"builtin:demo\"\n")
+    with serving(tmp_path, config) as d:
+        with Client(d.endpoint) as c:
+            if how == "unload":
+                c.unload("r")
+                assert "r" not in {m.name for m in c.models()}
+                assert c.infer("demo", np.zeros((1, 64), np.float32)).shape == (1, 10)
+            else:
+                d.stop()
+        assert wait_until(lambda: not _build_processes(), timeout=10), _build_processes()
+        assert "Traceback" not in d.log(), d.log()

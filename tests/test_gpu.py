@@ -216,6 +216,7 @@ def _full_tensorrt_or_skip():
         pytest.skip(f"needs the full TensorRT library to build engines: {exc}")
 
 
+@pytest.mark.timeout(3600)  # a TensorRT build takes minutes
 def test_tensorrt_build_inspect_and_serve_with_swap(tmp_path):
     import subprocess
     import sys
@@ -224,10 +225,10 @@ def test_tensorrt_build_inspect_and_serve_with_swap(tmp_path):
 
     _full_tensorrt_or_skip()
     onnx_path = builtin_model_path("resnet18")
-    env = {**__import__("os").environ, "TRTD_CACHE_DIR": str(tmp_path / "cache")}
+    # The CLI and the daemon share the session's cache (TRTD_CACHE_DIR): the daemon must reuse it.
     out = subprocess.run([sys.executable, "-m", "trtd.daemon", "build", str(onnx_path), "--profile",
                           "x:1x3x224x224,4x3x224x224,8x3x224x224", "--inspect"],
-                         capture_output=True, text=True, env=env, timeout=1800)
+                         capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr
     assert "tactic=" in out.stdout
     config = (f"[models.r]\npath = \"{onnx_path}\"\nbackend = \"tensorrt\"\ndevice = 0\n"
@@ -240,6 +241,7 @@ def test_tensorrt_build_inspect_and_serve_with_swap(tmp_path):
             state = lambda: next(s.build for s in c.status().models if s.name == "r")  # noqa: E731
             assert wait_until(lambda: state().startswith(("serving engine", "rejected", "failed")), 1800)
             assert state().startswith("serving engine"), state()
+            assert "engine build failed" not in d.log() and "built:" not in d.log()
             h = c.model("r")
             h(np.zeros((2, 3, 224, 224), np.float32))
             assert h.last_backend[0] == "tensorrt" and h.last_backend[1]

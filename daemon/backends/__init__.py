@@ -32,7 +32,8 @@ def create_backend(config: "ModelConfig", path: str, max_batch: int) -> Backend:
         from .tensorrt import TensorRTBackend
 
         return TensorRTBackend(path, device=config.device if config.device >= 0 else None,
-                               max_batch=max_batch, allow_host_code=config.allow_engine_host_code)
+                               max_batch=max_batch, allow_host_code=config.allow_engine_host_code,
+                               plugins=config.plugins)
     raise BackendError(f"unknown backend {config.backend!r}; available: {', '.join(BACKENDS)}")
 
 

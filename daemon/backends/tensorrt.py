@@ -1,8 +1,8 @@
 """TensorRT backend: a serialized engine run with execute_async_v3 on the instance's stream.
 
 Works with the full `tensorrt` module or the lean runtime. One execution
-context per instance (per CUDA stream), each on its own optimization profile
-when the engine has several. Inputs and outputs are the instance's device
+context per instance (per CUDA stream) and optimization profile: each request
+runs on the first profile whose ranges cover its shapes. Inputs and outputs are the instance's device
 buffers (filled from / drained into the pinned region by the GPU data path).
 
 Fixed dimensions, including a fixed batch, must match exactly: smaller
@@ -45,7 +45,7 @@ class TensorRTBackend(Backend):
     kind = "tensorrt"
 
     def __init__(self, path: str | Path, device: int | None, max_batch: int = 0,
-                 allow_host_code: bool = False):
+                 allow_host_code: bool = False, plugins: list[str] | tuple[str, ...] = ()):
         if device is None:
             raise BackendError("TensorRT engines run on a GPU: set the model's device (e.g. device = 0)")
         try:
@@ -60,6 +60,12 @@ class TensorRTBackend(Backend):
         # Version-compatible engines that embed the lean runtime execute host code
         # from the engine file: allowed only when the operator trusts the file.
         self._runtime.engine_host_code_allowed = allow_host_code
+        if hasattr(trt, "init_libnvinfer_plugins"):  # the full library's standard plugins
+            trt.init_libnvinfer_plugins(self._logger, "")
+        for plugin in plugins:
+            if not Path(plugin).is_file():
+                raise BackendError(f"plugin library {plugin} does not exist")
+            self._runtime.get_plugin_registry().load_library(str(plugin))
         data = Path(path).read_bytes()
         self._engine = self._runtime.deserialize_cuda_engine(data)
         if self._engine is None:
@@ -68,7 +74,8 @@ class TensorRTBackend(Backend):
                 f"TensorRT {self._trt.version} ({self._trt.flavor}) could not deserialize {path}: {said}. "
                 f"An engine runs only on the TensorRT version and GPU that built it (unless built "
                 f"version/hardware compatible); a version-compatible engine that embeds the lean "
-                f"runtime also needs allow_engine_host_code = true. Rebuild it with `trtd build`.")
+                f"runtime also needs allow_engine_host_code = true; an engine with custom ops needs its "
+                f"plugin libraries (plugins = [...]). Otherwise rebuild it with `trtd build`.")
         self._contexts: dict[int, object] = {}
         self._describe(trt, max_batch)
 
@@ -86,32 +93,59 @@ class TensorRTBackend(Backend):
             spec = TensorSpec(name=name, dtype=dtype, shape=list(engine.get_tensor_shape(name)))
             (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(spec)
         self.num_profiles = max(engine.num_optimization_profiles, 1)
-        # The largest shapes every profile allows, per input (for buffers and the batch limit).
-        self._max_shapes = {}
-        for spec in inputs:
-            if any(d < 0 for d in spec.shape):
-                shapes = [engine.get_tensor_profile_shape(spec.name, p)[2] for p in range(self.num_profiles)]
-                self._max_shapes[spec.name] = tuple(max(s[i] for s in shapes) for i in range(len(spec.shape)))
-            else:
-                self._max_shapes[spec.name] = tuple(spec.shape)
+        # Per profile and input, the (min, max) shapes it accepts; fixed inputs accept one shape.
+        self._ranges: list[dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = []
+        for p in range(self.num_profiles):
+            ranges = {}
+            for spec in inputs:
+                if any(d < 0 for d in spec.shape):
+                    lo, _, hi = engine.get_tensor_profile_shape(spec.name, p)
+                    ranges[spec.name] = (tuple(lo), tuple(hi))
+                else:
+                    ranges[spec.name] = (tuple(spec.shape), tuple(spec.shape))
+            self._ranges.append(ranges)
+        self._max_shapes = {spec.name: tuple(max(r[spec.name][1][i] for r in self._ranges)
+                                             for i in range(len(spec.shape))) for spec in inputs}
         dynamic_batch = inputs and all(s.shape and s.shape[0] < 0 for s in inputs)
-        engine_max = min(self._max_shapes[s.name][0] for s in inputs) if dynamic_batch else 0
+        engine_max = (max(min(r[s.name][1][0] for s in inputs) for r in self._ranges)
+                      if dynamic_batch else 0)
         self.max_batch = min(max_batch, engine_max) if (max_batch and engine_max) else engine_max
         for spec in inputs:
             spec.max_nbytes = math.prod(self._max_shapes[spec.name]) * np.dtype(spec.dtype).itemsize
-        # Output sizes at the largest input shapes, from TensorRT's own shape inference.
-        probe = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-        for spec in inputs:
-            probe.set_input_shape(spec.name, self._max_shapes[spec.name])
+        # Output sizes at each profile's largest input shapes, from TensorRT's own shape inference.
+        largest = {spec.name: 0 for spec in outputs}
+        stream = cuda.Stream(self.device)
+        try:
+            probe = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            for p, ranges in enumerate(self._ranges):
+                if self.num_profiles > 1:
+                    probe.set_optimization_profile_async(p, stream.ptr)
+                    stream.synchronize()
+                for spec in inputs:
+                    if not probe.set_input_shape(spec.name, ranges[spec.name][1]):
+                        raise BackendError(f"TensorRT refused input {spec.name!r} at profile {p}'s "
+                                           f"largest shape {list(ranges[spec.name][1])}")
+                for spec in outputs:
+                    shape = tuple(probe.get_tensor_shape(spec.name))
+                    if any(d < 0 for d in shape):
+                        raise BackendError(
+                            f"output {spec.name!r} has a data-dependent shape {list(shape)}: not "
+                            f"supported by this backend yet; serve the model with onnxruntime or torch")
+                    largest[spec.name] = max(largest[spec.name],
+                                             math.prod(shape) * np.dtype(spec.dtype).itemsize)
+            del probe
+        finally:
+            stream.close()
         for spec in outputs:
-            shape = tuple(probe.get_tensor_shape(spec.name))
-            if any(d < 0 for d in shape):
-                raise BackendError(
-                    f"output {spec.name!r} has a data-dependent shape {list(shape)}: not supported by "
-                    f"this backend yet; serve the model with onnxruntime or torch")
-            spec.max_nbytes = math.prod(shape) * np.dtype(spec.dtype).itemsize
-        del probe
+            spec.max_nbytes = largest[spec.name]
         self.inputs, self.outputs = inputs, outputs
+
+    def _profile_for(self, shapes: dict[str, tuple[int, ...]]) -> int:
+        for p, ranges in enumerate(self._ranges):
+            if all(all(lo <= d <= hi for d, lo, hi in zip(shapes[n], *ranges[n])) for n in shapes):
+                return p
+        raise BackendError(f"input shapes {shapes} are outside every optimization profile of this "
+                           f"engine; rebuild it with a profile that covers them")
 
     def output_shapes(self, input_shapes):
         # Known exactly only once a context has the input shapes: enqueue() checks sizes.
@@ -120,27 +154,26 @@ class TensorRTBackend(Backend):
 
     # -- running -------------------------------------------------------------------------------------
 
-    def _context(self, stream):
-        ctx = self._contexts.get(stream.ptr)
+    def _context(self, stream, profile: int):
+        """One context per (instance stream, profile): switching profiles is never needed."""
+        key = (stream.ptr, profile)
+        ctx = self._contexts.get(key)
         if ctx is None:
             ctx = self._engine.create_execution_context()
             if ctx is None:
                 said = "; ".join(self._logger.messages[-3:])
                 raise BackendError(f"TensorRT could not create an execution context ({said}); the GPU "
                                    f"may be out of memory")
-            # Instance i uses profile i (mod the count): instances do not contend for one profile.
-            profile = len(self._contexts) % self.num_profiles
             if self.num_profiles > 1 and not ctx.set_optimization_profile_async(profile, stream.ptr):
                 raise BackendError(f"TensorRT refused optimization profile {profile}")
-            self._contexts[stream.ptr] = ctx
+            self._contexts[key] = ctx
         return ctx
 
     def enqueue(self, stream, inputs: list[TensorBinding], outputs: list[TensorBinding]):
-        ctx = self._context(stream)
+        ctx = self._context(stream, self._profile_for({t.name: tuple(t.shape) for t in inputs}))
         for t in inputs:
             if not ctx.set_input_shape(t.name, t.shape):
-                raise BackendError(f"input {t.name!r} shape {list(t.shape)} is outside the engine's "
-                                   f"optimization profile; rebuild with a profile that covers it")
+                raise BackendError(f"TensorRT refused input {t.name!r} shape {list(t.shape)}")
             ctx.set_tensor_address(t.name, t.address)
         shapes = {}
         for t in outputs:
