@@ -69,7 +69,11 @@ def resolve_model_path(config: ModelConfig) -> str:
     if path.startswith(BUILTIN_PREFIX):
         name = path[len(BUILTIN_PREFIX):]
         if config.backend == "torch":
-            from .builtin_torch_models import BUILTIN_TORCH_INPUTS, builtin_torchscript_path
+            try:
+                from .builtin_torch_models import BUILTIN_TORCH_INPUTS, builtin_torchscript_path
+                import torch  # noqa: F401  (the generator needs it)
+            except ImportError:
+                raise BackendError("built-in TorchScript models need torch: pip install \"trtd[torch]\"") from None
 
             if not config.inputs and name in BUILTIN_TORCH_INPUTS:
                 config.inputs = list(BUILTIN_TORCH_INPUTS[name])
@@ -109,10 +113,13 @@ class ModelRegistry:
                 ErrorCode.LOAD_FAILED,
                 f"a model named {config.name!r} is already loaded; unload it first",
             )
-        onnx_first = False
+        # TensorRT from ONNX: ONNX Runtime serves first (engine_swap); the GPU comes later.
+        onnx_first = config.backend == "tensorrt" and (config.path.startswith(BUILTIN_PREFIX)
+                                                      or config.path.lower().endswith(".onnx"))
         try:
+            if config.device >= 0 and not onnx_first:
+                cuda.open_device(config.device)  # a clear error before the backend tries
             path = resolve_model_path(config)
-            onnx_first = config.backend == "tensorrt" and path.endswith(".onnx")
             if onnx_first:
                 # Served by ONNX Runtime at once (its CUDA provider where onnxruntime-gpu is
                 # installed, the CPU otherwise); the engine comes later (engine_swap).
@@ -122,8 +129,6 @@ class ModelRegistry:
                                              intra_op_threads=config.intra_op_threads,
                                              providers=providers_for(config.device))
             else:
-                if config.device >= 0:
-                    cuda.open_device(config.device)  # a clear error before the backend tries
                 backend = create_backend(config, path, max_batch=_default_max_batch(config))
             try:
                 executor = Executor(config.name, make_instances(backend, config.instances, self.pinning,
