@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_build_parser(sub)
     add_cache_parser(sub)
+    from .precision import commands as precision_commands, validate as precision_validate
+
+    precision_commands.add_parser(sub)
+    precision_validate.add_parser(sub)
     doctor = sub.add_parser("doctor", help="check this machine: driver, CUDA, TensorRT, ONNX Runtime, /dev/shm")
     doctor.set_defaults(func=lambda args: __import__("trtd.daemon.doctor", fromlist=["main"]).main())
 

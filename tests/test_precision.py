@@ -1,0 +1,201 @@
+"""trtd convert (FP16, calibrated INT8 in TensorRT's Q/DQ form) and trtd validate, for real."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from trtd.daemon.builtin_models import builtin_model_path
+from trtd.daemon.precision.convert import ConvertError, convert, provenance
+from trtd.daemon.precision.metrics import MetricError, dice, hausdorff, mask_metrics
+from trtd.daemon.precision.samples import SampleError
+from trtd.daemon.precision.validate import run_validation
+
+pytest.importorskip("scipy")
+
+
+@pytest.fixture(scope="module")
+def convnet(tmp_path_factory):
+    """A small conv net (conv-relu-conv-sigmoid) with seeded weights: fast to quantize."""
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((8, 1, 3, 3)) * 0.5).astype(np.float32)
+    w2 = (rng.standard_normal((1, 8, 3, 3)) * 0.3).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("Conv", ["r", "w2", "b2"], ["z"], pads=[1, 1, 1, 1]),
+         helper.make_node("Sigmoid", ["z"], ["y"])],
+        "convnet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, 32, 32])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(np.zeros(8, np.float32), "b1"),
+         numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(np.zeros(1, np.float32), "b2")])
+    path = tmp_path_factory.mktemp("models") / "convnet.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory):
+    path = tmp_path_factory.mktemp("calib") / "calib.npz"
+    np.savez(path, x=np.random.default_rng(1).standard_normal((16, 1, 32, 32)).astype(np.float32))
+    return path
+
+
+def _validate(candidate, **kw):
+    args = dict(candidate=str(candidate), reference=None, backend=None, data=None, samples=8, seed=0,
+                input=[], device=None, mask_threshold=None, spacing=None, json=None)
+    args.update({k: None for k in ("max_abs", "max_rel_l2", "min_cosine", "min_top1", "min_dice", "max_hd95")})
+    args.update(kw)
+    return run_validation(SimpleNamespace(**args))
+
+
+def test_fp16_keeps_fp32_io_and_stays_close(tmp_path):
+    variant = convert(builtin_model_path("demo"), "fp16", cache_root=tmp_path)
+    model = onnx.load(str(variant.path))
+    assert {i.type.tensor_type.elem_type for i in list(model.graph.input) + list(model.graph.output)} == {
+        TensorProto.FLOAT}
+    assert any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
+    assert provenance(variant.path)["trtd.precision"] == "fp16"
+    report = _validate(variant.path)
+    assert report["outputs"]["y"]["rel_l2"] < 1e-2 and report["outputs"]["y"]["top1"] > 0.8
+    assert convert(builtin_model_path("demo"), "fp16", cache_root=tmp_path).cached
+
+
+def test_int8_is_tensorrt_qdq_symmetric_signed_per_channel(convnet, calibration, tmp_path):
+    variant = convert(convnet, "int8", calibration, "minmax", cache_root=tmp_path)
+    model = onnx.load(str(variant.path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and not any(n.op_type.startswith("QLinear") for n in model.graph.node)
+    weight_dq, per_channel = 0, False
+    assert not any(inits[n.input[2]].dtype == np.int32 for n in qdq)  # no INT32 bias Q/DQ
+    for node in qdq:
+        zero_point = inits[node.input[2]]
+        assert zero_point.dtype == np.int8 and not zero_point.any(), node.name  # signed, symmetric
+        scale = inits[node.input[1]]
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits and inits[node.input[0]].ndim == 4:
+            weight_dq += 1
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            assert scale.size == inits[node.input[0]].shape[axis]  # one scale per output channel
+            per_channel = per_channel or scale.size > 1
+        else:
+            assert scale.size == 1  # per-tensor activations
+    assert weight_dq == 2 and per_channel
+    meta = provenance(variant.path)
+    assert meta["trtd.precision"] == "int8" and meta["trtd.calibration_samples"] == "16"
+    assert len(meta["trtd.calibration_sha256"]) == 64 and meta["trtd.source_sha256"]
+    report = _validate(variant.path, data=str(calibration))
+    assert report["outputs"]["y"]["cosine"] > 0.99
+
+
+def test_calibration_method_changes_the_variant(convnet, calibration, tmp_path):
+    a = convert(convnet, "int8", calibration, "minmax", cache_root=tmp_path)
+    b = convert(convnet, "int8", calibration, "percentile", cache_root=tmp_path)
+    assert a.path != b.path and provenance(b.path)["trtd.calibration_method"] == "percentile"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: np.savez(p, z=np.zeros((4, 1, 32, 32), np.float32)), "no data for input"),
+    (lambda p: np.savez(p, x=np.zeros((4, 1, 32, 32), np.float64)), "is float64"),
+    (lambda p: np.savez(p, x=np.zeros((4, 1, 16, 16), np.float32)), "per-sample shape"),
+    (lambda p: np.savez(p, x=np.zeros((0, 1, 32, 32), np.float32)), "empty"),
+    (lambda p: np.savez(p, x=np.full((4, 1, 32, 32), np.nan, np.float32)), "NaN"),
+])
+def test_bad_calibration_data(convnet, tmp_path, make, message):
+    path = tmp_path / "bad.npz"
+    make(path)
+    with pytest.raises(SampleError, match=message):
+        convert(convnet, "int8", path, cache_root=tmp_path / "c")
+
+
+def test_folder_of_npy_files(convnet, tmp_path):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    np.save(folder / "x.npy", np.random.default_rng(2).standard_normal((8, 1, 32, 32)).astype(np.float32))
+    variant = convert(convnet, "int8", folder, cache_root=tmp_path / "c")
+    assert provenance(variant.path)["trtd.calibration_samples"] == "8"
+
+
+def test_already_quantized_and_missing_calibration(convnet, calibration, tmp_path):
+    variant = convert(convnet, "int8", calibration, cache_root=tmp_path)
+    with pytest.raises(ConvertError, match="already quantized"):
+        convert(variant.path, "int8", calibration, cache_root=tmp_path)
+    with pytest.raises(ConvertError, match="needs calibration samples"):
+        convert(convnet, "int8", None, cache_root=tmp_path)
+    with pytest.raises(ConvertError, match="does not exist"):
+        convert(tmp_path / "none.onnx", "fp16", cache_root=tmp_path)
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+def _sphere(shape, center, radius):
+    grid = np.indices(shape)
+    return sum((g - c) ** 2 for g, c in zip(grid, center)) <= radius ** 2
+
+
+def test_hausdorff_and_dice_on_known_shapes():
+    a = _sphere((32, 64, 64), (16, 32, 32), 10)
+    b = _sphere((32, 64, 64), (16, 32, 35), 10)
+    assert hausdorff(a, a) == (0.0, 0.0) and dice(a, a) == 1.0
+    hd, hd95 = hausdorff(a, b)
+    assert hd == pytest.approx(3.0) and hd95 <= hd
+    # Spacing: a shift along the first axis counts in its units.
+    c = _sphere((32, 64, 64), (18, 32, 32), 10)
+    assert hausdorff(a, c, (2.5, 1.0, 1.0))[0] == pytest.approx(5.0)
+    assert 0.5 < dice(a, b) < 1.0
+    empty = np.zeros_like(a)
+    assert hausdorff(empty, empty) == (0.0, 0.0) and math.isinf(hausdorff(a, empty)[0])
+    square = np.zeros((40, 40), bool)
+    square[10:20, 10:20] = True
+    assert hausdorff(square, np.roll(square, 4, axis=1))[0] == pytest.approx(4.0)  # 2-D
+
+
+def test_non_binary_mask_is_refused():
+    with pytest.raises(MetricError, match="not binary"):
+        hausdorff(np.full((8, 8), 0.5), np.zeros((8, 8)))
+
+
+def test_mask_metrics_from_probabilities():
+    ref = _sphere((16, 32, 32), (8, 16, 16), 6).astype(np.float32)[None, None]
+    got = np.roll(ref, 2, axis=-1) * 0.9
+    m = mask_metrics(got, ref, 0.5, None)
+    assert m["hd"] == pytest.approx(2.0) and 0.6 < m["dice"] < 1.0
+
+
+# -- the CLI gate ----------------------------------------------------------------------------------
+
+
+def _trtd(*args, tmp_path):
+    return subprocess.run([sys.executable, "-m", "trtd.daemon", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "TRTD_CACHE_DIR": str(tmp_path)})
+
+
+def test_cli_convert_then_validate_gate(convnet, calibration, tmp_path):
+    out = _trtd("convert", str(convnet), "--precision", "int8", "--calibration", str(calibration),
+                "-o", str(tmp_path / "int8.onnx"), tmp_path=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("converted: "), out.stderr
+    report_path = tmp_path / "report.json"
+    ok = _trtd("validate", str(tmp_path / "int8.onnx"), "--data", str(calibration), "--mask-threshold", "0.5",
+               "--min-cosine", "0.99", "--json", str(report_path), tmp_path=tmp_path)
+    assert ok.returncode == 0 and "PASS" in ok.stdout, ok.stdout + ok.stderr
+    report = json.loads(report_path.read_text())
+    assert {"dice", "hd", "hd95", "max_abs", "cosine"} <= set(report["outputs"]["y"])
+    strict = _trtd("validate", str(tmp_path / "int8.onnx"), "--data", str(calibration), "--max-abs", "1e-9",
+                   tmp_path=tmp_path)
+    assert strict.returncode == 1 and "FAIL" in strict.stdout and "max_abs" in strict.stdout
+
+
+def test_cli_validate_without_a_reference_says_so(tmp_path):
+    out = _trtd("validate", str(builtin_model_path("demo")), tmp_path=tmp_path)
+    assert out.returncode == 2 and "--reference" in out.stderr
