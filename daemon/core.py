@@ -106,6 +106,10 @@ class DaemonCore:
             reply = encode_reply(job.request_id, self._infer_reply(done))
         except ProtocolError as exc:
             reply = encode_error(job.request_id, exc.code, exc.message, exc.details)
+        except Exception as exc:  # a bug: the client still gets an answer, not a timeout
+            log.exception("finishing request %d failed", job.request_id)
+            reply = encode_error(job.request_id, ErrorCode.INTERNAL,
+                                 f"internal error in the daemon ({type(exc).__name__}: {exc})")
         return job.identity, reply
 
     # -- handlers ------------------------------------------------------------------------------------

@@ -267,9 +267,10 @@ class HostPinning:
 
     def unpin(self, address: int) -> None:
         with self._lock:
-            nbytes = self._pinned.pop(address, None)
+            nbytes = self._pinned.get(address)
             if nbytes is None:
                 return
             check(_rt.cudaHostUnregister(address), "cudaHostUnregister")
+            del self._pinned[address]
             self.stats.unregistrations += 1
             self.stats.pinned_bytes -= nbytes

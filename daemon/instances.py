@@ -47,22 +47,43 @@ class CudaInstance:
         # Four timing events give the H2D / compute / D2H split of every request.
         self._marks = [cuda.Event(self.device, timing=True) for _ in range(4)]
         self._buffers: dict[str, cuda.DeviceBuffer] = {}
-        for spec in list(backend.inputs) + list(backend.outputs):
-            if spec.max_nbytes >= 0:
-                self._buffers[spec.name] = cuda.DeviceBuffer(self.device, spec.max_nbytes)
+        self._limits = {spec.name: spec.max_nbytes for spec in list(backend.inputs) + list(backend.outputs)}
+        try:
+            for spec in list(backend.inputs) + list(backend.outputs):
+                if spec.max_nbytes >= 0:
+                    self._buffers[spec.name] = cuda.DeviceBuffer(self.device, spec.max_nbytes)
+        except BaseException:
+            self.close()  # what was made so far (stream, events, buffers) goes back
+            raise
 
     def _buffer(self, name: str, nbytes: int) -> cuda.DeviceBuffer:
+        limit = self._limits.get(name, -1)
+        if limit >= 0:
+            nbytes = min(nbytes, limit)  # a client's large area never grows a bounded buffer
         buf = self._buffers.get(name)
         if buf is None or buf.nbytes < nbytes:
-            # Only for tensors without a known largest size: grow, then reuse.
+            # Only for tensors without a known largest size: grow (new first), then reuse.
+            grown = cuda.DeviceBuffer(self.device, nbytes)
             if buf is not None:
                 buf.close()
-            buf = self._buffers[name] = cuda.DeviceBuffer(self.device, nbytes)
+            buf = self._buffers[name] = grown
         return buf
 
     def run(self, region, inputs: list[TensorBinding], outputs: list[TensorBinding]):
         cuda.use_device(self.device)
         self._pinning.pin(region.address, region.nbytes, self.device)  # once per region
+        try:
+            return self._run(inputs, outputs)
+        except BaseException:
+            # Copies may still be queued: let them finish before the error reply lets the
+            # client rewrite or release the region (and before its memory is unregistered).
+            try:
+                self.stream.synchronize()
+            except cuda.CudaError:
+                pass
+            raise
+
+    def _run(self, inputs: list[TensorBinding], outputs: list[TensorBinding]):
         stream, (start, copied_in, computed, copied_out) = self.stream, self._marks
         start.record(stream)
         device_inputs = []
@@ -77,12 +98,15 @@ class CudaInstance:
             device_outputs.append(TensorBinding(t.name, t.dtype, t.shape, buf.ptr, min(buf.nbytes, t.nbytes)))
         shapes = self.backend.enqueue(stream, device_inputs, device_outputs)
         computed.record(stream)
-        for t, d in zip(outputs, device_outputs):
+        sizes = []
+        for t in outputs:  # every size checked before any copy is queued
             nbytes = t.dtype.itemsize
             for dim in shapes[t.name]:
                 nbytes *= dim
             if nbytes > t.nbytes:
                 raise OutputTooLarge(t.name, nbytes, t.nbytes)
+            sizes.append(nbytes)
+        for t, d, nbytes in zip(outputs, device_outputs, sizes):
             cuda.copy_d2h(t.address, d.address, nbytes, stream)
         copied_out.record(stream)
         copied_out.synchronize()
@@ -97,7 +121,7 @@ class CudaInstance:
         for buf in self._buffers.values():
             buf.close()
         self._buffers.clear()
-        for event in self._marks:
+        for event in getattr(self, "_marks", []):
             event.close()
         self._streams.release(self.stream)
 

@@ -137,7 +137,10 @@ class ModelRegistry:
             except BaseException:
                 backend.close()
                 raise
-        except (BackendError, CudaError, ImportError, ValueError, OSError) as exc:
+        except Exception as exc:  # any model's failure is that model's, never the daemon's
+            if not isinstance(exc, (BackendError, CudaError, ImportError, ValueError, OSError)):
+                log.exception("model %s: unexpected error while loading", config.name)
+                exc = f"{type(exc).__name__}: {exc}"
             model = LoadedModel(config=config, backend=None, state="failed", error=str(exc))
             log.error("model %s failed to load: %s", config.name, exc)
         else:

@@ -263,6 +263,9 @@ class RegionRegistry:
         try:
             if self._before_destroy is not None:
                 self._before_destroy(region)
+        except Exception:  # e.g. unregistering from CUDA failed: the memory still goes
+            log.exception("preparing region %s for release failed", region.name)
+        try:
             region.close()
         except Exception:  # never let one bad segment stop the others from going
             log.exception("closing region %s failed", region.name)

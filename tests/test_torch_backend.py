@@ -67,3 +67,39 @@ def test_input_spec_errors(text, message):
 def test_input_spec():
     spec = parse_input_spec("image:-1,3,224,224:float16")
     assert (spec.name, spec.shape, spec.dtype) == ("image", [-1, 3, 224, 224], "float16")
+
+
+def _script(tmp_path, name, source):
+    path = tmp_path / f"{name}.pt"
+    namespace = {}
+    exec(source, {"torch": torch}, namespace)
+    torch.jit.save(torch.jit.script(namespace["M"]()), str(path))
+    return path
+
+
+def test_outputs_that_change_dtype_or_are_not_tensors_are_refused(tmp_path):
+    from daemon_process import serving
+    from trtd.sdk import ServerError
+
+    shifty = _script(tmp_path, "shifty", (
+        "class M(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        if bool(x.sum() > 0):\n"
+        "            return x.repeat(1, 2).half()\n"
+        "        return x\n"))
+    listy = _script(tmp_path, "listy", (
+        "from typing import List, Tuple\n"
+        "class M(torch.nn.Module):\n"
+        "    def forward(self, x) -> Tuple[torch.Tensor, List[torch.Tensor]]:\n"
+        "        return x, [x]\n"))
+    config = (f"[models.shifty]\npath = \"{shifty}\"\nbackend = \"torch\"\ninputs = [\"x:-1,4\"]\n"
+              f"[models.listy]\npath = \"{listy}\"\nbackend = \"torch\"\ninputs = [\"x:-1,4\"]\n"
+              "[models.demo]\npath = \"builtin:demo\"\n")
+    with serving(tmp_path, config) as d:
+        with Client(d.endpoint) as c:
+            assert c.infer("shifty", np.zeros((2, 4), np.float32)).shape == (2, 4)
+            with pytest.raises(ServerError, match="came back as torch.float16"):
+                c.infer("shifty", np.ones((2, 4), np.float32))
+            listy_info = c.describe("listy")
+            assert listy_info.state == "failed" and "must return a tensor" in listy_info.error
+            assert c.infer("demo", np.zeros((1, 64), np.float32)).shape == (1, 10)

@@ -126,6 +126,10 @@ class TorchBackend(Backend):
             except Exception as exc:
                 raise BackendError(f"the TorchScript module failed on zero inputs of the configured "
                                    f"shapes ({exc}); check the model's inputs setting") from None
+        for run in runs:
+            if not all(isinstance(r, torch.Tensor) for r in run):
+                raise BackendError("the TorchScript module must return a tensor, or a tuple/list/dict "
+                                   f"of tensors; it returned {[type(r).__name__ for r in run]}")
         specs = []
         for i, first in enumerate(runs[0]):
             dtype = str(first.dtype).removeprefix("torch.")
@@ -161,13 +165,25 @@ class TorchBackend(Backend):
             raise BackendError(f"TorchScript failed: {exc}") from None
 
     def _by_name(self, results):
+        if len(results) != len(self.outputs):
+            raise BackendError(f"the module returned {len(results)} outputs, it returned "
+                               f"{len(self.outputs)} when it was loaded")
         return {spec.name: r for spec, r in zip(self.outputs, results)}
+
+    def _checked(self, r, t: TensorBinding):
+        """The result, refused unless it has the dtype the model declared at load time."""
+        torch = self._torch
+        if not isinstance(r, torch.Tensor) or r.dtype != getattr(torch, t.dtype.name):
+            got = r.dtype if isinstance(r, torch.Tensor) else type(r).__name__
+            raise BackendError(f"output {t.name!r} came back as {got}, the model declared {t.dtype.name} "
+                               f"when it was loaded; its outputs must keep their dtype")
+        return r
 
     def _write_host(self, results, outputs: list[TensorBinding]):
         by_name, shapes = self._by_name(results), {}
         for t in outputs:
-            r = by_name[t.name].contiguous()
-            nbytes = r.numel() * r.element_size()
+            r = self._checked(by_name[t.name], t).contiguous()
+            nbytes = r.numel() * t.dtype.itemsize
             if nbytes > t.nbytes:
                 raise OutputTooLarge(t.name, nbytes, t.nbytes)
             _host_array(t.address, tuple(r.shape), t.dtype)[...] = r.numpy()
@@ -178,8 +194,8 @@ class TorchBackend(Backend):
         torch = self._torch
         by_name, shapes = self._by_name(results), {}
         for t in outputs:
-            r = by_name[t.name]
-            nbytes = r.numel() * r.element_size()
+            r = self._checked(by_name[t.name], t)
+            nbytes = r.numel() * t.dtype.itemsize
             if nbytes > t.nbytes:
                 raise OutputTooLarge(t.name, nbytes, t.nbytes)
             target = torch.as_tensor(_CudaView(t.address, tuple(r.shape), t.dtype), device=self._torch_device)
