@@ -70,10 +70,16 @@ def test_input_spec():
 
 
 def _script(tmp_path, name, source):
+    """TorchScript of class M in `source` (scripting needs the source in a real file)."""
+    import importlib.util
+
+    module_file = tmp_path / f"{name}_module.py"
+    module_file.write_text("import torch\n" + source)
+    spec = importlib.util.spec_from_file_location(f"{name}_module", module_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     path = tmp_path / f"{name}.pt"
-    namespace = {}
-    exec(source, {"torch": torch}, namespace)
-    torch.jit.save(torch.jit.script(namespace["M"]()), str(path))
+    torch.jit.save(torch.jit.script(module.M()), str(path))
     return path
 
 
