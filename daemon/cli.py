@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_parser(sub)
     from .precision import commands as precision_commands, validate as precision_validate
 
+    from .precision import export as precision_export
+
+    precision_export.add_parser(sub)
     precision_commands.add_parser(sub)
     precision_validate.add_parser(sub)
     doctor = sub.add_parser("doctor", help="check this machine: driver, CUDA, TensorRT, ONNX Runtime, /dev/shm")
