@@ -199,3 +199,64 @@ def test_cli_convert_then_validate_gate(convnet, calibration, tmp_path):
 def test_cli_validate_without_a_reference_says_so(tmp_path):
     out = _trtd("validate", str(builtin_model_path("demo")), tmp_path=tmp_path)
     assert out.returncode == 2 and "--reference" in out.stderr
+
+
+# -- the trained demonstration models, end to end ------------------------------------------------
+
+MODELS = __import__("pathlib").Path(__file__).parent.parent / "bench" / "models"
+
+
+def test_trained_classifier_int8_passes_the_gate_naive_int8_does_worse(tmp_path):
+    from trtd.daemon.precision.datasets import shapes
+
+    calib, _ = shapes(64, seed=6)
+    test_x, _ = shapes(128, seed=5)
+    np.savez(tmp_path / "calib.npz", x=calib)
+    np.savez(tmp_path / "test.npz", x=test_x)
+    np.savez(tmp_path / "noise.npz", x=np.random.default_rng(9).standard_normal(calib.shape).astype(np.float32))
+    calibrated = convert(MODELS / "shapes_classifier.onnx", "int8", tmp_path / "calib.npz", cache_root=tmp_path)
+    naive = convert(MODELS / "shapes_classifier.onnx", "int8", tmp_path / "noise.npz", cache_root=tmp_path)
+    good = _validate(calibrated.path, data=str(tmp_path / "test.npz"), min_top1=0.95, min_cosine=0.999)
+    bad = _validate(naive.path, data=str(tmp_path / "test.npz"), min_cosine=0.999)
+    assert good["passed"], good
+    assert not bad["passed"] and bad["outputs"]["output"]["rel_l2"] > 5 * good["outputs"]["output"]["rel_l2"]
+
+
+def test_trained_segmenter_fp16_and_int8_masks(tmp_path):
+    from trtd.daemon.precision.datasets import spheres
+
+    calib, _ = spheres(4, seed=8)
+    test_v, _ = spheres(2, seed=7)
+    np.savez(tmp_path / "calib.npz", x=calib)
+    np.savez(tmp_path / "test.npz", x=test_v)
+    fp16 = convert(MODELS / "spheres_segmenter.onnx", "fp16", cache_root=tmp_path)
+    int8 = convert(MODELS / "spheres_segmenter.onnx", "int8", tmp_path / "calib.npz", cache_root=tmp_path)
+    for variant in (fp16, int8):
+        report = _validate(variant.path, data=str(tmp_path / "test.npz"), mask_threshold=0.5,
+                           min_dice=0.98, max_hd95=2.0)
+        assert report["passed"], report
+        assert {"dice", "hd", "hd95"} <= set(report["outputs"]["output"])
+
+
+def test_export_reproduces_the_committed_onnx(tmp_path):
+    pytest.importorskip("torch", reason="trtd export needs torch (not installed in CI)")
+    import onnxruntime as ort
+
+    from trtd.daemon.precision.datasets import shapes
+    from trtd.daemon.precision.export import ExportError, export_torchscript
+
+    result = export_torchscript(MODELS / "shapes_classifier.pt", ["x:-1,1,32,32"], tmp_path / "c.onnx",
+                                dynamic_batch=True)
+    assert result["ok"] and result["outputs"] == ["output"]
+    x, _ = shapes(8, seed=11)
+    ours = ort.InferenceSession(str(tmp_path / "c.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    committed = ort.InferenceSession(str(MODELS / "shapes_classifier.onnx"),
+                                     providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ours, committed, atol=1e-5)
+    (tmp_path / "junk.pt").write_bytes(b"not torchscript")
+    with pytest.raises(ExportError, match="not a TorchScript module"):
+        export_torchscript(tmp_path / "junk.pt", ["x:1,4"], tmp_path / "j.onnx")
+    with pytest.raises(ExportError, match="does not run on inputs"):
+        export_torchscript(MODELS / "shapes_classifier.pt", ["x:1,3,32,32"], tmp_path / "w.onnx")
+    with pytest.raises(ExportError, match="give every input"):
+        export_torchscript(MODELS / "shapes_classifier.pt", [], tmp_path / "n.onnx")
