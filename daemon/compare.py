@@ -40,11 +40,16 @@ def _random(rng, dtype: np.dtype, shape) -> np.ndarray:
 
 
 def compare(reference: Backend, candidate_instance, samples: int, atol: float, rtol: float,
-            pinning=None, sample_shapes: list[dict[str, tuple[int, ...]]] | None = None) -> Comparison:
+            pinning=None, sample_shapes: list[dict[str, tuple[int, ...]]] | None = None,
+            inputs: list[dict[str, np.ndarray]] | None = None,
+            max_rel_l2: float | None = None) -> Comparison:
     """Run both on the same seeded inputs and compare every output.
 
-    Shapes: `sample_shapes` in turn when given (e.g. each profile's opt and min shapes),
-    otherwise batch 1, 2, ... up to 4 on the dynamic batch dimension.
+    Inputs: `inputs` when given (real samples, e.g. the calibration set); otherwise seeded
+    random data shaped by `sample_shapes` in turn (e.g. each profile's opt and min shapes),
+    or batch 1, 2, ... up to 4 on the dynamic batch dimension. The test is element-wise
+    (atol/rtol), or, with max_rel_l2, the relative L2 error of each output: the meaningful
+    test for reduced precision, where single elements may move a lot.
     """
     candidate = candidate_instance.backend
     ref_names = {s.name: s.dtype for s in reference.inputs}, {s.name: s.dtype for s in reference.outputs}
@@ -59,14 +64,19 @@ def compare(reference: Backend, candidate_instance, samples: int, atol: float, r
     rng = np.random.default_rng(20261121)
     result = Comparison(True, samples)
     limit = min(filter(None, [reference.max_batch, candidate.max_batch, 4])) if reference.max_batch else 1
+    if inputs:
+        samples = result.samples = min(samples, len(inputs)) if samples else len(inputs)
     for i in range(samples):
-        if sample_shapes:
+        if inputs:
+            sample = inputs[i]
+        elif sample_shapes:
             shapes = sample_shapes[i % len(sample_shapes)]
         else:
             shapes = _sample_shapes(reference, 1 + (i % limit) if reference.max_batch else 1)
-        inputs = {s.name: _random(rng, np.dtype(s.dtype), shapes[s.name]) for s in reference.inputs}
-        ref_out = _run(reference, None, inputs, pinning)
-        cand_out = _run(candidate, candidate_instance, inputs, pinning)
+        if not inputs:
+            sample = {s.name: _random(rng, np.dtype(s.dtype), shapes[s.name]) for s in reference.inputs}
+        ref_out = _run(reference, None, sample, pinning)
+        cand_out = _run(candidate, candidate_instance, sample, pinning)
         for name, expected in ref_out.items():
             got = cand_out[name]
             if got.shape != expected.shape:
@@ -77,7 +87,12 @@ def compare(reference: Backend, candidate_instance, samples: int, atol: float, r
             result.max_abs_error = max(result.max_abs_error, float(diff.max(initial=0.0)))
             norm = float(np.linalg.norm(expected.astype(np.float64)))
             result.max_rel_l2 = max(result.max_rel_l2, float(np.linalg.norm(diff)) / norm if norm else 0.0)
-            if not np.allclose(got, expected, atol=atol, rtol=rtol, equal_nan=False):
+            if max_rel_l2 is not None:
+                rel = float(np.linalg.norm(diff)) / norm if norm else float(np.linalg.norm(diff))
+                if not rel <= max_rel_l2:
+                    result.ok = False
+                    result.problems.append(f"output {name!r} relative L2 {rel:.3g} > {max_rel_l2:g}")
+            elif not np.allclose(got, expected, atol=atol, rtol=rtol, equal_nan=False):
                 result.ok = False
                 result.problems.append(f"output {name!r} differs beyond atol {atol} / rtol {rtol}")
     return result

@@ -73,6 +73,15 @@ def build_options(config, reference: Backend) -> BuildOptions:
                         exclude_lean_runtime=config.version_compatible)
 
 
+_TOLERANCE = {"same": 1e-3, "": 1e-3, "fp16": 1e-2, "int8": 1e-1}
+
+
+def source_fp(path: str) -> str:
+    from .engines.fingerprint import file_sha256
+
+    return file_sha256(path)[:32]
+
+
 def _profile_samples(options: BuildOptions) -> list[dict[str, tuple[int, ...]]]:
     """Each profile's opt and min shapes: the comparison covers what the engine will serve."""
     return [{r.name: getattr(r, which) for r in profile.inputs}
@@ -108,42 +117,37 @@ class EngineSwapper(threading.Thread):
     def run(self) -> None:
         model, config = self.model, self.model.config
         reference = model.backend  # ONNX Runtime; it stays open until this thread has ended
-        candidate, instances = None, []
         try:
             model.build = "building"
+            source = self.onnx_path
+            if config.precision:
+                # The reduced-precision ONNX variant first (cached like engines); an engine,
+                # if asked for, is then built from it.
+                from .precision.convert import convert
+
+                source = str(convert(source, config.precision, config.calibration or None,
+                                     config.calibration_method).path)
+                self._check()
+            if config.backend != "tensorrt":
+                return self._swap_in(reference, self._onnxruntime(source), source_fp(source),
+                                     f"onnxruntime-{config.precision}", [])
             options = build_options(config, reference)
             cap = 0
             if config.engine_builder == "tensorrt":
                 import_tensorrt(prefer="full")  # no builder here: say so before touching the GPU
                 # The daemon serves from this GPU: the build may take a quarter of what is free.
                 cap = cuda.memory_info(max(config.device, 0))[0] // 4
-            job = BuildJob(model=config.name, onnx_path=self.onnx_path, options=options,
+            job = BuildJob(model=config.name, onnx_path=source, options=options,
                            builder=config.engine_builder, device=max(config.device, 0),
                            workspace_cap_bytes=cap)
             entry, _ = build(job, log=lambda line: log.info("build %s: %s", config.name, line),
                              on_start=self._build_started)
             self._check()
-            model.build = "comparing"
-            candidate = self._load(entry.engine_path)
-            instances = make_instances(candidate, config.instances, self.registry.pinning,
-                                       self.registry.streams)
-            shapes = _profile_samples(options)
-            result = compare(reference, instances[0], config.compare_samples, config.compare_atol,
-                             config.compare_rtol, self.registry.pinning, shapes or None)
-            self._check()
-            if not result.ok:
-                model.build = f"rejected: {result.summary()}"
-                log.warning("model %s: engine %s rejected: %s", config.name, entry.fingerprint,
-                            result.summary())
-                return
-            executor = Executor(config.name, instances, config.max_queue, self.registry.completions)
             kind = "tensorrt" if config.engine_builder == "tensorrt" else "onnxruntime-optimized"
-            log.info("model %s: engine %s passed (%s); swapping", config.name, entry.fingerprint,
-                     result.summary())
-            model.build = f"passed: {result.summary()}"
-            swap = Swap(model, candidate, executor, kind, entry.fingerprint)
-            candidate, instances = None, []  # the socket loop owns them now
-            self.registry.completions.put(swap)
+            if config.precision:
+                kind += f"-{config.precision}"
+            return self._swap_in(reference, self._load(entry.engine_path), entry.fingerprint, kind,
+                                 _profile_samples(options))
         except Cancelled:
             model.build = "cancelled"
         except TensorRTUnavailable as exc:
@@ -156,11 +160,54 @@ class EngineSwapper(threading.Thread):
         except Exception as exc:  # never let a build take the daemon down
             model.build = f"failed: {type(exc).__name__}: {exc}"
             log.exception("model %s: engine build failed", config.name)
+
+    def _swap_in(self, reference, candidate, fingerprint: str, kind: str, shapes) -> None:
+        """Compare `candidate` with `reference`; hand a passing one to the socket loop.
+
+        Same precision: element-wise within compare_atol/rtol (default 1e-3), on seeded inputs.
+        Reduced precision: relative L2 per output (default 1e-2 FP16, 0.1 INT8, or the configured
+        compare_rtol), on the calibration samples when there are some: real data, not noise.
+        """
+        model, config = self.model, self.model.config
+        instances = []
+        real = None
+        if config.precision and config.calibration:
+            from .precision.samples import load_samples
+
+            real = load_samples(config.calibration, {s.name: (s.dtype, s.shape) for s in reference.inputs})
+        rel_l2 = (config.compare_rtol or _TOLERANCE[config.precision]) if config.precision else None
+        tol = config.compare_atol or _TOLERANCE["same"], config.compare_rtol or _TOLERANCE["same"]
+        try:
+            model.build = "comparing"
+            instances = make_instances(candidate, config.instances, self.registry.pinning,
+                                       self.registry.streams)
+            result = compare(reference, instances[0], config.compare_samples, tol[0], tol[1],
+                             self.registry.pinning, shapes or None, inputs=real, max_rel_l2=rel_l2)
+            self._check()
+            if not result.ok:
+                model.build = f"rejected: {result.summary()}"
+                log.warning("model %s: %s %s rejected: %s", config.name, kind, fingerprint, result.summary())
+                return
+            executor = Executor(config.name, instances, config.max_queue, self.registry.completions)
+            log.info("model %s: %s %s passed (%s); swapping", config.name, kind, fingerprint,
+                     result.summary())
+            model.build = f"passed: {result.summary()}"
+            swap = Swap(model, candidate, executor, kind, fingerprint)
+            candidate, instances = None, []  # the socket loop owns them now
+            self.registry.completions.put(swap)
         finally:
             for instance in instances:
                 instance.close()
             if candidate is not None:
                 candidate.close()
+
+    def _onnxruntime(self, path) -> Backend:
+        from .backends.onnxruntime import OnnxRuntimeBackend, providers_for
+
+        config = self.model.config
+        return OnnxRuntimeBackend(path, max_batch=self.model.backend.max_batch,
+                                  intra_op_threads=config.intra_op_threads,
+                                  providers=providers_for(config.device))
 
     def _load(self, path) -> Backend:
         config = self.model.config

@@ -114,8 +114,9 @@ class ModelRegistry:
                 f"a model named {config.name!r} is already loaded; unload it first",
             )
         # TensorRT from ONNX: ONNX Runtime serves first (engine_swap); the GPU comes later.
-        onnx_first = config.backend == "tensorrt" and (config.path.startswith(BUILTIN_PREFIX)
-                                                      or config.path.lower().endswith(".onnx"))
+        is_onnx = config.path.startswith(BUILTIN_PREFIX) or config.path.lower().endswith(".onnx")
+        onnx_first = is_onnx and (config.backend == "tensorrt" or
+                                  (config.backend == "onnxruntime" and bool(config.precision)))
         try:
             if config.device >= 0 and not onnx_first:
                 cuda.open_device(config.device)  # a clear error before the backend tries

@@ -131,3 +131,33 @@ def test_unload_or_shutdown_during_a_build_leaves_no_build_behind(tmp_path, how)
                 d.stop()
         assert wait_until(lambda: not _build_processes(), timeout=10), _build_processes()
         assert "Traceback" not in d.log(), d.log()
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_precision_variant_is_prepared_in_the_background_and_swapped_in(tmp_path, precision):
+    from pathlib import Path
+
+    from trtd.daemon.precision.datasets import shapes
+
+    model = Path(__file__).parent.parent / "bench" / "models" / "shapes_classifier.onnx"
+    calib, _ = shapes(32, seed=6)
+    np.savez(tmp_path / "calib.npz", x=calib)
+    config = (f"[models.cls]\npath = \"{model}\"\nprecision = \"{precision}\"\n"
+              f"calibration = \"{tmp_path / 'calib.npz'}\"\n")
+    with serving(tmp_path, config) as d:
+        with Client(d.endpoint) as c:
+            assert wait_until(lambda: _build_state(c, "cls").startswith(
+                ("serving", "failed", "rejected")), timeout=90)
+            assert _build_state(c, "cls").startswith("serving"), _build_state(c, "cls")
+            h = c.model("cls")
+            x, labels = shapes(16, seed=5)
+            predicted = np.concatenate([h(x[i:i + 1]) for i in range(16)]).argmax(1)
+            assert h.last_backend[0] == f"onnxruntime-{precision}" and (predicted == labels).mean() >= 0.8
+
+
+def test_int8_without_calibration_is_a_config_error(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[models.cls]\npath = \"builtin:demo\"\nprecision = \"int8\"\n")
+    out = subprocess.run([__import__("sys").executable, "-m", "trtd.daemon", "serve", "--config", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "needs calibration" in out.stderr
