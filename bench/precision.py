@@ -95,6 +95,45 @@ def run() -> dict:
     return results
 
 
+def run_gpu(device: str) -> dict:
+    """FP16 where ONNX Runtime's CPU provider has no FP16 kernels: torch on the GPU, FP32 vs .half()."""
+    import torch
+
+    from trtd.daemon.precision.datasets import shapes, spheres
+    from trtd.daemon.precision.metrics import mask_metrics, top1_agreement, value_metrics
+
+    def timed(fn, n=50):
+        for _ in range(10):
+            fn()
+        torch.cuda.synchronize()
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter_ns()
+            fn()
+            torch.cuda.synchronize()
+            samples.append((time.perf_counter_ns() - t) / 1000)
+        return float(np.percentile(samples, 50))
+
+    out = {}
+    for name, data in (("shapes_classifier", shapes(512, seed=5)[0]), ("spheres_segmenter", spheres(6, seed=7)[0])):
+        module = torch.jit.load(str(MODELS / f"{name}.pt"), map_location=device).eval()
+        x = torch.from_numpy(data).to(device)
+        with torch.inference_mode():
+            ref = torch.cat([module(x[i:i + 1]) for i in range(len(x))]).float().cpu().numpy()
+            half = module.half()
+            got = torch.cat([half(x[i:i + 1].half()) for i in range(len(x))]).float().cpu().numpy()
+            row = value_metrics(got, ref)
+            if name == "shapes_classifier":
+                row["top1_vs_fp32"] = top1_agreement(got, ref)
+            else:
+                row.update({f"{k}_vs_fp32": v for k, v in mask_metrics(got, ref, 0.5, None).items()})
+            row["latency_fp16_b1_p50_us"] = timed(lambda: half(x[:1].half()))
+            fp32 = torch.jit.load(str(MODELS / f"{name}.pt"), map_location=device).eval()
+            row["latency_fp32_b1_p50_us"] = timed(lambda: fp32(x[:1]))
+        out[name] = row
+    return out
+
+
 def render(results: dict, meta: dict) -> str:
     lines = ["# FP32 / FP16 / INT8 on ONNX Runtime CPU (trained demonstration models)", "",
              f"{meta['date']} on {meta['machine']}; onnxruntime {meta['onnxruntime']}, numpy {meta['numpy']}, "
@@ -125,13 +164,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trtd.bench.precision")
     parser.add_argument("--markdown")
     parser.add_argument("--json")
+    parser.add_argument("--gpu", metavar="DEVICE", help="instead: FP16 vs FP32 with torch on this device, e.g. cuda:0")
     args = parser.parse_args(argv)
     meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": f"{platform.node()} ({platform.platform()}, {__import__('os').cpu_count()} logical cores)",
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "python": platform.python_version(),
             "command": shlex.join([sys.executable, "-m", "trtd.bench.precision", *(argv or sys.argv[1:])])}
-    results = run()
-    text = render(results, meta)
+    if args.gpu:
+        import torch
+
+        meta["torch"] = torch.__version__
+        meta["gpu"] = torch.cuda.get_device_name(torch.device(args.gpu))
+        results = run_gpu(args.gpu)
+        text = (f"# FP16 vs FP32 on the GPU with torch (trained demonstration models)\n\n{meta['date']} on "
+                f"{meta['gpu']}, torch {meta['torch']}.\n\nCommand: `{meta['command']}`\n\n```json\n"
+                f"{json.dumps(results, indent=2)}\n```\n")
+    else:
+        results = run()
+        text = render(results, meta)
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text)
