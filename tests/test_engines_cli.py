@@ -180,3 +180,19 @@ def test_missing_plugin_library_is_a_clear_error(tmp_path):
     out = _trtd("build", str(builtin_model_path("demo")), "--builder", "onnxruntime", "--plugin",
                 str(tmp_path / "libmissing.so"), cache=tmp_path)
     assert out.returncode == 1 and "plugin library" in out.stderr and "does not exist" in out.stderr
+
+
+def test_tensorrt_messages_are_kept_for_error_messages():
+    from trtd.daemon.engines.trt import TensorRTUnavailable, capturing_logger, import_tensorrt
+
+    try:
+        trt = import_tensorrt().module
+    except TensorRTUnavailable as exc:
+        pytest.skip(str(exc))
+    seen = []
+    logger = capturing_logger(trt, seen.append)
+    logger.log(trt.ILogger.Severity.INFO, "chatter")
+    logger.log(trt.ILogger.Severity.WARNING, "careful")
+    logger.log(trt.ILogger.Severity.ERROR, "broken")
+    assert logger.messages == ["careful", "broken"] and logger.errors == ["broken"]
+    assert seen == ["TensorRT: careful", "TensorRT: broken"]

@@ -21,24 +21,8 @@ import numpy as np
 from trtd.protocol import TensorSpec
 
 from .. import cuda
-from ..engines.trt import TensorRTUnavailable, import_tensorrt
+from ..engines.trt import TensorRTUnavailable, capturing_logger, import_tensorrt
 from .base import Backend, BackendError, OutputTooLarge, TensorBinding
-
-
-def _capturing_logger(trt):
-    class Logger(trt.ILogger):
-        """Keeps what TensorRT says, so a failure can quote it."""
-
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.messages: list[str] = []
-
-        def log(self, severity, msg):
-            if int(severity) <= int(trt.ILogger.Severity.WARNING):
-                self.messages.append(str(msg))
-                del self.messages[:-20]
-
-    return Logger()
 
 
 class TensorRTBackend(Backend):
@@ -55,7 +39,7 @@ class TensorRTBackend(Backend):
         trt = self._trt.module
         self.device = device
         cuda.use_device(device)
-        self._logger = _capturing_logger(trt)
+        self._logger = capturing_logger(trt)
         self._runtime = trt.Runtime(self._logger)
         # Version-compatible engines that embed the lean runtime execute host code
         # from the engine file: allowed only when the operator trusts the file.

@@ -46,10 +46,10 @@ def _parser_errors(parser) -> str:
 
 def build_tensorrt(onnx_path: str, options: BuildOptions, timing_cache: str | None,
                    log: Callable[[str], None]) -> bytes:
-    from .trt import import_tensorrt
+    from .trt import capturing_logger, import_tensorrt
 
     trt = import_tensorrt(prefer="full").module
-    logger = _capturing_logger(trt, log)
+    logger = capturing_logger(trt, log)
     trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
     for plugin in options.plugins:
@@ -93,23 +93,6 @@ def build_tensorrt(onnx_path: str, options: BuildOptions, timing_cache: str | No
         except OSError as exc:
             log(f"timing cache not saved ({exc})")
     return bytes(serialized)
-
-
-def _capturing_logger(trt, log: Callable[[str], None]):
-    class Logger(trt.ILogger):
-        """Passes TensorRT's messages on and keeps the errors for the BuildError."""
-
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity, msg):
-            if int(severity) <= int(trt.ILogger.Severity.ERROR):
-                self.errors.append(str(msg))
-            if int(severity) <= int(trt.ILogger.Severity.WARNING):
-                log(f"TensorRT: {msg}")
-
-    return Logger()
 
 
 def inspect_engine(engine_bytes: bytes) -> str:

@@ -100,3 +100,27 @@ def missing_runtime_api(module: ModuleType) -> list[str]:
             continue
         missing += [f"{cls_name}.{m}" for m in members if not hasattr(cls, m)]
     return missing
+
+
+def capturing_logger(trt, forward=None):
+    """A TensorRT logger that keeps what TensorRT says (for error messages), optionally passing it on.
+
+    `messages`: the last warnings and errors; `errors`: the last errors.
+    """
+
+    class Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.messages: list[str] = []
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):
+            level = int(severity)
+            if level <= int(trt.ILogger.Severity.WARNING):
+                self.messages = (self.messages + [str(msg)])[-20:]
+                if forward is not None:
+                    forward(f"TensorRT: {msg}")
+            if level <= int(trt.ILogger.Severity.ERROR):
+                self.errors = (self.errors + [str(msg)])[-20:]
+
+    return Logger()
