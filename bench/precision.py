@@ -53,45 +53,51 @@ def _variants(onnx_path: Path, calib: np.ndarray, tmp: Path) -> dict[str, Path]:
     }
 
 
-def run() -> dict:
+def _compare_variants(model: str, calib: np.ndarray, data: np.ndarray, tmp: Path, extra_row,
+                      batched: bool, n: int) -> dict:
+    """Every variant of `model` on `data`, against the FP32 output: shared metrics plus extra_row's."""
     import onnxruntime as ort
 
+    from trtd.daemon.precision.metrics import value_metrics
+
+    rows, ref = {}, None
+    for name, path in _variants(MODELS / f"{model}.onnx", calib, tmp).items():
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        out = (s.run(None, {"x": data})[0] if batched else
+               np.concatenate([s.run(None, {"x": data[i:i + 1]})[0] for i in range(len(data))]))
+        ref = out if ref is None else ref
+        row = value_metrics(out, ref)
+        row.update(extra_row(out, ref))
+        row["latency_b1_p50_us"] = _latency_us(s, {"x": data[:1]}, n=n)
+        rows[name] = row
+    return rows
+
+
+def run() -> dict:
     from trtd.daemon.precision.datasets import shapes, spheres
-    from trtd.daemon.precision.metrics import dice, mask_metrics, top1_agreement, value_metrics
+    from trtd.daemon.precision.metrics import dice, mask_metrics, top1_agreement
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # Classifier: 512 held-out images; calibration on 64 others.
         x, labels = shapes(512, seed=5)
-        calib, _ = shapes(64, seed=6)
-        rows = {}
-        ref = None
-        for name, path in _variants(MODELS / "shapes_classifier.onnx", calib, tmp).items():
-            s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            out = s.run(None, {"x": x})[0]
-            ref = out if ref is None else ref
-            row = value_metrics(out, ref)
-            row["top1_vs_fp32"] = top1_agreement(out, ref)
-            row["accuracy"] = float((out.argmax(1) == labels).mean())
-            row["latency_b1_p50_us"] = _latency_us(s, {"x": x[:1]})
-            rows[name] = row
-        results["shapes_classifier"] = rows
+
+        def classifier_row(out, ref):
+            return {"top1_vs_fp32": top1_agreement(out, ref), "accuracy": float((out.argmax(1) == labels).mean())}
+
+        results["shapes_classifier"] = _compare_variants(
+            "shapes_classifier", shapes(64, seed=6)[0], x, tmp, classifier_row, batched=True, n=50)
         # Segmenter: 6 held-out volumes; calibration on 8 others.
         v, masks = spheres(6, seed=7)
-        calib, _ = spheres(8, seed=8)
-        rows = {}
-        ref = None
-        for name, path in _variants(MODELS / "spheres_segmenter.onnx", calib, tmp).items():
-            s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            out = np.concatenate([s.run(None, {"x": v[i:i + 1]})[0] for i in range(len(v))])
-            ref = out if ref is None else ref
-            row = value_metrics(out, ref)
-            row.update({f"{k}_vs_fp32": val for k, val in mask_metrics(out, ref, 0.5, None).items()})
+
+        def segmenter_row(out, ref):
+            row = {f"{k}_vs_fp32": val for k, val in mask_metrics(out, ref, 0.5, None).items()}
             row["dice_vs_truth"] = float(np.mean([dice(o[0] > 0.5, m[0] > 0.5) for o, m in zip(out, masks)]))
-            row["latency_b1_p50_us"] = _latency_us(s, {"x": v[:1]}, n=20)
-            rows[name] = row
-        results["spheres_segmenter"] = rows
+            return row
+
+        results["spheres_segmenter"] = _compare_variants(
+            "spheres_segmenter", spheres(8, seed=8)[0], v, tmp, segmenter_row, batched=False, n=20)
     return results
 
 

@@ -46,6 +46,18 @@ def _segmenter(torch):
     return Segmenter()
 
 
+def _fit(torch, model, lr: float, steps: int, batch: int, inputs, targets, loss_fn):
+    """Adam on random mini-batches; returns the last loss."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        idx = torch.randint(0, len(inputs), (batch,))
+        loss = loss_fn(model(inputs[idx]), targets[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss
+
+
 def train(out: Path) -> dict:
     import torch
 
@@ -61,14 +73,8 @@ def train(out: Path) -> dict:
     t = time.time()
     x, y = shapes(4096, seed=1)
     model = _classifier(torch)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for step in range(1500):
-        idx = torch.randint(0, len(xt), (64,))
-        loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    loss = _fit(torch, model, 3e-3, 1500, 64, torch.from_numpy(x), torch.from_numpy(y),
+                lambda out, target: torch.nn.functional.cross_entropy(out, target))
     model.eval()
     xv, yv = shapes(512, seed=2)
     with torch.no_grad():
@@ -81,18 +87,14 @@ def train(out: Path) -> dict:
     t = time.time()
     x, m = spheres(96, seed=3)
     model = _segmenter(torch)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    xt, mt = torch.from_numpy(x), torch.from_numpy(m)
-    for step in range(150):
-        idx = torch.randint(0, len(xt), (4,))
-        p = model(xt[idx])
+
+    def segmentation_loss(p, target):
         # Spheres fill a few percent of a volume: BCE alone learns "all background";
         # the soft Dice term rewards finding them.
-        soft_dice = 1 - (2 * (p * mt[idx]).sum() + 1) / (p.sum() + mt[idx].sum() + 1)
-        loss = torch.nn.functional.binary_cross_entropy(p, mt[idx]) + soft_dice
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        soft_dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+        return torch.nn.functional.binary_cross_entropy(p, target) + soft_dice
+
+    loss = _fit(torch, model, 1e-2, 150, 4, torch.from_numpy(x), torch.from_numpy(m), segmentation_loss)
     model.eval()
     xv, mv = spheres(8, seed=4)
     with torch.no_grad():
