@@ -239,7 +239,7 @@ def test_trained_segmenter_fp16_and_int8_masks(tmp_path):
 
 
 def test_export_reproduces_the_committed_onnx(tmp_path):
-    pytest.importorskip("torch", reason="trtd export needs torch (not installed in CI)")
+    pytest.importorskip("torch", reason="trtd export needs torch")
     import onnxruntime as ort
 
     from trtd.daemon.precision.datasets import shapes
@@ -260,3 +260,33 @@ def test_export_reproduces_the_committed_onnx(tmp_path):
         export_torchscript(MODELS / "shapes_classifier.pt", ["x:1,3,32,32"], tmp_path / "w.onnx")
     with pytest.raises(ExportError, match="give every input"):
         export_torchscript(MODELS / "shapes_classifier.pt", [], tmp_path / "n.onnx")
+
+
+def test_cli_pipeline_on_the_trained_classifier(tmp_path):
+    """The whole user path with the console script: TorchScript -> ONNX -> INT8 -> gate against the .pt."""
+    pytest.importorskip("torch", reason="trtd export needs torch")
+    from trtd.daemon.precision.datasets import shapes
+
+    calib, _ = shapes(64, seed=6)
+    test_x, _ = shapes(64, seed=5)
+    np.savez(tmp_path / "calib.npz", x=calib)
+    np.savez(tmp_path / "test.npz", x=test_x)
+    fp32, int8 = tmp_path / "classifier.onnx", tmp_path / "classifier.int8.onnx"
+    exported = _trtd("export", str(MODELS / "shapes_classifier.pt"), "--input", "x:-1,1,32,32",
+                     "--dynamic-batch", "-o", str(fp32), tmp_path=tmp_path)
+    assert exported.returncode == 0 and fp32.is_file(), exported.stdout + exported.stderr
+    converted = _trtd("convert", str(fp32), "--precision", "int8", "--calibration", str(tmp_path / "calib.npz"),
+                      "-o", str(int8), tmp_path=tmp_path)
+    assert converted.returncode == 0 and int8.is_file(), converted.stdout + converted.stderr
+    report_path = tmp_path / "report.json"
+    # Against the TorchScript model itself, so an export error could not hide behind the ONNX reference.
+    gate = _trtd("validate", str(int8), "--reference", str(MODELS / "shapes_classifier.pt"),
+                 "--input", "x:-1,1,32,32", "--data", str(tmp_path / "test.npz"),
+                 "--min-top1", "0.95", "--min-cosine", "0.999", "--json", str(report_path), tmp_path=tmp_path)
+    assert gate.returncode == 0 and "PASS" in gate.stdout, gate.stdout + gate.stderr
+    report = json.loads(report_path.read_text())
+    assert report["outputs"]["output"]["top1"] >= 0.95
+    strict = _trtd("validate", str(int8), "--reference", str(MODELS / "shapes_classifier.pt"),
+                   "--input", "x:-1,1,32,32", "--data", str(tmp_path / "test.npz"), "--max-abs", "1e-7",
+                   tmp_path=tmp_path)
+    assert strict.returncode == 1 and "FAIL" in strict.stdout, strict.stdout + strict.stderr
