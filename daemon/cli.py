@@ -114,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check this machine: driver, CUDA, TensorRT, ONNX Runtime, /dev/shm")
     doctor.set_defaults(func=lambda args: __import__("trtd.daemon.doctor", fromlist=["main"]).main())
 
-    # Parsed by trtd.bench.latency (see main()); listed here for --help.
-    sub.add_parser("bench", help="latency benchmark: floor vs in-process vs daemon (trtd bench --help)")
+    # Parsed by trtd.bench.harness (see main()); listed here for --help.
+    sub.add_parser("bench", help="benchmark: floor, in-process, daemon and peers such as Triton, "
+                                 "with concurrency sweeps and plots (trtd bench --help)")
     return parser
 
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         # Everything after `bench` belongs to the benchmark's own parser
         # (argparse's REMAINDER would reject leading options).
-        from trtd.bench.latency import main as bench_main
+        from trtd.bench.harness import main as bench_main
 
         rest = argv[1:]
         return bench_main(rest[1:] if rest[:1] == ["--"] else rest)

@@ -1,0 +1,7 @@
+"""python -m trtd.bench == trtd bench."""
+
+import sys
+
+from .harness import main
+
+sys.exit(main())

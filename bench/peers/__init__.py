@@ -1,0 +1,1 @@
+"""Peer servers the benchmark compares trtd with (today: NVIDIA Triton through PyTriton)."""
