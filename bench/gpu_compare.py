@@ -196,6 +196,9 @@ def main(args, argv: list[str]) -> int:
     out = Path(args.out) if args.out else None
     json_path = Path(args.json) if args.json else (out / "gpu-compare.json" if out else None)
     md_path = Path(args.markdown) if args.markdown else (out / "gpu-compare.md" if out else None)
+    for path in (json_path, md_path):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
     daemon_argv = ["--device", args.device, "--iterations", str(iterations)]
     if json_path:
         daemon_argv += ["--json", str(json_path.with_name(json_path.stem + "-daemon.json"))]
@@ -204,12 +207,10 @@ def main(args, argv: list[str]) -> int:
     code = gpu.main(daemon_argv)
     command = shlex.join(["trtd", "bench", *argv])
     if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"command": command, "device": torch.cuda.get_device_name(index),
                                          "torch": torch.__version__,
                                          "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     if md_path:
-        md_path.parent.mkdir(parents=True, exist_ok=True)
         md_path.write_text(f"# trtd bench --device {args.device}: backends\n\n{time.strftime('%Y-%m-%d')} on "
                            f"{torch.cuda.get_device_name(index)}, torch {torch.__version__}.\n\n"
                            f"Command: `{command}`\n\n{table}\n\nThe daemon comparison is in "
