@@ -25,6 +25,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+from .access import AccessError, AccessPolicy
+
 BUILTIN_PREFIX = "builtin:"
 GiB = 1024**3
 MAX_BATCH_LIMIT = 1 << 20  # keeps every size computed from it far inside int64
@@ -96,6 +98,12 @@ class DaemonConfig:
     max_clients: int = 1024
     max_regions: int = 4096
     log_level: str = "INFO"
+    # POSIX group whose members may use the daemon: socket and regions 0660, its folder
+    # 0750, all with this group. "" = the daemon's user only.
+    group: str = ""
+    # POSIX group that may also read the admin token (shutdown, load, unload): "" = the
+    # daemon's user (and root) only. Members of `group` can use models but not change them.
+    admin_group: str = ""
 
 
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
@@ -194,6 +202,10 @@ def validate(config: DaemonConfig) -> None:
         validate_model(m)
     if config.reclaim_interval_s <= 0:
         raise ConfigError("reclaim_interval_s must be > 0")
+    try:
+        AccessPolicy.from_names(config.group, config.admin_group)
+    except AccessError as exc:
+        raise ConfigError(str(exc)) from None
     if min(config.max_region_bytes, config.max_regions_per_client, config.max_clients,
            config.max_regions) <= 0:
         raise ConfigError("max_region_bytes, max_regions_per_client, max_clients and max_regions "

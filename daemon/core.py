@@ -44,7 +44,8 @@ class Call:
 
 
 class DaemonCore:
-    def __init__(self, config: DaemonConfig, endpoint: str, daemon_id: str, region_prefix: str):
+    def __init__(self, config: DaemonConfig, endpoint: str, daemon_id: str, region_prefix: str,
+                 share_region=None):
         self.config = config
         self.endpoint = endpoint
         self.daemon_id = daemon_id
@@ -57,7 +58,8 @@ class DaemonCore:
             region_prefix,
             RegionLimits(config.max_region_bytes, config.max_regions_per_client,
                          config.max_bytes_per_client, config.max_regions),
-            before_destroy=lambda region: self.pinning.unpin(region.address))
+            before_destroy=lambda region: self.pinning.unpin(region.address),
+            on_create=share_region)
         self.models = ModelRegistry(self.completions, self.pinning)
         self._process = psutil.Process()
         self._handlers = {
@@ -151,13 +153,17 @@ class DaemonCore:
 
     def _infer(self, req: m.Infer, call: Call):
         self.clients.get(req.client_id, call.identity)
+        if req.deadline_ms < 0:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE,
+                                f"deadline_ms must be >= 0 (0: no deadline), got {req.deadline_ms}")
         model = self.models.get_ready(req.model)
         region = self.regions.checkout(req.client_id, req.region, req.token)
         try:
             inputs, outputs = bind_request(req, model, region)
+            deadline_ns = call.received_ns + req.deadline_ms * 1_000_000 if req.deadline_ms else 0
             done = model.executor.submit(Job(call.identity, call.request_id, model, region, inputs,
                                              outputs, call.received_ns, serving=model.serving,
-                                             engine=model.engine))
+                                             engine=model.engine, deadline_ns=deadline_ns))
         except ProtocolError:
             self.regions.checkin(region)
             model.stats.errors += 1

@@ -72,7 +72,7 @@ def _shm_free_bytes() -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def _create_segment(name: str, nbytes: int) -> shared_memory.SharedMemory:
+def _create_segment(name: str, nbytes: int, on_create=None) -> shared_memory.SharedMemory:
     try:
         shm = shared_memory.SharedMemory(name=name, create=True, size=nbytes)
     except FileExistsError:
@@ -98,6 +98,13 @@ def _create_segment(name: str, nbytes: int) -> shared_memory.SharedMemory:
                 f"free shared memory or enlarge /dev/shm (mount -o remount,size=...)",
                 {"requested": nbytes},
             ) from None
+    if on_create is not None and shm._fd >= 0:
+        try:
+            on_create(shm._fd)
+        except OSError as exc:
+            shm.close()
+            shm.unlink()
+            raise ProtocolError(ErrorCode.INTERNAL, f"could not set the region's permissions: {exc}")
     if shm._fd >= 0:
         # The mapping keeps its own descriptor; one per region is enough.
         os.close(shm._fd)
@@ -115,9 +122,11 @@ def _segment_size(region: Region) -> int:
 
 
 class RegionRegistry:
-    def __init__(self, name_prefix: str, limits: RegionLimits, before_destroy=None):
+    def __init__(self, name_prefix: str, limits: RegionLimits, before_destroy=None, on_create=None):
         # Called with each region before its memory goes (e.g. to unregister it from CUDA).
         self._before_destroy = before_destroy
+        # Called with each new segment's descriptor (e.g. to open it to the daemon's group).
+        self._on_create = on_create
         self._prefix = name_prefix
         self._limits = limits
         self._seq = 0
@@ -183,7 +192,7 @@ class RegionRegistry:
             self._seq += 1
             name = f"{self._prefix}{self._seq:x}"
             try:
-                shm = _create_segment(name, nbytes)
+                shm = _create_segment(name, nbytes, self._on_create)
             except FileExistsError:
                 log.warning("region name %s is taken by a file we did not create; skipping it", name)
         view = np.frombuffer(shm.buf, dtype=np.uint8, count=nbytes)

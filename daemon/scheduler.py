@@ -41,6 +41,7 @@ class Job:
     executor: Any = None  # the executor it was submitted to (a swap may replace the model's)
     serving: str = ""     # backend and engine at submission: what the reply names
     engine: str = ""
+    deadline_ns: int = 0  # perf_counter_ns after which it must not start; 0: none
 
 
 @dataclass(slots=True)
@@ -53,6 +54,16 @@ class Done:
 
 def run_job(instance, job: Job) -> Done:
     job.started_ns = time.perf_counter_ns()
+    if job.deadline_ns and job.started_ns > job.deadline_ns:
+        # Its client has given up or will: running it would only delay the requests behind it.
+        waited_ms = (job.started_ns - job.received_ns) / 1e6
+        allowed_ms = (job.deadline_ns - job.received_ns) / 1e6
+        return Done(job, error=ProtocolError(
+            ErrorCode.DEADLINE_EXCEEDED,
+            f"request to model {job.model.name!r} waited {waited_ms:.1f} ms, past its deadline of "
+            f"{allowed_ms:.0f} ms; it did not run (the model is busy: retry later, raise "
+            f"deadline_ms, or ask for more instances)",
+            {"waited_ms": round(waited_ms, 3), "deadline_ms": round(allowed_ms)}))
     try:
         shapes, timing = instance.run(job.region, job.inputs, job.outputs)
         return Done(job, shapes, timing)

@@ -17,10 +17,11 @@ import time
 
 import zmq
 
-from trtd.protocol import (MAX_REQUEST_BYTES, ErrorCode, ProtocolError, decode_request,
+from trtd.protocol import (MAX_REQUEST_BYTES, ErrorCode, ProtocolError, decode_envelope,
                            encode_error, encode_reply, resolve_endpoint)
 from trtd.protocol.endpoint import ipc_path, runtime_dir
 
+from .access import AccessPolicy, Gate
 from .config import DaemonConfig
 from .core import PENDING, Call, DaemonCore
 from .instance import InstanceLock
@@ -37,6 +38,8 @@ class Server:
         self._lock = InstanceLock(runtime_dir(), resolve_endpoint(config.endpoint))
         self.endpoint = self._lock.endpoint
         self._socket_inode: int | None = None
+        self._access = AccessPolicy.from_names(config.group, config.admin_group)
+        self.gate = Gate(self.endpoint, self._access)
         self.core: DaemonCore | None = None
         self._ctx: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
@@ -48,8 +51,11 @@ class Server:
         raise_fd_limit()
         self._lock.acquire()
         self._lock.remove_predecessor_regions()
+        self._access.share_directory(self._lock.path.parent)
         self.core = DaemonCore(self.config, self.endpoint, daemon_id=secrets.token_hex(8),
-                               region_prefix=self._lock.region_prefix)
+                               region_prefix=self._lock.region_prefix, share_region=self._access.share_fd)
+        # Before binding: a client that can connect can always find the tokens.
+        self.gate.write_tokens()
         self._bind()
         self.core.load_configured_models()
         log.info("trtd serving on %s (pid %d)", self.endpoint, os.getpid())
@@ -73,6 +79,7 @@ class Server:
             finally:
                 os.umask(old_umask)
             self._socket_inode = path.stat().st_ino
+            self._access.share_socket(path)
         else:
             sock.bind(self.endpoint)
         self._socket = sock
@@ -98,6 +105,7 @@ class Server:
                 pass
         if self._ctx is not None:
             self._ctx.term()
+        self.gate.remove_tokens()
         self._lock.release()
         log.info("trtd stopped")
 
@@ -145,7 +153,9 @@ class Server:
         identity, payload = frames
         request_id = 0
         try:
-            request_id, request = decode_request(payload)
+            envelope = decode_envelope(payload)
+            request_id, request = envelope.request_id, envelope.request
+            self.gate.check(request, envelope.auth)
             result = self.core.handle(request, Call(identity, request_id, received))
             if result is PENDING:
                 return  # a worker instance answers it through the completion queue

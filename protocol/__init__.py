@@ -3,8 +3,8 @@
 SPEC.md beside this file is the normative, language-neutral description.
 """
 
-from .codec import (MAX_REPLY_BYTES, MAX_REQUEST_BYTES, Reply, decode_reply, decode_request,
-                    encode_error, encode_reply, encode_request)
+from .codec import (MAX_REPLY_BYTES, MAX_REQUEST_BYTES, Envelope, Reply, decode_envelope, decode_reply,
+                    decode_request, encode_error, encode_reply, encode_request)
 from .dtypes import WIRE_DTYPES, from_numpy, is_wire_dtype, itemsize, to_numpy
 from .endpoint import ENDPOINT_ENV, default_endpoint, resolve_endpoint
 from .errors import ErrorCode, ProtocolError

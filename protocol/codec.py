@@ -56,14 +56,32 @@ def _unpackb(data: bytes, limits: dict, what: str) -> Any:
 # -- requests --------------------------------------------------------------------------------------
 
 
-def encode_request(request: Request, request_id: int) -> bytes:
+def encode_request(request: Request, request_id: int, auth: str = "") -> bytes:
+    """auth: the admin token (privileged ops) or the connection token (TCP endpoints), if any."""
     body = {"v": PROTOCOL_VERSION, "op": request.OP, "id": request_id}
+    if auth:
+        body["auth"] = auth
     body.update(to_wire(request))
     return _packb(body)
 
 
+@dataclass(slots=True)
+class Envelope:
+    """A decoded request with the envelope fields the daemon acts on besides the op."""
+
+    request_id: int
+    request: Request
+    auth: str = ""  # the token the sender presents; "" when absent
+
+
 def decode_request(data: bytes) -> tuple[int, Request]:
     """Decode and type-check a request. Raises ProtocolError carrying the request id when known."""
+    envelope = decode_envelope(data)
+    return envelope.request_id, envelope.request
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """decode_request() plus the envelope's "auth" token."""
     if len(data) > MAX_REQUEST_BYTES:
         raise ProtocolError(
             ErrorCode.BAD_MESSAGE,
@@ -92,8 +110,12 @@ def decode_request(data: bytes) -> tuple[int, Request]:
             f"unknown op {op!r}; known ops: {', '.join(REQUEST_TYPES)}",
             request_id=request_id,
         )
+    auth = obj.get("auth", "")
+    if type(auth) is not str:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "field 'auth' must be a string",
+                            request_id=request_id)
     try:
-        return request_id, struct_decoder(cls)(obj, "")
+        return Envelope(request_id, struct_decoder(cls)(obj, ""), auth)
     except ProtocolError as exc:
         exc.request_id = request_id
         raise

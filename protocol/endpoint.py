@@ -8,6 +8,7 @@ TRTD_ENDPOINT overrides both, on either side.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -45,3 +46,23 @@ def resolve_endpoint(explicit: str | None = None) -> str:
 def ipc_path(endpoint: str) -> Path | None:
     """The socket file of an ipc:// endpoint, None for other transports."""
     return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None
+
+
+# The daemon writes two secrets next to its endpoint; clients that may read them send them in the
+# request envelope's "auth" (SPEC 10.5): the admin token (privileged ops) and, on TCP endpoints,
+# where file permissions cannot guard the socket, the connection token.
+ADMIN_TOKEN = "admin"
+CONNECTION_TOKEN = "connection"
+
+
+def token_path(endpoint: str, kind: str) -> Path:
+    """Where the daemon serving `endpoint` keeps its `kind` token (ADMIN_TOKEN or CONNECTION_TOKEN).
+
+    ipc://: beside the socket, in the socket's private directory. Other transports:
+    in the runtime directory, named after a hash of the endpoint.
+    """
+    path = ipc_path(endpoint)
+    if path is not None:
+        return Path(os.path.normpath(os.path.abspath(path)) + f".{kind}-token")
+    digest = hashlib.sha256(endpoint.encode()).hexdigest()[:8]
+    return runtime_dir() / f"trtd_{digest}.{kind}-token"

@@ -13,6 +13,7 @@ class ErrorCode(str, Enum):
     # Who is asking
     UNKNOWN_CLIENT = "UNKNOWN_CLIENT"      # no hello yet, reclaimed, or the daemon restarted
     FORBIDDEN = "FORBIDDEN"                # a region of another client, a wrong lease token
+    UNAUTHORIZED = "UNAUTHORIZED"          # no/wrong admin token (privileged op) or connection token (TCP)
     # Regions
     REGION_NOT_FOUND = "REGION_NOT_FOUND"  # never leased here, or already released/reclaimed
     REGION_TOO_LARGE = "REGION_TOO_LARGE"  # above the daemon's max_region_bytes
@@ -27,6 +28,7 @@ class ErrorCode(str, Enum):
     OUTPUT_TOO_LARGE = "OUTPUT_TOO_LARGE"  # the output area given is smaller than the result
     # Execution
     OVERLOADED = "OVERLOADED"              # the model's queue is full: retry later
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"  # the request's deadline_ms passed before it started
     BACKEND_ERROR = "BACKEND_ERROR"        # the backend raised; the model stays loaded
     LOAD_FAILED = "LOAD_FAILED"
     INTERNAL = "INTERNAL"                  # a bug in the daemon; it keeps serving

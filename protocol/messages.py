@@ -116,10 +116,16 @@ class ErrorInfo:
 
 
 class Request:
-    """Base of all request payloads; OP is the wire name, REPLY the result type."""
+    """Base of all request payloads; OP is the wire name, REPLY the result type.
+
+    PRIVILEGED ops change what the daemon serves for everyone (stop it, load or
+    unload models): the daemon refuses them unless the envelope's "auth" is the
+    daemon's admin token (SPEC 5.1, 10.5). This flag is the only gate.
+    """
 
     OP: ClassVar[str]
     REPLY: ClassVar[type]
+    PRIVILEGED: ClassVar[bool] = False
     __slots__ = ()
 
 
@@ -205,6 +211,9 @@ class Infer(Request):
     token: str
     inputs: list[InputRef]
     outputs: list[OutputRef]
+    # > 0: a request that has not started within this many milliseconds of the daemon
+    # reading it fails with DEADLINE_EXCEEDED instead of running (its answer would be late).
+    deadline_ms: int = 0
 
 
 @_wire
@@ -270,6 +279,7 @@ class LoadReply:
 class Load(Request):
     OP = "load"
     REPLY = LoadReply
+    PRIVILEGED = True
     name: str
     path: str
     backend: str = "onnxruntime"
@@ -288,6 +298,7 @@ class UnloadReply:
 class Unload(Request):
     OP = "unload"
     REPLY = UnloadReply
+    PRIVILEGED = True
     name: str
 
 
@@ -300,6 +311,7 @@ class ShutdownReply:
 class Shutdown(Request):
     OP = "shutdown"
     REPLY = ShutdownReply
+    PRIVILEGED = True
 
 
 REQUEST_TYPES: dict[str, type] = {

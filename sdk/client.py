@@ -27,7 +27,9 @@ import psutil
 from trtd.protocol import (WIRE_DTYPES, ErrorCode, InputRef, ModelInfo, OutputRef, align_up,
                            from_numpy, messages as m, plan_slots, resolve_endpoint)
 
-from .errors import DaemonRestarted, InvalidInput, ModelNotReady, RegionError, TrtdError
+from trtd.protocol.endpoint import ADMIN_TOKEN, CONNECTION_TOKEN, ipc_path, token_path
+
+from .errors import AccessDenied, DaemonRestarted, DeadlineExceeded, InvalidInput, ModelNotReady, RegionError, TrtdError
 from .shm import AttachedRegion
 from .transport import Connection
 
@@ -41,13 +43,21 @@ _DTYPES = {name: np.dtype(name) for name in WIRE_DTYPES}
 
 class Client:
     def __init__(self, endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
-                 connect_timeout: float = 5.0, name: str = "", spin_us: int = 0):
+                 connect_timeout: float = 5.0, name: str = "", spin_us: int = 0,
+                 admin_token: str | None = None):
         """spin_us: busy-wait up to this long for each reply before sleeping (costs a CPU core
-        while waiting; saves the wake-up of a sleeping thread, see trtd.bench.wakeup)."""
+        while waiting; saves the wake-up of a sleeping thread, see trtd.bench.wakeup).
+        admin_token: for load/unload/shutdown; by default read from the daemon's admin token
+        file when this user may read it."""
         self.endpoint = resolve_endpoint(endpoint)
         self.timeout = timeout
         self._name = name
-        self._conn = Connection(self.endpoint, connect_timeout, spin_us)
+        self._admin_token = admin_token
+        self._admin_problem = ""
+        # ipc sockets are guarded by their file mode; a TCP daemon wants its connection token.
+        connection = "" if ipc_path(self.endpoint) is not None else \
+            read_token(token_path(self.endpoint, CONNECTION_TOKEN))[0]
+        self._conn = Connection(self.endpoint, connect_timeout, spin_us, auth=connection)
         self._handles: dict[str, ModelHandle] = {}
         self._handles_lock = threading.Lock()
         self._heartbeat_stop = threading.Event()
@@ -81,6 +91,13 @@ class Client:
                                                name="trtd-heartbeat", daemon=True)
             self._heartbeat.start()
 
+    def _admin_auth(self) -> str:
+        self._admin_problem = ""
+        if self._admin_token is not None:
+            return self._admin_token
+        token, self._admin_problem = read_token(token_path(self.endpoint, ADMIN_TOKEN))
+        return token
+
     def _beat(self, interval: float) -> None:
         # Only clients whose pid the daemon cannot watch (another PID namespace) need this.
         while not self._heartbeat_stop.wait(interval):
@@ -92,7 +109,13 @@ class Client:
     def _call(self, request: m.Request, timeout: float | None = None):
         generation = self.generation
         try:
-            return self._conn.call(request, self.timeout if timeout is None else timeout)
+            return self._conn.call(request, self.timeout if timeout is None else timeout,
+                                   self._admin_auth() if request.PRIVILEGED else None)
+        except AccessDenied as exc:
+            if request.PRIVILEGED and self._admin_problem:
+                raise AccessDenied(f"{exc} ({self._admin_problem})", code=exc.code,
+                                   details=exc.details) from None
+            raise
         except TrtdError as exc:
             if exc.code == ErrorCode.UNKNOWN_CLIENT and not isinstance(request, m.Hello):
                 old = self.daemon_id
@@ -128,15 +151,17 @@ class Client:
                 handle = self._handles[name] = ModelHandle(self, info)
             return handle
 
-    def infer(self, model: str, inputs, timeout: float | None = None, out=None):
+    def infer(self, model: str, inputs, timeout: float | None = None, out=None,
+              deadline_ms: int = 0):
         """Run `model` on a numpy array (single-input models) or a {name: array} dict.
 
         Returns an array for single-output models, else a {name: array} dict.
         `out` (an array, or a {name: array} dict) receives the outputs instead of
         new arrays: for large outputs this saves allocating (and page-faulting)
-        fresh memory on every call.
+        fresh memory on every call. `deadline_ms` > 0: if the daemon cannot start the
+        request within that many milliseconds it does not run it (DeadlineExceeded).
         """
-        return self.model(model).infer(inputs, timeout=timeout, out=out)
+        return self.model(model).infer(inputs, timeout=timeout, out=out, deadline_ms=deadline_ms)
 
     def status(self) -> m.StatusReply:
         return self._call(m.Status())
@@ -204,6 +229,19 @@ class Client:
         self.close()
 
 
+def read_token(path) -> tuple[str, str]:
+    """(token, "") from a daemon's token file, or ("", why not) when this user cannot read it."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip(), ""
+    except FileNotFoundError:
+        return "", f"no token file {path}: is the daemon running at this endpoint?"
+    except PermissionError:
+        return "", f"this user may not read {path}"
+    except (OSError, UnicodeDecodeError) as exc:
+        return "", f"could not read {path}: {exc}"
+
+
 @dataclass(slots=True)
 class _Plan:
     """Where each tensor of one request shape lives in the region, and the message for it."""
@@ -241,13 +279,14 @@ class ModelHandle:
             raise InvalidInput("pass inputs positionally or by name, not both")
         return self.infer(args[0] if len(args) == 1 else (kwargs or list(args)))
 
-    def infer(self, inputs, timeout: float | None = None, out=None):
+    def infer(self, inputs, timeout: float | None = None, out=None, deadline_ms: int = 0):
         arrays = self._named(inputs)
         targets = self._out_targets(out)
         with self._lock:
             for attempt in range(3):
                 try:
                     plan = self._prepare(arrays)  # may lease: a restart shows up here too
+                    plan.request.deadline_ms = deadline_ms
                     for name, _, _, offset in plan.inputs:
                         a = arrays[name]
                         self._region.array(offset, a.dtype, a.shape)[...] = a
@@ -259,6 +298,8 @@ class ModelHandle:
                     if exc.code == ErrorCode.OUTPUT_TOO_LARGE and attempt < 2 and self._grow(exc):
                         continue
                     raise
+                except DeadlineExceeded:
+                    raise  # it did not run: the region is still ours alone
                 except TimeoutError:
                     # The daemon may still write into this region: never reuse it.
                     self._retire_region(wait=False)
@@ -316,15 +357,18 @@ class ModelHandle:
             return {name: self._region.array(offset, dtype, shape)
                     for name, dtype, shape, offset in plan.inputs}
 
-    def run_zero_copy(self, timeout: float | None = None) -> dict[str, np.ndarray]:
+    def run_zero_copy(self, timeout: float | None = None, deadline_ms: int = 0) -> dict[str, np.ndarray]:
         """Run on what is in the input slots; returns read-only views of the outputs."""
         with self._lock:
             plan = self._zero_copy_plan
             if plan is None or plan is not self._plan or self._generation != self._client.generation:
                 raise InvalidInput("call zero_copy_inputs() first (again after a daemon restart or a "
                                    "request with other shapes on this handle)")
+            plan.request.deadline_ms = deadline_ms
             try:
                 reply = self._client._call(plan.request, timeout)
+            except DeadlineExceeded:
+                raise  # it did not run: the region is still ours alone
             except TimeoutError:
                 self._retire_region(wait=False)
                 raise

@@ -53,6 +53,15 @@ class Overloaded(TrtdError):
     """The model's queue is full; retry later (with back-off)."""
 
 
+class AccessDenied(TrtdError, PermissionError):
+    """This user may not reach the daemon, or may not run this op (privileged ops need the
+    admin token; TCP endpoints need the connection token). The message names the file."""
+
+
+class DeadlineExceeded(TrtdError, TimeoutError):
+    """The request's deadline passed before the daemon could start it; it did not run."""
+
+
 class ServerError(TrtdError):
     """The daemon failed to run the request (backend error, internal error)."""
 
@@ -61,6 +70,8 @@ _BY_CODE: dict[str, type[TrtdError]] = {
     ErrorCode.UNKNOWN_MODEL: UnknownModel,
     ErrorCode.MODEL_NOT_READY: ModelNotReady,
     ErrorCode.OVERLOADED: Overloaded,
+    ErrorCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    ErrorCode.UNAUTHORIZED: AccessDenied,
     ErrorCode.INVALID_TENSOR: InvalidInput,
     ErrorCode.OUT_OF_BOUNDS: InvalidInput,
     ErrorCode.OVERLAP: InvalidInput,

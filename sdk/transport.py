@@ -18,14 +18,19 @@ from trtd.protocol import (MAX_REPLY_BYTES, MAX_REQUEST_BYTES, ProtocolError, Re
                            encode_request)
 from trtd.protocol.endpoint import ipc_path
 
-from .errors import DaemonNotRunning, DaemonTimeout, InvalidInput, ProtocolMismatch, error_from_reply
+import os
+
+from .errors import (AccessDenied, DaemonNotRunning, DaemonTimeout, InvalidInput, ProtocolMismatch,
+                     error_from_reply)
 
 _HOW_TO_START = "start one with `trtd serve` (or `trtd demo`), or point TRTD_ENDPOINT at a running one"
 
 
 class Connection:
-    def __init__(self, endpoint: str, connect_timeout_s: float, spin_us: int = 0):
+    def __init__(self, endpoint: str, connect_timeout_s: float, spin_us: int = 0, auth: str = ""):
         self.endpoint = endpoint
+        # Sent in every request's envelope unless a call passes another (TCP connection token).
+        self.auth = auth
         # Busy-poll this long for a reply before sleeping: a sleeping thread (and,
         # in a VM, its halted virtual CPU) takes tens to hundreds of µs to wake.
         self._spin_ns = spin_us * 1000
@@ -43,11 +48,11 @@ class Connection:
         sock.connect(self.endpoint)
         return sock
 
-    def call(self, request: Request, timeout_s: float):
+    def call(self, request: Request, timeout_s: float, auth: str | None = None):
         """Send one request and wait for its reply's result; raises TrtdError subclasses."""
         with self._lock:
             request_id = next(self._ids)
-            data = encode_request(request, request_id)
+            data = encode_request(request, request_id, self.auth if auth is None else auth)
             if len(data) > MAX_REQUEST_BYTES:
                 # libzmq would drop the connection rather than deliver it: refuse here, clearly.
                 raise InvalidInput(f"'{request.OP}' request is {len(data)} bytes, over the protocol's "
@@ -90,8 +95,8 @@ class Connection:
         # the common case (connected) costs one non-blocking check.
         if not self._socket.poll(0, zmq.POLLOUT):
             path = ipc_path(self.endpoint)
-            if path is not None and not path.exists():
-                raise DaemonNotRunning(f"no trtd daemon at {self.endpoint} (no socket file); {_HOW_TO_START}")
+            if path is not None:
+                _check_socket(path, self.endpoint)
             if not self._socket.poll(int(connect_timeout_s * 1000), zmq.POLLOUT):
                 raise DaemonNotRunning(
                     f"no trtd daemon answers at {self.endpoint} (waited {connect_timeout_s:g}s "
@@ -105,7 +110,7 @@ class Connection:
             if self._socket.closed:
                 return
             try:
-                self._socket.send(encode_request(request, next(self._ids)), zmq.NOBLOCK)
+                self._socket.send(encode_request(request, next(self._ids), self.auth), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # no daemon connected: nothing to tell
 
@@ -115,3 +120,19 @@ class Connection:
                 return
             self._socket.close(linger=linger_ms)
             self._ctx.term()
+
+
+def _check_socket(path, endpoint: str) -> None:
+    """Say why an ipc socket cannot be used, instead of waiting for a connection that never comes."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise DaemonNotRunning(f"no trtd daemon at {endpoint} (no socket file); {_HOW_TO_START}") from None
+    except PermissionError:
+        raise AccessDenied(f"this user (uid {os.getuid()}) may not enter {path.parent}, the folder of "
+                           f"the daemon's socket; ask its administrator to add you to the daemon's "
+                           f"group (config key 'group')") from None
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise AccessDenied(f"this user (uid {os.getuid()}) may not connect to the daemon's socket "
+                           f"{path}; ask its administrator to add you to the daemon's group "
+                           f"(config key 'group')")
