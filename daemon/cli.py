@@ -100,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=200)
     demo.set_defaults(func=_demo)
 
+    from . import admin_commands
     from .engines.commands import add_build_parser, add_cache_parser
+
+    admin_commands.add_parsers(sub, endpoint_help)
 
     add_build_parser(sub)
     add_cache_parser(sub)

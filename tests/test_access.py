@@ -1,0 +1,381 @@
+"""Access control against a real daemon, with real OS users (CI runs as root and creates them).
+
+A client running as another user is allowed in when it is in the daemon's
+`group`, refused otherwise; privileged ops need the admin token, which group
+members cannot read unless they are in `admin_group`; a TCP endpoint refuses
+requests without its connection token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon_process import raw_call, start_daemon, wait_until
+from trtd.protocol.endpoint import ADMIN_TOKEN, CONNECTION_TOKEN, ipc_path, token_path
+from trtd.sdk import AccessDenied, Client
+
+X = np.ones((1, 64), np.float32)
+
+needs_root = pytest.mark.skipif(
+    sys.platform == "win32" or os.geteuid() != 0 or shutil.which("useradd") is None,
+    reason="creating OS users needs root and useradd (CI runs as root)")
+
+
+def _run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def accounts():
+    """A group, a user in it and a user outside it; removed afterwards."""
+    if sys.platform == "win32" or os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("creating OS users needs root and useradd (CI runs as root)")
+    tag = secrets.token_hex(3)
+    group, member, outsider = f"trtdg{tag}", f"trtdm{tag}", f"trtdo{tag}"
+    _run("groupadd", group)
+    try:
+        _run("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", group, member)
+        _run("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", outsider)
+        yield {"group": group, "member": member, "outsider": outsider}
+    finally:
+        for user in (member, outsider):
+            subprocess.run(["userdel", user], capture_output=True)
+        subprocess.run(["groupdel", group], capture_output=True)
+
+
+@pytest.fixture
+def open_dir():
+    """A folder others may traverse (pytest's own tmp folders are root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="trtd-access-", dir="/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# Runs as another user: tries each step, reports what happened as JSON.
+_AS_USER = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    from trtd.sdk import Client, TrtdError
+    endpoint, steps = sys.argv[1], sys.argv[2].split(",")
+    out = {}
+    def attempt(step, fn):
+        try:
+            out[step] = ["ok", fn()]
+        except TrtdError as exc:
+            out[step] = [type(exc).__name__, exc.code, str(exc)]
+        except OSError as exc:
+            out[step] = [type(exc).__name__, exc.errno, str(exc)]
+    c = None
+    def connect():
+        global c
+        c = Client(endpoint, timeout=10, connect_timeout=2)
+        return c.client_id
+    attempt("connect", connect)
+    if c is not None:
+        if "infer" in steps:
+            attempt("infer", lambda: c.infer("demo", np.ones((1, 64), np.float32)).tolist())
+        if "unload" in steps:
+            attempt("unload", lambda: c.unload("demo") or "done")
+    for path in sys.argv[3:]:
+        attempt("read " + path, lambda: len(open(path).read()))
+    if c is not None:
+        c.close()
+    print(json.dumps(out))
+""")
+
+
+def _reachable_by_others(path: str) -> bool:
+    p = Path(path).resolve()
+    return all(os.stat(folder).st_mode & stat.S_IXOTH for folder in p.parents) and \
+        bool(os.stat(p).st_mode & stat.S_IROTH)
+
+
+def _interpreter_for_others() -> tuple[str, str]:
+    """(python, prelude): an interpreter another user may run, and code that puts this
+    environment's packages (trtd included, editable or not) on its path.
+
+    CI's Python often lives under /root (mode 0700): then the system's Python of the
+    same version runs, with this virtual environment's site-packages added."""
+    import sysconfig
+
+    purelib = sysconfig.get_paths()["purelib"]
+    prelude = f"import site; site.addsitedir({purelib!r})\n"
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        if os.path.exists(candidate) and _reachable_by_others(candidate) and \
+                _reachable_by_others(purelib):
+            return candidate, prelude
+    pytest.skip(f"no {version} interpreter that other users may run (this one is {sys.executable})")
+
+
+def as_user(user: str, endpoint: str, steps: str = "infer", read: tuple[str, ...] = (),
+            env: dict | None = None) -> dict:
+    import grp
+    import pwd
+
+    pw = pwd.getpwnam(user)
+    groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
+
+    def drop():
+        os.setgroups(groups)
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
+    clean.update(HOME="/tmp", **(env or {}))
+    python, prelude = _interpreter_for_others()
+    out = subprocess.run([python, "-c", prelude + _AS_USER, endpoint, steps, *read], preexec_fn=drop,
+                         capture_output=True, text=True, timeout=60, env=clean, cwd="/")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _expected() -> list:
+    from trtd.daemon.backends.onnxruntime import create_session
+    from trtd.daemon.builtin_models import builtin_model_path
+
+    return create_session(builtin_model_path("demo")).run(None, {"x": X})[0].tolist()
+
+
+def _serve(folder: Path, config: str, *extra: str):
+    path = folder / "d.toml"
+    path.write_text(config + "[models.demo]\npath = \"builtin:demo\"\n")
+    return start_daemon(folder / "sock", "--config", str(path), *extra)
+
+
+def _mode(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return stat.S_IMODE(st.st_mode), st.st_gid
+
+
+# -- POSIX users -----------------------------------------------------------------------------------
+
+
+@needs_root
+def test_owner_only_by_default(accounts, open_dir):
+    d = _serve(open_dir, "")
+    try:
+        sock = ipc_path(d.endpoint)
+        with Client(d.endpoint) as c:
+            region = c.lease(4096)
+            assert _mode(f"/dev/shm/{region.name}")[0] == 0o600
+            c.release(region)
+        assert _mode(sock)[0] == 0o600
+        assert _mode(token_path(d.endpoint, ADMIN_TOKEN))[0] == 0o600
+        for user in ("member", "outsider"):
+            result = as_user(accounts[user], d.endpoint)
+            assert result["connect"][0] == "AccessDenied", result
+            assert "may not" in result["connect"][2]
+    finally:
+        assert d.stop() == 0
+
+
+@needs_root
+def test_group_members_may_use_models_but_not_administer_them(accounts, open_dir):
+    import grp
+
+    gid = grp.getgrnam(accounts["group"]).gr_gid
+    d = _serve(open_dir, f"group = \"{accounts['group']}\"\n")
+    try:
+        sock = ipc_path(d.endpoint)
+        admin_file = token_path(d.endpoint, ADMIN_TOKEN)
+        assert _mode(sock) == (0o660, gid) and _mode(sock.parent) == (0o750, gid)
+        assert _mode(admin_file)[0] == 0o600
+        with Client(d.endpoint) as c:
+            region = c.lease(4096)
+            assert _mode(f"/dev/shm/{region.name}") == (0o660, gid)
+            # The outsider cannot map a region, even knowing its name.
+            probe = as_user(accounts["outsider"], d.endpoint, read=(f"/dev/shm/{region.name}",))
+            assert probe[f"read /dev/shm/{region.name}"][0] == "PermissionError"
+            c.release(region)
+
+        member = as_user(accounts["member"], d.endpoint, "infer,unload", read=(str(admin_file),))
+        assert member["connect"][0] == "ok", member
+        np.testing.assert_allclose(member["infer"][1], _expected(), atol=1e-6)
+        assert member["unload"][:2] == ["AccessDenied", "UNAUTHORIZED"], member
+        assert str(admin_file) in member["unload"][2] and "may not read" in member["unload"][2]
+        assert member[f"read {admin_file}"][0] == "PermissionError"
+
+        outsider = as_user(accounts["outsider"], d.endpoint)
+        assert outsider["connect"][0] == "AccessDenied", outsider
+        assert "group" in outsider["connect"][2]
+
+        with Client(d.endpoint) as c:  # the model is still there; the owner may unload it
+            assert c.infer("demo", X).shape == (1, 10)
+            c.unload("demo")
+            assert c.models() == []
+    finally:
+        assert d.stop() == 0
+
+
+@needs_root
+def test_admin_group_members_may_administer(accounts, open_dir):
+    g = accounts["group"]
+    d = _serve(open_dir, f"group = \"{g}\"\nadmin_group = \"{g}\"\n")
+    try:
+        assert _mode(token_path(d.endpoint, ADMIN_TOKEN))[0] == 0o640
+        member = as_user(accounts["member"], d.endpoint, "infer,unload")
+        assert member["unload"] == ["ok", "done"], member
+        with Client(d.endpoint) as c:
+            assert c.models() == []
+    finally:
+        assert d.stop() == 0
+
+
+def test_unknown_group_is_a_config_error(tmp_path):
+    config = tmp_path / "g.toml"
+    config.write_text("group = \"no-such-group-trtd\"\n")
+    out = subprocess.run([sys.executable, "-m", "trtd.daemon", "serve", "--config", str(config),
+                          "--endpoint", f"ipc://{tmp_path}/d.sock"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "no such group" in out.stderr and "groupadd" in out.stderr
+
+
+# -- the admin token -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", [{"op": "shutdown"}, {"op": "unload", "name": "demo"},
+                                {"op": "load", "name": "x", "path": "builtin:demo"}])
+def test_privileged_ops_refused_without_the_admin_token(tmp_path, op):
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
+    try:
+        for auth in ({}, {"auth": "0" * 32}, {"auth": "é"}):
+            reply = raw_call(d.endpoint, {"v": 1, "id": 3, **op, **auth})
+            assert reply["ok"] is False and reply["error"]["code"] == "UNAUTHORIZED", reply
+            assert reply["error"]["details"]["needs"] == "admin"
+        with Client(d.endpoint, admin_token="f" * 32) as c:
+            with pytest.raises(AccessDenied, match="privileged"):
+                c.unload("demo")
+            assert c.infer("demo", X).shape == (1, 10)
+        token = token_path(d.endpoint, ADMIN_TOKEN).read_text().strip()
+        reply = raw_call(d.endpoint, {"v": 1, "id": 4, **op, "auth": token})
+        assert reply["ok"] is True, reply
+        if op["op"] == "shutdown":
+            assert d.proc.wait(20) == 0
+            assert not token_path(d.endpoint, ADMIN_TOKEN).exists()
+    finally:
+        assert d.stop() == 0
+
+
+def test_each_start_has_a_new_admin_token(tmp_path):
+    tokens = []
+    for _ in range(2):
+        d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
+        tokens.append(token_path(d.endpoint, ADMIN_TOKEN).read_text().strip())
+        assert subprocess.run([sys.executable, "-m", "trtd.daemon", "shutdown", "--endpoint",
+                               d.endpoint], capture_output=True, text=True, timeout=60).returncode == 0
+        assert d.proc.wait(20) == 0
+    assert tokens[0] != tokens[1] and all(len(t) == 32 for t in tokens)
+
+
+def test_cli_admin_commands_pass_the_token(tmp_path):
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
+    try:
+        def trtd(*args):
+            return subprocess.run([sys.executable, "-m", "trtd.daemon", *args, "--endpoint", d.endpoint],
+                                  capture_output=True, text=True, timeout=60)
+
+        assert trtd("load", "second", "builtin:demo").returncode == 0
+        assert trtd("unload", "demo").returncode == 0
+        refused = trtd("unload", "second", "--admin-token", "0" * 32)
+        assert refused.returncode == 1 and "privileged" in refused.stderr
+        with Client(d.endpoint) as c:
+            assert [i.name for i in c.models()] == ["second"]
+    finally:
+        assert d.stop() == 0
+
+
+# -- TCP endpoints ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tcp_daemon(folder: Path, config: str = ""):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tcp.toml"
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    path.write_text(config + "[models.demo]\npath = \"builtin:demo\"\n")
+    runtime = folder / "run"
+    d = start_daemon(folder, "--config", str(path), "--endpoint", endpoint, wait=False,
+                     env={"TRTD_RUNTIME_DIR": str(runtime)})
+    d.endpoint = endpoint
+    assert wait_until(lambda: token_path_in(runtime, endpoint).exists() or not d.alive(), timeout=60)
+    assert wait_until(lambda: _answers(endpoint), timeout=30), d.log()
+    return d, runtime
+
+
+def token_path_in(runtime: Path, endpoint: str, kind: str = CONNECTION_TOKEN) -> Path:
+    old = os.environ.get("TRTD_RUNTIME_DIR")
+    os.environ["TRTD_RUNTIME_DIR"] = str(runtime)
+    try:
+        return token_path(endpoint, kind)
+    finally:
+        if old is None:
+            del os.environ["TRTD_RUNTIME_DIR"]
+        else:
+            os.environ["TRTD_RUNTIME_DIR"] = old
+
+
+def _answers(endpoint: str) -> bool:
+    try:
+        raw_call(endpoint, {"v": 1, "op": "status", "id": 1}, timeout=0.5)
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_tcp_endpoint_refuses_requests_without_the_connection_token(tmp_path, monkeypatch):
+    d, runtime = _tcp_daemon(tmp_path)
+    try:
+        token_file = token_path_in(runtime, d.endpoint)
+        assert _mode(token_file)[0] == 0o600
+        token = token_file.read_text().strip()
+        for message in ({"op": "status"}, {"op": "hello", "client_pid": os.getpid()},
+                        {"op": "models", "auth": "0" * 32}):
+            reply = raw_call(d.endpoint, {"v": 1, "id": 2, **message})
+            assert reply["error"]["code"] == "UNAUTHORIZED", reply
+            assert str(token_file) in reply["error"]["message"]
+        assert raw_call(d.endpoint, {"v": 1, "id": 2, "op": "status", "auth": token})["ok"]
+        # The SDK finds the file through the same runtime directory.
+        monkeypatch.setenv("TRTD_RUNTIME_DIR", str(runtime))
+        with Client(d.endpoint) as c:
+            np.testing.assert_allclose(c.infer("demo", X), np.array(_expected()), atol=1e-6)
+            c.unload("demo")  # the admin token file is in the same folder
+        monkeypatch.setenv("TRTD_RUNTIME_DIR", str(tmp_path / "elsewhere"))
+        with pytest.raises(AccessDenied, match="connection token"):
+            Client(d.endpoint, connect_timeout=2)
+    finally:
+        assert d.stop() == 0
+    assert not token_file.exists()
+
+
+@needs_root
+def test_tcp_connection_token_readable_by_the_group_only(accounts, open_dir):
+    d, runtime = _tcp_daemon(open_dir / "tcp", f"group = \"{accounts['group']}\"\n")
+    try:
+        (open_dir / "tcp").chmod(0o711)
+        env = {"TRTD_RUNTIME_DIR": str(runtime)}
+        member = as_user(accounts["member"], d.endpoint, env=env)
+        np.testing.assert_allclose(member["infer"][1], _expected(), atol=1e-6)
+        outsider = as_user(accounts["outsider"], d.endpoint, env=env)
+        assert outsider["connect"][:2] == ["AccessDenied", "UNAUTHORIZED"], outsider
+    finally:
+        assert d.stop() == 0
