@@ -1,0 +1,296 @@
+"""Faults injected into a real daemon: failing and memory-hungry models, deadlines, releases
+under running requests, a /dev/shm without room. Each one: a clear error, the daemon serves on.
+
+Covered elsewhere (see bench/results/reliability.md): client SIGKILLed mid-request and leasing in a
+loop (test_bad_input.py), daemon SIGKILLed and replaced (test_daemon_lifecycle.py,
+test_hardening.py), full queues and unload while busy (test_instances.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import msgpack
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from daemon_process import DaemonProcess, serving, shm_names, wait_ready, wait_until
+from trtd.daemon.backends.onnxruntime import create_session
+from trtd.daemon.builtin_models import builtin_model_path
+from trtd.protocol import messages as m
+from trtd.protocol.codec import encode_request
+from trtd.sdk import Client, DeadlineExceeded, ServerError
+
+VOLUME = (1, 1, 128, 256, 256)
+VOLUME_BYTES = int(np.prod(VOLUME)) * 4
+
+
+def _save(model: onnx.ModelProto, path) -> str:
+    model.opset_import[0].version = 17
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def gather_model(path) -> str:
+    """y = table[idx]: ONNX Runtime raises at run time for an index outside the table."""
+    table = helper.make_tensor("table", TensorProto.FLOAT, [10], [float(i) * 1.5 for i in range(10)])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["y"], axis=0)], "gather",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])], [table])
+    return _save(helper.make_model(graph), path)
+
+
+def fill_model(path) -> str:
+    """y = zeros(shape): the output's size is the input's value, so a request can ask for more
+    memory than the machine (or the address space) has."""
+    graph = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["shape"], ["y"],
+                          value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.0]))], "fill",
+        [helper.make_tensor_value_info("shape", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["k"])])
+    return _save(helper.make_model(graph), path)
+
+
+@pytest.fixture(scope="module")
+def busy(tmp_path_factory):
+    """volume3d on two worker instances with a queue; demo inline."""
+    with serving(tmp_path_factory.mktemp("busy"),
+                 "reclaim_interval_s = 0.2\n"
+                 "[models.volume3d]\npath = \"builtin:volume3d\"\ninstances = 2\nmax_queue = 8\n"
+                 "[models.demo]\npath = \"builtin:demo\"\n") as d:
+        yield d
+
+
+# -- backends that fail ----------------------------------------------------------------------------
+
+
+def test_backend_error_fails_the_request_and_the_model_stays_usable(busy, tmp_path):
+    with Client(busy.endpoint) as c:
+        c.load("gather", gather_model(tmp_path / "gather.onnx"))
+        try:
+            idx = np.array([3, 0, 9], np.int64)
+            np.testing.assert_array_equal(c.infer("gather", idx), [4.5, 0.0, 13.5])
+            with pytest.raises(ServerError) as e:
+                c.infer("gather", np.array([3, 100], np.int64))
+            assert e.value.code == "BACKEND_ERROR" and "'gather'" in str(e.value)
+            assert "100" in str(e.value)  # ONNX Runtime's reason: the index out of range
+            np.testing.assert_array_equal(c.infer("gather", idx), [4.5, 0.0, 13.5])
+            status = next(s for s in c.status().models if s.name == "gather")
+            assert status.state == "ready" and status.errors == 1
+        finally:
+            c.unload("gather")
+
+
+def test_backend_out_of_memory_fails_the_request_and_the_model_stays_usable(busy, tmp_path):
+    with Client(busy.endpoint) as c:
+        c.load("fill", fill_model(tmp_path / "fill.onnx"))
+        try:
+            np.testing.assert_array_equal(c.infer("fill", np.array([5], np.int64)), np.full(5, 2.0))
+            rss = c.status().rss_bytes
+            # 2**46 floats = 256 TiB: beyond the address space whatever the overcommit policy.
+            with pytest.raises(ServerError) as e:
+                c.infer("fill", np.array([2**46], np.int64))
+            assert e.value.code == "BACKEND_ERROR" and "'fill'" in str(e.value)
+            np.testing.assert_array_equal(c.infer("fill", np.array([7], np.int64)), np.full(7, 2.0))
+            assert c.status().rss_bytes < rss + (64 << 20)
+        finally:
+            c.unload("fill")
+
+
+# -- deadlines -------------------------------------------------------------------------------------
+
+
+def _volume_request(c: Client, region, deadline_ms: int = 0) -> m.Infer:
+    return m.Infer(client_id=c.client_id, model="volume3d", region=region.name, token=region.token,
+                   inputs=[m.InputRef(name="x", dtype="float32", shape=list(VOLUME), offset=0,
+                                      nbytes=VOLUME_BYTES)],
+                   outputs=[m.OutputRef(name="y", offset=VOLUME_BYTES, nbytes=VOLUME_BYTES)],
+                   deadline_ms=deadline_ms)
+
+
+def _reply(c: Client, timeout_s: float = 60) -> dict:
+    assert c._conn._socket.poll(int(timeout_s * 1000)), "no reply"
+    return msgpack.unpackb(c._conn._socket.recv())
+
+
+class _Blockers:
+    """Volume3d requests that keep both instances busy for a few runs while a test queues
+    behind them. send() returns once the daemon has read them all (requests of different
+    connections may be read in any order), so what is sent next waits in the queue."""
+
+    PER_CLIENT = 3
+
+    def __init__(self, endpoint: str):
+        self.clients = [Client(endpoint) for _ in range(2)]
+        self.regions = [c.lease(2 * VOLUME_BYTES) for c in self.clients]
+        self.watcher = Client(endpoint)  # its own socket: a status call drops replies not its own
+
+    def send(self) -> None:
+        for i, (c, region) in enumerate(zip(self.clients, self.regions)):
+            for j in range(self.PER_CLIENT):
+                c._conn._socket.send(encode_request(_volume_request(c, region), 100 + j))
+        watcher = self.watcher
+        assert wait_until(lambda: next(s.in_flight for s in watcher.status().models
+                                       if s.name == "volume3d") >= 2 * self.PER_CLIENT - 1,
+                          timeout=30, interval=0.001)
+
+    def collect(self) -> list[dict]:
+        return [_reply(c) for c in self.clients for _ in range(self.PER_CLIENT)]
+
+    def close(self) -> None:
+        for c, region in zip(self.clients, self.regions):
+            c.release(region)
+            c.close()
+        self.watcher.close()
+
+
+def test_deadline_passed_in_the_queue_fails_without_running(busy):
+    x = np.random.default_rng(3).standard_normal(VOLUME, dtype=np.float32)
+    blockers = _Blockers(busy.endpoint)
+    try:
+        with Client(busy.endpoint) as late, Client(busy.endpoint) as patient:
+            late_region, patient_region = late.lease(2 * VOLUME_BYTES), patient.lease(2 * VOLUME_BYTES)
+            patient_region.array(0, x.dtype, x.shape)[...] = x
+            blockers.send()
+            # Both queue behind the two running requests (FIFO), so each waits at least one run.
+            late._conn._socket.send(encode_request(_volume_request(late, late_region, deadline_ms=1), 7))
+            patient._conn._socket.send(encode_request(
+                _volume_request(patient, patient_region, deadline_ms=600_000), 8))
+            reply = _reply(late)
+            assert reply["ok"] is False and reply["error"]["code"] == "DEADLINE_EXCEEDED", reply
+            assert "did not run" in reply["error"]["message"]
+            assert reply["error"]["details"]["deadline_ms"] == 1
+            assert reply["error"]["details"]["waited_ms"] > 1
+            assert _reply(patient)["ok"] is True
+            expected = create_session(builtin_model_path("volume3d")).run(None, {"x": x})[0]
+            np.testing.assert_array_equal(patient_region.array(VOLUME_BYTES, x.dtype, x.shape), expected)
+            assert all(r["ok"] for r in blockers.collect())
+
+            # Through the SDK: the same error as an exception, and the handle stays usable.
+            handle = late.model("volume3d")
+            handle.zero_copy_inputs()["x"][...] = x  # leased and written before the queue fills
+            blockers.send()
+            with pytest.raises(DeadlineExceeded, match="did not run"):
+                handle.run_zero_copy(deadline_ms=1)
+            blockers.collect()
+            np.testing.assert_array_equal(handle.run_zero_copy(deadline_ms=600_000)["y"], expected)
+            with pytest.raises(Exception, match="deadline_ms must be >= 0"):
+                late.infer("demo", np.zeros((1, 64), np.float32), deadline_ms=-5)
+            late.release(late_region)
+            patient.release(patient_region)
+            status = next(s for s in late.status().models if s.name == "volume3d")
+            assert status.in_flight == 0
+    finally:
+        blockers.close()
+
+
+# -- releases under running requests ---------------------------------------------------------------
+
+
+def test_release_while_the_request_runs_is_deferred_until_it_ends(busy):
+    x = np.random.default_rng(4).standard_normal(VOLUME, dtype=np.float32)
+    blockers = _Blockers(busy.endpoint)
+    try:
+        with Client(busy.endpoint) as c:
+            region = c.lease(2 * VOLUME_BYTES)
+            region.array(0, x.dtype, x.shape)[...] = x
+            blockers.send()
+            sock = c._conn._socket
+            sock.send(encode_request(_volume_request(c, region), 1))
+            sock.send(encode_request(m.Release(client_id=c.client_id, region=region.name,
+                                               token=region.token), 2))
+            replies = {r["id"]: r for r in (_reply(c), _reply(c))}
+            assert replies[2]["ok"] and replies[2]["result"]["released_now"] is False, replies[2]
+            assert replies[1]["ok"], replies[1]
+            # The region lived until the request ended, then went.
+            expected = create_session(builtin_model_path("volume3d")).run(None, {"x": x})[0]
+            np.testing.assert_array_equal(region.array(VOLUME_BYTES, x.dtype, x.shape), expected)
+            assert region.name not in shm_names()
+            region.close()
+            again = _volume_request(c, region)
+            with pytest.raises(Exception, match="released"):
+                c._call(again)
+            blockers.collect()
+    finally:
+        blockers.close()
+    assert busy.alive()
+
+
+# -- /dev/shm without room -------------------------------------------------------------------------
+
+
+_IN_NAMESPACE = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from trtd.sdk import Client, RegionError
+    out = {}
+    with Client(sys.argv[1]) as c:
+        handle = c.model("demo")
+        x = np.arange(64, dtype=np.float32).reshape(1, 64)
+        handle.zero_copy_inputs()   # the handle's region is leased now, its pages untouched
+        held = []
+        for size in (1 << 20, 64 << 10, 4096):  # fill the file system to the last page
+            while True:
+                try:
+                    held.append(c.lease(size))
+                except RegionError as exc:
+                    out.setdefault("codes", []).append(exc.code)
+                    out["message"] = str(exc)
+                    break
+        out["held"] = len(held)
+        # Reserved at lease time: the daemon writes outputs into a full file system, no SIGBUS.
+        out["y"] = handle.infer(x).tolist()
+        for region in held:
+            c.release(region)
+        out["again"] = c.lease(1 << 20).nbytes
+    print(json.dumps(out))
+""")
+
+
+def _namespace_tools() -> bool:
+    return (sys.platform == "linux" and os.geteuid() == 0 and shutil.which("unshare") is not None
+            and shutil.which("nsenter") is not None
+            and subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0)
+
+
+@pytest.mark.skipif(not _namespace_tools(), reason="needs root, unshare and nsenter (CI runs as root)")
+def test_full_dev_shm_is_a_clear_error_at_lease_time_never_a_sigbus(tmp_path):
+    """The daemon runs in its own mount namespace with an 8 MiB tmpfs on /dev/shm."""
+    endpoint = f"ipc://{tmp_path / 'd.sock'}"
+    log = tmp_path / "d.log"
+    mount = "mount -t tmpfs -o size=8m trtd-test /dev/shm && exec \"$@\""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, "sh", sys.executable,
+             "-m", "trtd.daemon", "serve", "--endpoint", endpoint, "--model", "demo=builtin:demo"],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "TRTD_RUNTIME_DIR": str(tmp_path / "run")})
+    d = DaemonProcess(endpoint, proc, log)
+    try:
+        wait_ready(d)
+        before = shm_names()
+        run = subprocess.run(["nsenter", "-t", str(proc.pid), "-m", sys.executable, "-c", _IN_NAMESPACE,
+                              endpoint], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr + d.log()
+        result = json.loads(run.stdout)
+        assert result["codes"] == ["NO_SPACE"] * 3, result
+        assert "/dev/shm" in result["message"] and "enlarge" in result["message"]
+        assert result["held"] >= 6
+        expected = create_session(builtin_model_path("demo")).run(
+            None, {"x": np.arange(64, dtype=np.float32).reshape(1, 64)})[0]
+        np.testing.assert_allclose(result["y"], expected, atol=1e-6)
+        assert result["again"] == 1 << 20
+        assert d.alive()
+        assert shm_names() == before  # the host's /dev/shm never saw these regions
+    finally:
+        assert d.stop() == 0, d.log()
