@@ -410,9 +410,16 @@ def run_campaign(target: FuzzTarget, examples: int) -> dict:
     """Each kind of case `examples` times, as hypothesis draws them."""
     config = settings(max_examples=examples, deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
-    for strategy, method in ((typed_request(), target.request), (mutated_frame(), target.mutated),
-                             (FRAMES, target.frames)):
-        config(given(strategy)(lambda case, method=method: method(case)))()
+    def campaign(strategy, method, n):
+        @settings(config, max_examples=n)
+        @given(strategy)
+        def run(case):
+            method(case)
+        run()
+
+    campaign(typed_request(), target.request, examples)
+    campaign(mutated_frame(), target.mutated, examples)
+    campaign(FRAMES, target.frames, max(examples // 10, 10))  # each one is a reconnect: fewer
     return target.summary()
 
 
