@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import trtd.protocol as protocol
-from trtd.protocol import (REQUEST_TYPES, WIRE_DTYPES, ErrorCode, decode_reply, decode_request,
+from trtd.protocol import (REQUEST_TYPES, WIRE_DTYPES, ErrorCode, decode_envelope, decode_reply, decode_request,
                            encode_error, encode_reply, encode_request)
 from trtd.protocol import messages as m
 from trtd.protocol.schema import struct_decoder, to_wire
@@ -45,7 +45,8 @@ def test_vectors_are_well_formed():
     names = [v["name"] for v in VECTORS]
     assert len(names) == len(set(names)), "vector names must be unique"
     for v in VECTORS:
-        assert set(v) == {"name", "kind", "op", "request_id", "message", "msgpack_hex"}, v["name"]
+        assert set(v) - {"auth"} == {"name", "kind", "op", "request_id", "message", "msgpack_hex"}, v["name"]
+        assert "auth" not in v or v["kind"] == "request", v["name"]
         assert v["kind"] in ("request", "reply", "error"), v["name"]
         assert v["op"] in REQUEST_TYPES, v["name"]
         assert type(v["request_id"]) is int and 0 <= v["request_id"] < 2**64, v["name"]
@@ -78,9 +79,10 @@ def test_request_vector(vector):
     request = struct_decoder(cls)(vector["message"], "")
     data = bytes.fromhex(vector["msgpack_hex"])
 
-    assert encode_request(request, vector["request_id"]) == data
+    assert encode_request(request, vector["request_id"], vector.get("auth", "")) == data
 
     request_id, decoded = decode_request(data)
+    assert decode_envelope(data).auth == vector.get("auth", "")
     assert request_id == vector["request_id"]
     assert type(decoded) is cls
     assert decoded == request

@@ -43,6 +43,19 @@ requests = [
     ("request.unload", 11, m.Unload(name="segmenter")),
     ("request.shutdown", 12, m.Shutdown()),
     ("request.heartbeat.large_id", 2**40 + 7, m.Heartbeat(client_id=CLIENT)),
+    ("request.infer.deadline", 13, m.Infer(client_id=CLIENT, model="demo", region=REGION, token=TOKEN,
+                                          inputs=[m.InputRef(name="x", dtype="float32", shape=[1, 64], offset=0, nbytes=256)],
+                                          outputs=[m.OutputRef(name="y", offset=256, nbytes=40)],
+                                          deadline_ms=250)),
+]
+# Requests with the envelope's "auth" (SPEC 10.5): the admin token for privileged ops,
+# the connection token on TCP endpoints.
+ADMIN = "3b9f0c5e8d7a41f2a6c0e9d8b7f6a5c4"
+CONNECTION = "c0ffee00d15ea5e0123456789abcdef0"
+authed = [
+    ("request.shutdown.admin", 14, m.Shutdown(), ADMIN),
+    ("request.unload.admin", 15, m.Unload(name="segmenter"), ADMIN),
+    ("request.status.tcp", 16, m.Status(), CONNECTION),
 ]
 
 def spec(name, dtype, shape, max_nbytes):
@@ -104,12 +117,23 @@ errors = [
      "a request must be a msgpack map", {}),
     ("error.models.unknown_model", "models", 3, ErrorCode.UNKNOWN_MODEL,
      "no model named 'fusoin'; loaded models: demo, fusion", {"models": ["demo", "fusion"]}),
+    ("error.shutdown.unauthorized", "shutdown", 14, ErrorCode.UNAUTHORIZED,
+     "'shutdown' is a privileged op: it needs this daemon's admin token, from "
+     "/run/trtd/trtd.sock.admin-token (readable by the daemon's user); run the command as that user (or root)",
+     {"needs": "admin", "token_file": "/run/trtd/trtd.sock.admin-token"}),
+    ("error.infer.deadline_exceeded", "infer", 13, ErrorCode.DEADLINE_EXCEEDED,
+     "request to model 'demo' waited 312.5 ms, past its deadline of 250 ms; it did not run (the model is busy: "
+     "retry later, raise deadline_ms, or ask for more instances)",
+     {"waited_ms": 312.5, "deadline_ms": 250}),
 ]
 
 vectors = []
 for name, rid, req in requests:
     vectors.append({"name": name, "kind": "request", "op": req.OP, "request_id": rid,
                     "message": to_wire(req), "msgpack_hex": encode_request(req, rid).hex()})
+for name, rid, req, auth in authed:
+    vectors.append({"name": name, "kind": "request", "op": req.OP, "request_id": rid, "auth": auth,
+                    "message": to_wire(req), "msgpack_hex": encode_request(req, rid, auth).hex()})
 for name, op, rid, res in replies:
     assert type(res) is m.REQUEST_TYPES[op].REPLY
     vectors.append({"name": name, "kind": "reply", "op": op, "request_id": rid,
