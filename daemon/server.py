@@ -95,7 +95,8 @@ class Server:
         if self.core is not None:
             self.core.close()
         if self._socket is not None:
-            self._socket.close(linger=0)
+            # A short linger: the last replies (the shutdown acknowledgement) still go out.
+            self._socket.close(linger=500)
             path = ipc_path(self.endpoint)
             try:
                 # Only our own socket file: never one a later daemon bound after us.
