@@ -9,29 +9,40 @@ import sys
 from trtd.protocol import ENDPOINT_ENV
 
 
+def _serve_config(args):
+    """The configuration `trtd serve ARGS` runs with: the file, then the flags over it.
+    Called again on `reload` / SIGHUP, so a reload sees the file's new contents."""
+    from .config import DaemonConfig, ModelConfig, load_config, parse_model_flag, validate
+
+    config = load_config(args.config) if args.config else DaemonConfig()
+    config.models.extend(parse_model_flag(flag) for flag in args.model)
+    if args.endpoint:
+        config.endpoint = args.endpoint
+    if args.reclaim_interval is not None:
+        config.reclaim_interval_s = args.reclaim_interval
+    if args.log_level:
+        config.log_level = args.log_level
+    if not config.models and not args.config:
+        config.models.append(ModelConfig(name="demo", path="builtin:demo"))
+    validate(config)
+    return config
+
+
 def _serve(args) -> int:
-    from .config import ConfigError, DaemonConfig, ModelConfig, load_config, parse_model_flag, validate
+    from .config import ConfigError
     from .instance import AlreadyRunning, UnsafeDirectory
+    from .platform import add_dll_directories
     from .server import configure_logging, run
 
     try:
-        config = load_config(args.config) if args.config else DaemonConfig()
-        config.models.extend(parse_model_flag(flag) for flag in args.model)
-        if args.endpoint:
-            config.endpoint = args.endpoint
-        if args.reclaim_interval is not None:
-            config.reclaim_interval_s = args.reclaim_interval
-        if args.log_level:
-            config.log_level = args.log_level
-        if not config.models and not args.config:
-            config.models.append(ModelConfig(name="demo", path="builtin:demo"))
-        validate(config)
+        config = _serve_config(args)
     except ConfigError as exc:
         print(f"trtd serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
+    add_dll_directories()  # Windows: CUDA/TensorRT DLLs are not found through PATH
     try:
-        return run(config)
+        return run(config, reload_source=lambda: _serve_config(args))
     except (AlreadyRunning, UnsafeDirectory) as exc:
         print(f"trtd serve: {exc}", file=sys.stderr)
         return 3

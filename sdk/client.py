@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Mapping
@@ -140,11 +141,28 @@ class Client:
     def describe(self, model: str) -> ModelInfo:
         return self._call(m.ListModels(name=model)).models[0]
 
+    def _describe_when_loaded(self, name: str) -> ModelInfo:
+        # A daemon serves its socket before its models have loaded (they load in the
+        # background): wait for a "loading" model as for a slow reply, up to the timeout.
+        deadline = time.monotonic() + self.timeout
+        info = self.describe(name)
+        while info.state == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            info = self.describe(name)
+        if info.state == "loading":
+            raise ModelNotReady(f"model {name!r} is still loading after {self.timeout:.0f} s; "
+                                f"`trtd status` shows it", code=ErrorCode.MODEL_NOT_READY)
+        return info
+
+    def reload(self) -> m.ReloadReply:
+        """Ask the daemon to re-read its configuration file (models load in the background)."""
+        return self._call(m.Reload())
+
     def model(self, name: str) -> "ModelHandle":
         with self._handles_lock:
             handle = self._handles.get(name)
             if handle is None:
-                info = self.describe(name)
+                info = self._describe_when_loaded(name)
                 if info.state != "ready":
                     raise ModelNotReady(f"model {name!r} is {info.state}: {info.error or 'not ready yet'}",
                                         code=ErrorCode.MODEL_NOT_READY)
