@@ -218,9 +218,8 @@ def validate(config: DaemonConfig) -> None:
         AccessPolicy.from_names(config.group, config.admin_group)
     except AccessError as exc:
         raise ConfigError(str(exc)) from None
-    # On stop (SIGTERM, the Windows service stop request, `shutdown`), requests already
-    # running or queued get this long to finish and be answered before models are unloaded.
-    drain_timeout_s: float = 10.0
+    if config.drain_timeout_s < 0:
+        raise ConfigError("drain_timeout_s must be >= 0")
     if min(config.max_region_bytes, config.max_regions_per_client, config.max_clients,
            config.max_regions) <= 0:
         raise ConfigError("max_region_bytes, max_regions_per_client, max_clients and max_regions "

@@ -24,15 +24,17 @@ import sys
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Callable, Iterable, Mapping
 
-from trtd.protocol.endpoint import DEFAULT_TCP_PORT, default_endpoint, runtime_dir  # noqa: F401
+# Endpoints stay in trtd.protocol.endpoint: the SDK needs them without importing the daemon.
+from trtd.protocol.endpoint import (DEFAULT_TCP_PORT, SYSTEM_SOCKET, default_endpoint,  # noqa: F401
+                                    runtime_dir)
 
 SCOPES = ("system", "user")
 SERVICE_NAME = "trtd"
 # The group whose members may use a system-wide daemon (enforced by the access layer).
 SERVICE_GROUP = "trtd"
 # The system daemon's socket: systemd's RuntimeDirectory=trtd makes /run/trtd for it.
-SYSTEM_RUNTIME_DIR = Path("/run/trtd")
-SYSTEM_ENDPOINT_POSIX = f"ipc://{SYSTEM_RUNTIME_DIR / 'trtd.sock'}"
+SYSTEM_RUNTIME_DIR = SYSTEM_SOCKET.parent
+SYSTEM_ENDPOINT_POSIX = f"ipc://{SYSTEM_SOCKET}"
 
 IS_WINDOWS = sys.platform == "win32"
 

@@ -50,7 +50,7 @@ class Client:
         while waiting; saves the wake-up of a sleeping thread, see trtd.bench.wakeup).
         admin_token: for load/unload/shutdown; by default read from the daemon's admin token
         file when this user may read it."""
-        self.endpoint = resolve_endpoint(endpoint)
+        self.endpoint = resolve_endpoint(endpoint, discover=True)
         self.timeout = timeout
         self._name = name
         self._admin_token = admin_token
