@@ -142,6 +142,24 @@ def windows_mapping_name(name: str, global_namespace: bool) -> str:
     return f"Global\\{name}" if global_namespace else name
 
 
+def windows_service_mappings(environ: Mapping[str, str] | None = None,
+                             windows: bool = IS_WINDOWS) -> bool:
+    """Regions as a Windows service makes them (Global\\ names, explicit DACL)? The service
+    runner sets TRTD_SHM_GLOBAL=1; a daemon run by a user keeps Python's default mappings,
+    which its own user's clients can open."""
+    environ = os.environ if environ is None else environ
+    return windows and environ.get("TRTD_SHM_GLOBAL") == "1"
+
+
+def mapping_allowed_sids(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Who may map a service's regions besides SYSTEM, Administrators and the daemon's account:
+    TRTD_SHM_ALLOW (comma-separated SID strings or SDDL aliases), by default IU (interactive
+    users: the people logged on at the machine)."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("TRTD_SHM_ALLOW", "IU")
+    return [sid.strip() for sid in value.split(",") if sid.strip()]
+
+
 def mapping_sddl(allowed_sids: Iterable[str] = ()) -> str:
     """SDDL of a region mapping's security descriptor: full access for SYSTEM, Administrators
     and the daemon's own account (OW: owner), read/write for each allowed SID (e.g. the trtd
@@ -181,10 +199,10 @@ def install_signal_handlers(stop: Callable[[], None], reload: Callable[[], None]
 
 def raise_fd_limit() -> None:
     """Each region holds a descriptor: allow as many as the hard limit does (POSIX)."""
-    try:
-        import resource
-    except ImportError:  # Windows
+    if sys.platform == "win32":
         return
+    import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
@@ -234,11 +252,11 @@ def dll_directories(environ: Mapping[str, str], listdir: Callable[[str], list[st
 
 def add_dll_directories() -> list[str]:
     """On Windows, add the CUDA/TensorRT folders that exist; returns those added."""
-    if not IS_WINDOWS:
+    if sys.platform != "win32":  # spelled out so that type checkers know the branch
         return []
     added = []
     for folder in dll_directories(os.environ, os.listdir):
         if os.path.isdir(folder):
-            os.add_dll_directory(folder)  # type: ignore[attr-defined]  # Windows only
+            os.add_dll_directory(folder)
             added.append(folder)
     return added
