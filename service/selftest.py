@@ -114,6 +114,8 @@ def check_cache(scope: str) -> Result:
 
 
 def check_round_trip(endpoint: str | None) -> Result:
+    import shutil
+
     import numpy as np
 
     from trtd.sdk import Client, DaemonNotRunning
@@ -149,6 +151,8 @@ def check_round_trip(endpoint: str | None) -> Result:
                 started.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 started.kill()
+            if endpoint and endpoint.startswith("ipc://"):
+                shutil.rmtree(Path(endpoint[len("ipc://"):]).parent, ignore_errors=True)
 
 
 def _connect_when_up(proc: subprocess.Popen, endpoint: str, wait_s: float = 60.0):
