@@ -135,20 +135,25 @@ class Client:
 
     # -- models --------------------------------------------------------------------------------------
 
-    def models(self) -> list[ModelInfo]:
-        return self._call(m.ListModels()).models
+    def models(self, wait: bool = True) -> list[ModelInfo]:
+        """Every model the daemon serves. A daemon answers before its models have loaded (they
+        load in the background): with wait, models still "loading" are waited for, up to the
+        client's timeout, as the first reply of a starting daemon used to wait."""
+        return self._wait_loaded(lambda: self._call(m.ListModels()).models, wait)
 
-    def describe(self, model: str) -> ModelInfo:
-        return self._call(m.ListModels(name=model)).models[0]
+    def describe(self, model: str, wait: bool = True) -> ModelInfo:
+        return self._wait_loaded(lambda: self._call(m.ListModels(name=model)).models, wait)[0]
+
+    def _wait_loaded(self, fetch, wait: bool) -> list[ModelInfo]:
+        deadline = time.monotonic() + self.timeout
+        infos = fetch()
+        while wait and any(i.state == "loading" for i in infos) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            infos = fetch()
+        return infos
 
     def _describe_when_loaded(self, name: str) -> ModelInfo:
-        # A daemon serves its socket before its models have loaded (they load in the
-        # background): wait for a "loading" model as for a slow reply, up to the timeout.
-        deadline = time.monotonic() + self.timeout
         info = self.describe(name)
-        while info.state == "loading" and time.monotonic() < deadline:
-            time.sleep(0.05)
-            info = self.describe(name)
         if info.state == "loading":
             raise ModelNotReady(f"model {name!r} is still loading after {self.timeout:.0f} s; "
                                 f"`trtd status` shows it", code=ErrorCode.MODEL_NOT_READY)

@@ -197,7 +197,7 @@ def check_tdr() -> Result:
 def environment() -> Result:
     details = [f"{pyplatform.system()} {pyplatform.release()} ({pyplatform.machine()})",
                f"Python {pyplatform.python_version()} at {sys.executable}"]
-    if platform.IS_WINDOWS:
+    if sys.platform == "win32":
         details.append(f"session {os.environ.get('SESSIONNAME', '?')}")
     else:
         details.append(f"uid {os.getuid()}")

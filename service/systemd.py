@@ -6,15 +6,18 @@ either runs (systemd is running: /run/systemd/system exists) or prints for the u
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trtd.daemon import platform
+
+from .config_template import default_config_text  # noqa: F401  (install writes it)
+
+# POSIX only (grp, pwd, systemd); type checkers skip this module for Windows.
+assert sys.platform != "win32", "systemd units are for Linux; see service/windows.py"
 
 UNIT_NAME = f"{platform.SERVICE_NAME}.service"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
@@ -30,6 +33,10 @@ def user_unit_dir() -> Path:
 
 def unit_path(scope: str) -> Path:
     return (SYSTEM_UNIT_DIR if scope == "system" else user_unit_dir()) / UNIT_NAME
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
 
 
 def systemd_running() -> bool:
@@ -142,24 +149,6 @@ def render_unit(opts: UnitOptions) -> str:
     return "\n".join(line for line in lines if line is not None)
 
 
-def default_config_text(scope: str, windows: bool = platform.IS_WINDOWS) -> str:
-    """The config `service install` writes when there is none: the demo model, and for a
-    system service the endpoint clients find by default and the group that may use it."""
-    endpoint = platform.service_endpoint(scope, windows)
-    lines = [
-        f"# trtd configuration ({scope} service). Check it with: trtd config check PATH",
-        "# Apply changes without a restart: trtd reload (or systemctl reload trtd).",
-        f'endpoint = "{endpoint}"',
-    ]
-    if scope == "system" and not windows:
-        lines += ["# Members of this group may use the daemon (usermod -aG trtd USER).",
-                  f'group = "{platform.SERVICE_GROUP}"']
-    lines += ["drain_timeout_s = 10.0", "",
-              "[models.demo]", 'path = "builtin:demo"', "",
-              "# [models.resnet]", '# path = "/srv/models/resnet.onnx"', "# max_batch = 8", ""]
-    return "\n".join(lines)
-
-
 @dataclass(slots=True)
 class Step:
     """One thing install/uninstall does: a command, or a file to write."""
@@ -178,6 +167,8 @@ class Step:
 
 
 def _group_exists(name: str) -> bool:
+    import grp  # POSIX only: imported here so that Windows can use default_config_text
+
     try:
         grp.getgrnam(name)
         return True
@@ -186,6 +177,8 @@ def _group_exists(name: str) -> bool:
 
 
 def _user_exists(name: str) -> bool:
+    import pwd
+
     try:
         pwd.getpwnam(name)
         return True
@@ -214,6 +207,8 @@ def install_steps(opts: UnitOptions, config_exists: bool) -> list[Step]:
     steps.append(Step("the systemd unit", write=unit_path(opts.scope), text=render_unit(opts)))
     steps.append(Step("load the new unit", _systemctl(opts.scope, "daemon-reload")))
     if opts.scope == "user":
+        import pwd
+
         # A user manager runs only while the user is logged in, unless lingering is on.
         user = pwd.getpwuid(os.getuid()).pw_name
         steps.append(Step("start the user's services at boot, without a login",
@@ -232,6 +227,8 @@ def uninstall_steps(scope: str) -> list[Step]:
 
 def unreachable_by(path: str, user: str) -> str | None:
     """The first folder on `path` that `user` cannot enter (a venv under /root), else None."""
+    import pwd
+
     try:
         pw = pwd.getpwnam(user)
     except KeyError:

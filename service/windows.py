@@ -116,7 +116,7 @@ if sys.platform == "win32":
 
     def main(args) -> int:
         from .commands import config_of, daemon_status
-        from .systemd import default_config_text
+        from .config_template import default_config_text
 
         if args.user:
             print("a per-user Windows service is not supported; run `trtd serve` at logon, e.g.: "

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-WINDOWS_MODULES = ["service/windows.py", "service/runner.py", "service/tdr.py", "daemon/winshm.py",
+# Everything the Windows service imports on Windows, checked as Windows sees it.
+WINDOWS_MODULES = ["service/windows.py", "service/runner.py", "service/tdr.py", "service/commands.py",
+                   "service/config_template.py", "service/selftest.py", "daemon/winshm.py",
                    "daemon/platform.py"]
 
 
