@@ -320,6 +320,8 @@ class DaemonCore:
         every other model keeps serving untouched. Models added with the `load` op are left
         alone unless the configuration names them."""
         reply = m.ReloadReply()
+        if self.loader is None:  # models were loaded in the foreground (load_configured_models)
+            self.loader = ModelLoader(self.models, self.completions)
         wanted = {model.name: model for model in new.models}
         for name in list(self._configured):
             if name not in wanted:

@@ -28,8 +28,8 @@ def slow_to_run(path: Path, layers: int = 48, width: int = 768) -> Path:
         out = "y" if i == layers - 1 else f"t{i}"
         nodes.append(helper.make_node("Tanh", [f"m{i}"], [out]))
         prev = out
-    graph = helper.make_graph(nodes, "slow_run", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, width])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, width])], inits)
+    graph = helper.make_graph(nodes, "slow_run", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])], inits)
     return _save(graph, path)
 
 
@@ -41,6 +41,6 @@ def slow_to_load(path: Path, nodes_count: int = 2500) -> Path:
         out = "y" if i == nodes_count - 1 else f"a{i}"
         nodes.append(helper.make_node("Add" if i % 2 else "Mul", [prev, f"c{i}"], [out]))
         prev = out
-    graph = helper.make_graph(nodes, "slow_load", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], inits)
+    graph = helper.make_graph(nodes, "slow_load", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
     return _save(graph, path)

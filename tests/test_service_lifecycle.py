@@ -131,13 +131,14 @@ def test_ready_once_the_socket_serves_while_a_model_still_loads(tmp_path, notify
 
 
 def test_sigterm_drains_a_request_in_flight(tmp_path):
-    slow_to_run(tmp_path / "slow.onnx")
+    # ~1 s of matrix products at the least (more on a busy machine): SIGTERM lands mid-request.
+    slow_to_run(tmp_path / "slow.onnx", layers=192)
     config = tmp_path / "d.toml"
     # Two instances: requests run on worker threads, so the socket loop is free when SIGTERM comes.
     config.write_text('drain_timeout_s = 60\n[models.slow]\npath = "slow.onnx"\ninstances = 2\n'
-                      'max_batch = 256\n')
+                      'max_batch = 1024\n')
     d = start_daemon(tmp_path, "--config", str(config))
-    x = np.random.default_rng(0).standard_normal((256, 768), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((1024, 768), dtype=np.float32)
     result: dict = {}
     c = Client(d.endpoint, timeout=120)
     handle = c.model("slow")
@@ -152,10 +153,11 @@ def test_sigterm_drains_a_request_in_flight(tmp_path):
     try:
         t = threading.Thread(target=infer)
         t.start()
-        assert wait_until(lambda: handle._region is not None and _in_flight(d) == 1, timeout=30)
+        assert wait_until(lambda: handle._region is not None and _in_flight(d) == 1, timeout=30,
+                          interval=0.01)
+        d.proc.send_signal(signal.SIGTERM)
         expected_region = handle._region.name
         assert expected_region in shm_names()
-        d.proc.send_signal(signal.SIGTERM)
         # New work is refused while it drains; other ops are answered.
         assert wait_until(lambda: "stopping: finishing 1 request" in d.log(), timeout=10), d.log()
         with Client(d.endpoint, timeout=10) as other:
@@ -163,7 +165,7 @@ def test_sigterm_drains_a_request_in_flight(tmp_path):
                 other.infer("slow", x[:1])
         t.join(timeout=120)
         assert "error" not in result, result
-        assert result["y"].shape == (256, 768) and np.isfinite(result["y"]).all()
+        assert result["y"].shape == (1024, 768) and np.isfinite(result["y"]).all()
         assert d.proc.wait(timeout=60) == 0, d.log()
         assert expected_region not in shm_names()
         assert not (tmp_path / "d.sock").exists()
@@ -308,5 +310,16 @@ def test_reload_without_config_file_is_a_clear_error(tmp_path):
     try:
         reply = raw_call(d.endpoint, {"v": 1, "op": "reload", "id": 7})
         assert reply["ok"] and reply["result"]["unchanged"] == ["demo"]
+    finally:
+        assert d.stop() == 0
+
+
+def test_journald_lines_carry_syslog_priorities(tmp_path):
+    # systemd sets JOURNAL_STREAM when stderr is the journal: no timestamps, <N> priorities.
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo", "--model", "gone=/nowhere/x.onnx",
+                     env={"JOURNAL_STREAM": "8:12345"})
+    try:
+        assert wait_until(lambda: "<3>trtd.models: model gone failed to load" in d.log(), timeout=30), d.log()
+        assert any(line.startswith("<6>trtd.server: trtd serving on") for line in d.log().splitlines())
     finally:
         assert d.stop() == 0
