@@ -183,15 +183,6 @@ def check_text(text: str, base_dir: Path) -> list[Problem]:
     if config.endpoint is not None and not re.fullmatch(r"ipc://.+|tcp://[^:/]+:\d+", config.endpoint):
         problems.append(Problem(top_line("endpoint"), f"endpoint must be ipc:///PATH or "
                                                       f"tcp://HOST:PORT, got {config.endpoint!r}"))
-    if config.group and sys.platform != "win32":
-        import grp
-
-        try:
-            grp.getgrnam(config.group)
-        except KeyError:
-            problems.append(Problem(top_line("group"), f"group {config.group!r} does not exist on "
-                                                       f"this machine; create it (groupadd --system "
-                                                       f"{config.group}) or set group = \"\""))
     if not isinstance(models_table, dict):
         return problems + [Problem(top_line("models"), "'models' must be a table of [models.NAME] sections")]
     for name, table in models_table.items():

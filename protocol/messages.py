@@ -332,6 +332,7 @@ class Reload(Request):
 
     OP = "reload"
     REPLY = ReloadReply
+    PRIVILEGED = True  # it loads and unloads models, like load/unload
 
 
 REQUEST_TYPES: dict[str, type] = {

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from trtd.daemon.config import load_config
+from trtd.daemon.config import ConfigError, load_config
 from trtd.daemon.config_check import check_file, locate_keys
 
 BAD = """\
@@ -97,12 +97,13 @@ def test_missing_file(tmp_path):
     assert problem.line == 0 and "does not exist" in problem.message
 
 
-def test_group_key_is_parsed_and_checked(tmp_path):
+def test_group_key_is_checked_with_its_line(tmp_path):
     path = tmp_path / "g.toml"
-    path.write_text('group = "no-such-group-trtd-test"\n')
-    assert load_config(path).group == "no-such-group-trtd-test"
+    path.write_text('# access\n\ngroup = "no-such-group-trtd-test"\n')
+    with pytest.raises(ConfigError, match="no such group"):
+        load_config(path)
     (problem,) = check_file(path)
-    assert problem.line == 1 and "groupadd --system no-such-group-trtd-test" in problem.message
+    assert problem.line == 3 and "no such group" in problem.message
     path.write_text('group = "root"\n')
     assert check_file(path) == []
 

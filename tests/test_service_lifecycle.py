@@ -305,11 +305,14 @@ def test_trtd_reload_command(tmp_path):
         assert d.stop() == 0, d.log()
 
 
-def test_reload_without_config_file_is_a_clear_error(tmp_path):
+def test_reload_without_config_file_keeps_the_flag_models(tmp_path):
     d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
     try:
+        with Client(d.endpoint) as c:  # reads the admin token: reload is privileged
+            assert c.reload().unchanged == ["demo"]
+        # Without the admin token: refused, as load/unload are.
         reply = raw_call(d.endpoint, {"v": 1, "op": "reload", "id": 7})
-        assert reply["ok"] and reply["result"]["unchanged"] == ["demo"]
+        assert not reply["ok"] and reply["error"]["code"] == "UNAUTHORIZED"
     finally:
         assert d.stop() == 0
 
