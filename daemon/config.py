@@ -104,6 +104,9 @@ class DaemonConfig:
     # POSIX group that may also read the admin token (shutdown, load, unload): "" = the
     # daemon's user (and root) only. Members of `group` can use models but not change them.
     admin_group: str = ""
+    # On stop (SIGTERM, the Windows service stop request, `shutdown`), requests already
+    # running or queued get this long to finish and be answered before models are unloaded.
+    drain_timeout_s: float = 10.0
 
 
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
@@ -131,14 +134,23 @@ def _build(cls: type, where: str, table: dict, allowed: set[str], **fixed):
     return cls(**kwargs)
 
 
-def load_config(path: str | Path) -> DaemonConfig:
-    path = Path(path)
+def read_toml(path: Path) -> tuple[str, dict]:
+    """The file's text and its parsed table; ConfigError when missing or not TOML."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    path = Path(path)
+    _, data = read_toml(path)
     models_table = data.pop("models", {})
     if not isinstance(models_table, dict):
         raise ConfigError(f"{path}: 'models' must be a table of [models.NAME] sections")
@@ -206,6 +218,8 @@ def validate(config: DaemonConfig) -> None:
         AccessPolicy.from_names(config.group, config.admin_group)
     except AccessError as exc:
         raise ConfigError(str(exc)) from None
+    if config.drain_timeout_s < 0:
+        raise ConfigError("drain_timeout_s must be >= 0")
     if min(config.max_region_bytes, config.max_regions_per_client, config.max_clients,
            config.max_regions) <= 0:
         raise ConfigError("max_region_bytes, max_regions_per_client, max_clients and max_regions "

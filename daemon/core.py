@@ -8,10 +8,12 @@ the daemon keeps serving.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Callable
 
 import psutil
 
@@ -25,6 +27,7 @@ from .config import ConfigError, DaemonConfig, ModelConfig, validate_model
 from .models import ModelRegistry
 from .regions import RegionLimits, RegionRegistry
 from .engine_swap import Swap
+from .loader import Loaded, ModelLoader
 from .scheduler import CompletionQueue, Done, Job
 from .validation import bind_request
 
@@ -51,6 +54,15 @@ class DaemonCore:
         self.daemon_id = daemon_id
         self.started = time.monotonic()
         self.stop_requested = False
+        # Set on stop: running requests finish and are answered, new work is refused.
+        self.draining = False
+        self.in_flight = 0  # requests a worker instance will answer (PENDING, not yet finished)
+        self.loader: ModelLoader | None = None
+        # The model configurations read from the config file, as read (the registry's copies
+        # get filled in while loading): a reload compares against these.
+        self._configured: dict[str, ModelConfig] = {}
+        # Produces a fresh configuration for `reload` / SIGHUP (the server sets it).
+        self.reload_source: Callable[[], DaemonConfig] | None = None
         self.clients = ClientRegistry(config.client_timeout_s, config.max_clients)
         self.pinning = HostPinning()
         self.completions = CompletionQueue()
@@ -66,16 +78,36 @@ class DaemonCore:
             m.Hello: self._hello, m.ListModels: self._models, m.Lease: self._lease,
             m.Release: self._release, m.Infer: self._infer, m.Heartbeat: self._heartbeat,
             m.Goodbye: self._goodbye, m.Status: self._status, m.Load: self._load,
-            m.Unload: self._unload, m.Shutdown: self._shutdown,
+            m.Unload: self._unload, m.Shutdown: self._shutdown, m.Reload: self._reload,
         }
 
-    def load_configured_models(self) -> None:
+    def start_loading(self) -> None:
+        """Queue the configured models on the loader thread; they show as "loading" until ready."""
+        self.loader = ModelLoader(self.models, self.completions)
         for model in self.config.models:
+            self._configured[model.name] = copy.deepcopy(model)
+            self.loader.add(model)
+
+    def load_configured_models(self) -> None:
+        """Load every configured model now, on this thread (tests and tools that need them ready)."""
+        for model in self.config.models:
+            self._configured[model.name] = copy.deepcopy(model)
             self.models.load(model)
+
+    @property
+    def loading(self) -> int:
+        return self.loader.pending if self.loader is not None else 0
 
     def handle(self, request: m.Request, call: Call):
         """The reply payload, or PENDING when a worker instance will finish the request."""
-        return self._handlers[type(request)](request, call)
+        if self.draining and isinstance(request, _REFUSED_WHILE_DRAINING):
+            raise ProtocolError(ErrorCode.OVERLOADED,
+                                "the daemon is stopping (finishing the requests it has); "
+                                "retry when it is back")
+        result = self._handlers[type(request)](request, call)
+        if result is PENDING:
+            self.in_flight += 1
+        return result
 
     # -- periodic ------------------------------------------------------------------------------------
 
@@ -90,18 +122,36 @@ class DaemonCore:
         return reclaimed
 
     def close(self) -> None:
+        from .models import discard
+
+        if self.loader is not None:
+            self.loader.close()  # waits for the model being created now
         # Models first: their executors finish running requests, which use regions.
         self.models.close_all()
         for done in self.completions.drain():
-            self.finish(done)  # answers nobody (the socket is closing) but checks regions back in
+            if isinstance(done, Loaded):
+                discard(done.model)
+            elif isinstance(done, Swap):
+                discard(done)
+            else:
+                self.finish(done)  # answers nobody (the socket is closing) but checks regions back in
         self.regions.close_all()
         self.completions.close()
 
     def finish(self, done) -> tuple[bytes, bytes] | None:
-        """(identity, reply frame) for a request a worker instance has finished; None for a swap."""
+        """(identity, reply frame) for a request a worker instance has finished; None for a swap
+        or a model loaded in the background."""
         if isinstance(done, Swap):
             self.models.swap(done)
             return None
+        if isinstance(done, Loaded):
+            self.loader.finished(done)
+            if done.replace:
+                self.models.finish_replacing(done.model)
+            else:
+                self.models.finish_loading(done.target, done.model)
+            return None
+        self.in_flight -= 1
         job = done.job
         job.executor.finished()
         try:
@@ -247,8 +297,58 @@ class DaemonCore:
 
     def _unload(self, req: m.Unload, call: Call):
         self.models.unload(req.name)
+        self._configured.pop(req.name, None)  # the config file decides again at the next reload
         return m.UnloadReply()
 
     def _shutdown(self, req: m.Shutdown, call: Call):
         self.stop_requested = True
         return m.ShutdownReply()
+
+    def _reload(self, req: m.Reload, call: Call):
+        if self.reload_source is None:
+            raise ProtocolError(ErrorCode.CONFIG_ERROR, "this daemon has no configuration to reload")
+        try:
+            config = self.reload_source()
+        except ConfigError as exc:
+            raise ProtocolError(ErrorCode.CONFIG_ERROR,
+                                f"the configuration was not reloaded, nothing changed: {exc}") from None
+        return self.reload(config)
+
+    def reload(self, new: DaemonConfig) -> m.ReloadReply:
+        """Apply a re-read configuration's models: new ones load, changed ones are replaced once
+        their new version has loaded (the old one serves until then), removed ones unload;
+        every other model keeps serving untouched. Models added with the `load` op are left
+        alone unless the configuration names them."""
+        reply = m.ReloadReply()
+        if self.loader is None:  # models were loaded in the foreground (load_configured_models)
+            self.loader = ModelLoader(self.models, self.completions)
+        wanted = {model.name: model for model in new.models}
+        for name in list(self._configured):
+            if name not in wanted:
+                del self._configured[name]
+                if name in self.models.names():
+                    self.models.unload(name)
+                    reply.unloaded.append(name)
+        current = set(self.models.names())
+        for name, config in wanted.items():
+            before = self._configured.get(name)
+            self._configured[name] = copy.deepcopy(config)
+            if name not in current:
+                self.loader.add(config)
+                reply.loading.append(name)
+                continue
+            model = self.models.get(name)
+            if before == config and model.state != "failed":
+                reply.unchanged.append(name)
+            else:  # changed, or failed before (its file may be there now): load it again
+                self.loader.replace(model, config)
+                reply.replacing.append(name)
+        reply.restart_needed = [f.name for f in fields(DaemonConfig)
+                                if f.name != "models" and getattr(new, f.name) != getattr(self.config, f.name)]
+        log.info("reload: loading %s, replacing %s, unloaded %s, unchanged %s%s",
+                 reply.loading, reply.replacing, reply.unloaded, reply.unchanged,
+                 f"; restart to apply {reply.restart_needed}" if reply.restart_needed else "")
+        return reply
+
+
+_REFUSED_WHILE_DRAINING = (m.Infer, m.Lease, m.Load, m.Reload)

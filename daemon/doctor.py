@@ -77,6 +77,11 @@ def run_checks() -> list[Check]:
         checks.append(Check("onnxruntime", False, "not installed", 'pip install "trtd[onnx]"'))
     torch = _version("torch")
     checks.append(Check("torch", None if torch is None else True, torch or "not installed (optional)"))
+    if sys.platform == "win32":
+        from trtd.service.tdr import describe_tdr
+
+        ok, detail = describe_tdr()
+        checks.append(Check("gpu watchdog", ok, detail, "" if ok is not False else detail.split(". ", 1)[-1]))
     if os.path.isdir("/dev/shm"):
         usage = shutil.disk_usage("/dev/shm")
         checks.append(Check("/dev/shm", usage.free > 1 << 30, f"{usage.free / 2**30:.1f} of "

@@ -35,6 +35,7 @@ class LoadedModel:
     engine: str = ""    # fingerprint of the engine in use, if any
     build: str = ""     # the background engine build: building, comparing, rejected: ..., failed: ...
     swapper: object = None  # the EngineSwapper thread, while one runs
+    source: str = ""    # the ONNX file an engine or variant is prepared from, if any
     stats: ModelStats = field(default_factory=ModelStats)
     # name -> (spec, numpy dtype); built once so validation does no lookups by scan.
     inputs: dict[str, tuple[TensorSpec, np.dtype]] = field(default_factory=dict)
@@ -56,6 +57,28 @@ class LoadedModel:
 def _retire(executor: Executor, backend: Backend) -> None:
     executor.close()
     backend.close()
+
+
+def discard(model: LoadedModel) -> None:
+    """Close a model that was never served."""
+    if model.executor is not None:
+        model.executor.close()
+    if model.backend is not None:
+        model.backend.close()
+
+
+def retire(model: LoadedModel) -> None:
+    """Close a model that is no longer served: its queued requests drain on their own threads,
+    so the socket loop does not wait for them; an inline executor has nothing running."""
+    if model.swapper is not None:
+        model.swapper.cancel()
+    if model.executor is None or model.backend is None:
+        return
+    if model.executor.inline:
+        discard(model)
+    else:
+        threading.Thread(target=_retire, args=(model.executor, model.backend), daemon=True,
+                         name=f"trtd-retire-{model.name}").start()
 
 
 def model_io(model: LoadedModel, backend: Backend) -> None:
@@ -100,6 +123,7 @@ class ModelRegistry:
         self.completions = completions
         self.pinning = pinning
         self.streams = cuda.StreamPool()
+        self._create_lock = threading.Lock()
 
     def __iter__(self):
         return iter(list(self._models.values()))
@@ -108,11 +132,28 @@ class ModelRegistry:
         return list(self._models)
 
     def load(self, config: ModelConfig) -> LoadedModel:
+        """Load now (on the caller's thread) and serve it; a failure is kept as a failed model."""
         if config.name in self._models:
             raise ProtocolError(
                 ErrorCode.LOAD_FAILED,
                 f"a model named {config.name!r} is already loaded; unload it first",
             )
+        model = self.create(config)
+        self._install(model)
+        return model
+
+    def add_loading(self, config: ModelConfig) -> LoadedModel:
+        """A placeholder in state "loading", shown by status until create() has finished."""
+        placeholder = LoadedModel(config=config, backend=None, state="loading")
+        self._models[config.name] = placeholder
+        return placeholder
+
+    def create(self, config: ModelConfig) -> LoadedModel:
+        """Build a model without serving it yet (safe on a loader thread: touches no registry)."""
+        with self._create_lock:  # one load at a time: they share the stream pool and the GPU
+            return self._create(config)
+
+    def _create(self, config: ModelConfig) -> LoadedModel:
         # TensorRT from ONNX: ONNX Runtime serves first (engine_swap); the GPU comes later.
         is_onnx = config.path.startswith(BUILTIN_PREFIX) or config.path.lower().endswith(".onnx")
         onnx_first = is_onnx and (config.backend == "tensorrt" or
@@ -142,22 +183,51 @@ class ModelRegistry:
             if not isinstance(exc, (BackendError, CudaError, ImportError, ValueError, OSError)):
                 log.exception("model %s: unexpected error while loading", config.name)
                 exc = f"{type(exc).__name__}: {exc}"
-            model = LoadedModel(config=config, backend=None, state="failed", error=str(exc))
             log.error("model %s failed to load: %s", config.name, exc)
-        else:
-            model = LoadedModel(config=config, backend=backend, state="ready", executor=executor,
-                                serving=backend.kind)
-            model_io(model, backend)
-            log.info("model %s ready (%s, %s)", config.name, backend.kind, config.path)
-            if onnx_first:
-                if config.swap == "auto":
-                    model.build = "queued"
-                    model.swapper = EngineSwapper(model, path, self)
-                    model.swapper.start()
-                else:
-                    model.build = "off (swap = \"off\")"
-        self._models[config.name] = model
+            return LoadedModel(config=config, backend=None, state="failed", error=str(exc))
+        model = LoadedModel(config=config, backend=backend, state="ready", executor=executor,
+                            serving=backend.kind, source=path if onnx_first else "")
+        model_io(model, backend)
+        log.info("model %s ready (%s, %s)", config.name, backend.kind, config.path)
         return model
+
+    def _install(self, model: LoadedModel) -> None:
+        """Serve a created model under its name (socket loop only)."""
+        self._models[model.name] = model
+        if model.source:  # ONNX first: the engine or reduced-precision variant comes later
+            if model.config.swap == "auto":
+                model.build = "queued"
+                model.swapper = EngineSwapper(model, model.source, self)
+                model.swapper.start()
+            else:
+                model.build = "off (swap = \"off\")"
+
+    def finish_loading(self, placeholder: LoadedModel, model: LoadedModel) -> bool:
+        """Put a model created in the background in its placeholder's place (socket loop only).
+
+        False (and the model closed) when the placeholder is gone: unloaded, or the daemon
+        is stopping.
+        """
+        if self._models.get(placeholder.name) is not placeholder:
+            discard(model)
+            return False
+        self._install(model)
+        return True
+
+    def finish_replacing(self, model: LoadedModel) -> bool:
+        """Serve a reloaded model instead of the one serving under its name now (by name: that
+        may be a model whose first load finished after the reload asked); a failed one leaves
+        the old one serving. Discarded when the name was unloaded meanwhile."""
+        old = self._models.get(model.name)
+        if old is None or old.state == "loading":
+            discard(model)
+            return False
+        if model.state != "ready" and old.state == "ready":
+            old.error = f"reload failed; still serving the previous configuration: {model.error}"
+            return False
+        self._install(model)
+        retire(old)
+        return True
 
     def swap(self, item) -> None:
         """Put a compared engine in place of ONNX Runtime (socket loop only, between requests)."""
@@ -194,6 +264,11 @@ class ModelRegistry:
 
     def get_ready(self, name: str) -> LoadedModel:
         model = self.get(name)
+        if model.state == "loading":
+            raise ProtocolError(
+                ErrorCode.MODEL_NOT_READY,
+                f"model {name!r} is still loading; retry shortly (`trtd status` shows it)",
+            )
         if model.state != "ready":
             raise ProtocolError(
                 ErrorCode.MODEL_NOT_READY,

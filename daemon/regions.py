@@ -22,6 +22,8 @@ import numpy as np
 
 from trtd.protocol import ALIGNMENT, ErrorCode, ProtocolError, align_up
 
+from . import platform
+
 log = logging.getLogger("trtd.regions")
 
 _RELEASED_MEMORY = 4096
@@ -74,6 +76,11 @@ def _shm_free_bytes() -> int | None:
 
 def _create_segment(name: str, nbytes: int, on_create=None) -> shared_memory.SharedMemory:
     try:
+        if platform.windows_service_mappings():
+            # A service's regions: Global\ names and a DACL for the users' sessions.
+            from .winshm import WindowsMapping
+
+            return WindowsMapping(name, nbytes, platform.mapping_sddl(platform.mapping_allowed_sids()))  # type: ignore[return-value]
         shm = shared_memory.SharedMemory(name=name, create=True, size=nbytes)
     except FileExistsError:
         raise  # the caller picks another name
@@ -190,7 +197,8 @@ class RegionRegistry:
         shm = None
         while shm is None:
             self._seq += 1
-            name = f"{self._prefix}{self._seq:x}"
+            name = platform.windows_mapping_name(f"{self._prefix}{self._seq:x}",
+                                                 platform.windows_service_mappings())
             try:
                 shm = _create_segment(name, nbytes, self._on_create)
             except FileExistsError:

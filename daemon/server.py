@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import signal
 import sys
 import threading
 import time
+from typing import Callable
 
 import zmq
 
@@ -21,10 +21,12 @@ from trtd.protocol import (MAX_REQUEST_BYTES, ErrorCode, ProtocolError, decode_e
                            encode_error, encode_reply, resolve_endpoint)
 from trtd.protocol.endpoint import ipc_path, runtime_dir
 
+from . import platform
 from .access import AccessPolicy, Gate
-from .config import DaemonConfig
+from .config import ConfigError, DaemonConfig
 from .core import PENDING, Call, DaemonCore
 from .instance import InstanceLock
+from .notify import Notifier
 
 log = logging.getLogger("trtd.server")
 
@@ -33,7 +35,9 @@ _TICK_S = 0.2
 
 
 class Server:
-    def __init__(self, config: DaemonConfig):
+    def __init__(self, config: DaemonConfig, reload_source: Callable[[], DaemonConfig] | None = None,
+                 notifier: Notifier | None = None):
+        """reload_source: re-reads the configuration for `reload` / SIGHUP."""
         self.config = config
         self._lock = InstanceLock(runtime_dir(), resolve_endpoint(config.endpoint))
         self.endpoint = self._lock.endpoint
@@ -44,21 +48,39 @@ class Server:
         self._ctx: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
         self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._reload_source = reload_source
+        self.notifier = notifier if notifier is not None else Notifier()
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        raise_fd_limit()
+        platform.raise_fd_limit()
         self._lock.acquire()
         self._lock.remove_predecessor_regions()
         self._access.share_directory(self._lock.path.parent)
         self.core = DaemonCore(self.config, self.endpoint, daemon_id=secrets.token_hex(8),
                                region_prefix=self._lock.region_prefix, share_region=self._access.share_fd)
+        self.core.reload_source = self._reload_source
         # Before binding: a client that can connect can always find the tokens.
         self.gate.write_tokens()
         self._bind()
-        self.core.load_configured_models()
-        log.info("trtd serving on %s (pid %d)", self.endpoint, os.getpid())
+        # The socket serves from here on: tell the service manager now, and load the models
+        # in the background (a big model must not run into systemd's start timeout).
+        self.core.start_loading()
+        log.info("trtd serving on %s (pid %d); loading %d model(s) in the background",
+                 self.endpoint, os.getpid(), self.core.loading)
+        self.notifier.ready(self._status_line())
+
+    def _status_line(self) -> str:
+        core = self.core
+        states = [model.state for model in core.models]
+        text = f"serving on {self.endpoint}: {states.count('ready')} model(s) ready"
+        if core.loading:
+            text += f", {core.loading} loading"
+        if states.count("failed"):
+            text += f", {states.count('failed')} failed"
+        return text
 
     def _bind(self) -> None:
         self._ctx = zmq.Context()
@@ -85,11 +107,15 @@ class Server:
         self._socket = sock
 
     def request_stop(self, *_args) -> None:
+        """Stop after draining (signal handlers and the Windows service call this)."""
         self._stop.set()
 
+    def request_reload(self, *_args) -> None:
+        self._reload.set()
+
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        handled = platform.install_signal_handlers(self.request_stop, self.request_reload)
+        log.debug("handling %s", ", ".join(handled))
 
     def close(self) -> None:
         if self.core is not None:
@@ -108,6 +134,7 @@ class Server:
             self._ctx.term()
         self.gate.remove_tokens()
         self._lock.release()
+        self.notifier.close()
         log.info("trtd stopped")
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -120,23 +147,9 @@ class Server:
         reclaim_every = self.config.reclaim_interval_s
         next_reclaim = time.monotonic() + reclaim_every
         tick_ms = int(min(_TICK_S, reclaim_every) * 1000)
+        loading = core.loading
         while not self._stop.is_set() and not core.stop_requested:
-            if poller.poll(tick_ms):
-                for done in core.completions.drain():
-                    try:
-                        answer = core.finish(done)
-                    except Exception:  # one bad completion must not lose the others
-                        log.exception("finishing a request or an engine swap failed")
-                        continue
-                    if answer is not None:
-                        self._send(sock, *answer, done.job.request_id)
-                # Drain what is queued before looking at timers again.
-                while not core.stop_requested:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._serve_one(sock, frames)
+            self._turn(poller, sock, tick_ms)
             now = time.monotonic()
             if now >= next_reclaim:
                 try:
@@ -144,6 +157,67 @@ class Server:
                 except Exception:  # e.g. out of file descriptors: log, keep serving, retry later
                     log.exception("reclaiming dead clients failed")
                 next_reclaim = now + reclaim_every
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_now()
+            if core.loading != loading:
+                loading = core.loading
+                self.notifier.status(self._status_line())
+            self.notifier.watchdog_due(now)
+        self._drain(poller, sock, tick_ms)
+
+    def _turn(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int) -> None:
+        """One poll: answer finished work, then every request that is waiting."""
+        core = self.core
+        if poller.poll(tick_ms):
+            for done in core.completions.drain():
+                try:
+                    answer = core.finish(done)
+                except Exception:  # one bad completion must not lose the others
+                    log.exception("finishing a request, an engine swap or a model load failed")
+                    continue
+                if answer is not None:
+                    self._send(sock, *answer, done.job.request_id)
+            # Drain what is queued before looking at timers again.
+            while not core.stop_requested:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._serve_one(sock, frames)
+
+    def _drain(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int) -> None:
+        """Answer the requests already running or queued (new work is refused) until none is
+        left or drain_timeout_s has passed; then close() releases regions and models."""
+        core = self.core
+        core.draining = True
+        core.stop_requested = False  # keep reading: releases and goodbyes are still answered
+        self.notifier.stopping(f"stopping: finishing {core.in_flight} request(s)")
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        if core.in_flight:
+            log.info("stopping: finishing %d request(s) in flight (up to %.0f s)",
+                     core.in_flight, self.config.drain_timeout_s)
+        while core.in_flight > 0 and time.monotonic() < deadline:
+            self._turn(poller, sock, min(tick_ms, 50))
+            self.notifier.watchdog_due()
+        if core.in_flight > 0:
+            log.warning("stopping with %d request(s) unanswered after drain_timeout_s = %.1f",
+                        core.in_flight, self.config.drain_timeout_s)
+        core.stop_requested = True
+
+    def _reload_now(self) -> None:
+        """SIGHUP: the same as the `reload` op, reported in the log."""
+        if self._reload_source is None:
+            log.warning("SIGHUP: this daemon has no configuration file to reload")
+            return
+        self.notifier.reloading()
+        try:
+            self.core.reload(self._reload_source())
+        except ConfigError as exc:
+            log.error("SIGHUP: the configuration was not reloaded, nothing changed: %s", exc)
+        except Exception:
+            log.exception("SIGHUP: reload failed")
+        self.notifier.ready(self._status_line())
 
     def _serve_one(self, sock: zmq.Socket, frames: list[bytes]) -> None:
         received = time.perf_counter_ns()
@@ -178,8 +252,8 @@ class Server:
             log.warning("a client's queue is full; reply %d dropped", request_id)
 
 
-def run(config: DaemonConfig) -> int:
-    server = Server(config)
+def run(config: DaemonConfig, reload_source: Callable[[], DaemonConfig] | None = None) -> int:
+    server = Server(config, reload_source)
     try:
         server.start()
     except Exception:
@@ -193,21 +267,24 @@ def run(config: DaemonConfig) -> int:
     return 0
 
 
-def raise_fd_limit() -> None:
-    """Each region holds a descriptor: allow as many as the hard limit does."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
+# sd-daemon(3) priority prefixes: journald reads "<3>" as an error line, "<6>" as info.
+_SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+                    logging.DEBUG: 7}
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>"
+        # One prefix per line: a traceback's lines keep the record's priority.
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
 
 
 def configure_logging(level: str) -> None:
-    # One line per event on stderr: journald and the Windows service wrapper both take it as is.
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """One line per event on stderr. Under systemd (JOURNAL_STREAM is set when stderr is the
+    journal) lines carry syslog priorities instead of timestamps: journald adds its own."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])

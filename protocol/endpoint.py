@@ -32,15 +32,24 @@ def runtime_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"trtd-{os.getuid()}"
 
 
-def default_endpoint() -> str:
+# Where a system-wide service (systemd unit of `trtd service install`) listens.
+SYSTEM_SOCKET = Path("/run/trtd/trtd.sock")
+
+
+def default_endpoint(discover: bool = False) -> str:
+    """The per-user endpoint; with discover (clients), the system service's socket when the
+    user runs no daemon of their own and a system service is there."""
     if sys.platform == "win32":
         return f"tcp://127.0.0.1:{DEFAULT_TCP_PORT}"
-    return f"ipc://{runtime_dir() / 'trtd.sock'}"
+    own = runtime_dir() / "trtd.sock"
+    if discover and not own.exists() and SYSTEM_SOCKET.exists():
+        return f"ipc://{SYSTEM_SOCKET}"
+    return f"ipc://{own}"
 
 
-def resolve_endpoint(explicit: str | None = None) -> str:
-    """explicit argument > TRTD_ENDPOINT > the platform default."""
-    return explicit or os.environ.get(ENDPOINT_ENV) or default_endpoint()
+def resolve_endpoint(explicit: str | None = None, discover: bool = False) -> str:
+    """explicit argument > TRTD_ENDPOINT > the platform default (see default_endpoint)."""
+    return explicit or os.environ.get(ENDPOINT_ENV) or default_endpoint(discover)
 
 
 def ipc_path(endpoint: str) -> Path | None:

@@ -31,6 +31,7 @@ class ErrorCode(str, Enum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"  # the request's deadline_ms passed before it started
     BACKEND_ERROR = "BACKEND_ERROR"        # the backend raised; the model stays loaded
     LOAD_FAILED = "LOAD_FAILED"
+    CONFIG_ERROR = "CONFIG_ERROR"          # reload: the configuration file is missing or invalid
     INTERNAL = "INTERNAL"                  # a bug in the daemon; it keeps serving
 
     def __str__(self) -> str:

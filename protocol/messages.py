@@ -314,8 +314,29 @@ class Shutdown(Request):
     PRIVILEGED = True
 
 
+@_wire
+class ReloadReply:
+    """What a reload started; models load in the background (their state is "loading")."""
+
+    loading: list[str] = field(default_factory=list)    # new in the configuration
+    replacing: list[str] = field(default_factory=list)  # changed (or failed before): reloading
+    unloaded: list[str] = field(default_factory=list)   # no longer in the configuration
+    unchanged: list[str] = field(default_factory=list)  # serving on, untouched
+    # Daemon-wide keys whose new values take effect only after a restart.
+    restart_needed: list[str] = field(default_factory=list)
+
+
+@_wire
+class Reload(Request):
+    """Re-read the daemon's configuration file and apply its models (SIGHUP does the same)."""
+
+    OP = "reload"
+    REPLY = ReloadReply
+    PRIVILEGED = True  # it loads and unloads models, like load/unload
+
+
 REQUEST_TYPES: dict[str, type] = {
     cls.OP: cls
     for cls in (Hello, ListModels, Lease, Release, Infer, Heartbeat, Goodbye, Status, Load,
-                Unload, Shutdown)
+                Unload, Shutdown, Reload)
 }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Mapping
@@ -49,7 +50,7 @@ class Client:
         while waiting; saves the wake-up of a sleeping thread, see trtd.bench.wakeup).
         admin_token: for load/unload/shutdown; by default read from the daemon's admin token
         file when this user may read it."""
-        self.endpoint = resolve_endpoint(endpoint)
+        self.endpoint = resolve_endpoint(endpoint, discover=True)
         self.timeout = timeout
         self._name = name
         self._admin_token = admin_token
@@ -134,17 +135,39 @@ class Client:
 
     # -- models --------------------------------------------------------------------------------------
 
-    def models(self) -> list[ModelInfo]:
-        return self._call(m.ListModels()).models
+    def models(self, wait: bool = True) -> list[ModelInfo]:
+        """Every model the daemon serves. A daemon answers before its models have loaded (they
+        load in the background): with wait, models still "loading" are waited for, up to the
+        client's timeout, as the first reply of a starting daemon used to wait."""
+        return self._wait_loaded(lambda: self._call(m.ListModels()).models, wait)
 
-    def describe(self, model: str) -> ModelInfo:
-        return self._call(m.ListModels(name=model)).models[0]
+    def describe(self, model: str, wait: bool = True) -> ModelInfo:
+        return self._wait_loaded(lambda: self._call(m.ListModels(name=model)).models, wait)[0]
+
+    def _wait_loaded(self, fetch, wait: bool) -> list[ModelInfo]:
+        deadline = time.monotonic() + self.timeout
+        infos = fetch()
+        while wait and any(i.state == "loading" for i in infos) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            infos = fetch()
+        return infos
+
+    def _describe_when_loaded(self, name: str) -> ModelInfo:
+        info = self.describe(name)
+        if info.state == "loading":
+            raise ModelNotReady(f"model {name!r} is still loading after {self.timeout:.0f} s; "
+                                f"`trtd status` shows it", code=ErrorCode.MODEL_NOT_READY)
+        return info
+
+    def reload(self) -> m.ReloadReply:
+        """Ask the daemon to re-read its configuration file (models load in the background)."""
+        return self._call(m.Reload())
 
     def model(self, name: str) -> "ModelHandle":
         with self._handles_lock:
             handle = self._handles.get(name)
             if handle is None:
-                info = self.describe(name)
+                info = self._describe_when_loaded(name)
                 if info.state != "ready":
                     raise ModelNotReady(f"model {name!r} is {info.state}: {info.error or 'not ready yet'}",
                                         code=ErrorCode.MODEL_NOT_READY)

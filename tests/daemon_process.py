@@ -80,8 +80,10 @@ def wait_ready(daemon: DaemonProcess, timeout: float = 60) -> None:
         except TimeoutError:
             time.sleep(0.05)
             continue
-        if reply.get("ok"):
+        # Models load in the background after the socket serves: wait for them too.
+        if reply.get("ok") and not any(m["state"] == "loading" for m in reply["result"]["models"]):
             return
+        time.sleep(0.02)
     raise AssertionError(f"daemon not ready within {timeout}s:\n{daemon.log()}")
 
 

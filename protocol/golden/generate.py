@@ -42,6 +42,7 @@ requests = [
     ("request.load", 10, m.Load(name="segmenter", path="/srv/models/seg.onnx", backend="onnxruntime", max_batch=4)),
     ("request.unload", 11, m.Unload(name="segmenter")),
     ("request.shutdown", 12, m.Shutdown()),
+    ("request.reload", 13, m.Reload()),
     ("request.heartbeat.large_id", 2**40 + 7, m.Heartbeat(client_id=CLIENT)),
     ("request.infer.deadline", 13, m.Infer(client_id=CLIENT, model="demo", region=REGION, token=TOKEN,
                                           inputs=[m.InputRef(name="x", dtype="float32", shape=[1, 64], offset=0, nbytes=256)],
@@ -104,6 +105,9 @@ replies = [
         outputs=[spec("mask", "uint8", [-1, 512, 512], 4 * 512 * 512)], max_batch=4))),
     ("reply.unload", "unload", 11, m.UnloadReply()),
     ("reply.shutdown", "shutdown", 12, m.ShutdownReply()),
+    ("reply.reload", "reload", 13, m.ReloadReply(loading=["detector"], replacing=["segmenter"],
+                                                 unloaded=["fusion"], unchanged=["demo"],
+                                                 restart_needed=["max_clients"])),
 ]
 
 errors = [
@@ -115,6 +119,9 @@ errors = [
      {"supported": [1]}),
     ("error.hello.bad_message_id0", "hello", 0, ErrorCode.BAD_MESSAGE,
      "a request must be a msgpack map", {}),
+    ("error.reload.config_error", "reload", 13, ErrorCode.CONFIG_ERROR,
+     "the configuration was not reloaded, nothing changed: /etc/trtd/trtd.toml [models.seg]: unknown key 'max_bach'",
+     {}),
     ("error.models.unknown_model", "models", 3, ErrorCode.UNKNOWN_MODEL,
      "no model named 'fusoin'; loaded models: demo, fusion", {"models": ["demo", "fusion"]}),
     ("error.shutdown.unauthorized", "shutdown", 14, ErrorCode.UNAUTHORIZED,

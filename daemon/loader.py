@@ -1,0 +1,80 @@
+"""Loading configured models off the socket thread.
+
+The daemon serves its control socket (and tells systemd it is ready) before any model has
+loaded: a large model or a TensorRT engine can take longer than a service manager's start
+timeout. Models wait as "loading" placeholders; one loader thread creates them in order and
+hands each finished one to the socket loop through the completion queue, which alone changes
+the registry. A reload queues its new and changed models here the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+
+from .config import ModelConfig
+
+log = logging.getLogger("trtd.loader")
+
+
+@dataclass(slots=True)
+class Loaded:
+    """A model created in the background, to be served instead of `target` (socket loop)."""
+
+    target: object        # the "loading" placeholder, or the model a reload replaces
+    config: ModelConfig
+    replace: bool = False
+    model: object = None  # the new LoadedModel (ready or failed), once created
+
+
+class ModelLoader:
+    def __init__(self, registry, completions):
+        self._registry = registry
+        self._completions = completions
+        self._queue: queue.Queue = queue.Queue()
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trtd-loader", daemon=True)
+        self._thread.start()
+        self.pending = 0  # queued or loading; changed on the socket loop only
+
+    def add(self, config: ModelConfig) -> None:
+        """Serve `config` as a "loading" placeholder now, the model when it has loaded."""
+        self.pending += 1
+        self._queue.put(Loaded(self._registry.add_loading(config), config))
+
+    def replace(self, old, config: ModelConfig) -> None:
+        """Load `config` and serve it instead of `old`, which serves until then."""
+        self.pending += 1
+        self._queue.put(Loaded(old, config, replace=True))
+
+    def finished(self, item: Loaded) -> None:
+        self.pending -= 1
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._cancelled.is_set():
+                return
+            config = item.config
+            try:
+                item.model = self._registry.create(config)
+            except BaseException as exc:  # create() keeps failures; this is a bug: keep going
+                log.exception("loading model %s failed unexpectedly", config.name)
+                from .models import LoadedModel
+
+                item.model = LoadedModel(config=config, backend=None, state="failed",
+                                         error=f"{type(exc).__name__}: {exc}")
+            if self._cancelled.is_set():
+                from .models import discard
+
+                discard(item.model)
+                return
+            self._completions.put(item)
+
+    def close(self) -> None:
+        """Stop after the model being created now (it is closed, never served)."""
+        self._cancelled.set()
+        self._queue.put(None)
+        self._thread.join()

@@ -1,0 +1,118 @@
+"""The daemon as a service host runs it: start, report running, stop on request, log to files.
+
+Platform-neutral on purpose: the Windows service (service/windows.py) is a thin adapter around
+ServiceRunner, and ServiceRunner itself is tested on Linux with a real daemon. A service has no
+console and gets no signals: the stop request calls stop(), which is the same drain-then-close
+path SIGTERM takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+from trtd.daemon import platform
+
+log = logging.getLogger("trtd.service")
+
+LOG_FILE_BYTES = 10 * 2**20
+LOG_FILE_COUNT = 5
+
+
+class ForwardHandler(logging.Handler):
+    """Hands WARNING and above to a callable (the Windows event log: servicemanager)."""
+
+    def __init__(self, emit_warning: Callable[[str], None], emit_error: Callable[[str], None]):
+        super().__init__(level=logging.WARNING)
+        self._warning, self._error = emit_warning, emit_error
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            (self._error if record.levelno >= logging.ERROR else self._warning)(text)
+        except Exception:  # the event log being unavailable must not stop the daemon
+            self.handleError(record)
+
+
+def configure_service_logging(log_dir: Path, level: str = "INFO",
+                              extra: logging.Handler | None = None) -> Path:
+    """A rotating file (10 MiB x 5) plus, optionally, the event log; returns the file."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "trtd.log"
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_FILE_BYTES,
+                                                   backupCount=LOG_FILE_COUNT, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    for old in list(root.handlers):
+        if getattr(old, "_trtd_service", False):
+            root.removeHandler(old)
+            old.close()
+    for h in (handler, extra):
+        if h is not None:
+            h._trtd_service = True  # type: ignore[attr-defined]
+            root.addHandler(h)
+    return path
+
+
+class ServiceRunner:
+    """run() blocks serving until stop() (from any thread); returns the exit status."""
+
+    def __init__(self, config_path: Path, scope: str = "system", log_dir: Path | None = None,
+                 event_log: logging.Handler | None = None):
+        self.config_path = Path(config_path)
+        self.scope = scope
+        self.log_dir = Path(log_dir) if log_dir is not None else Path(platform.log_dir(scope))
+        self.event_log = event_log
+        self.server = None
+        self.running = threading.Event()  # set once the socket serves (report SERVICE_RUNNING)
+        self._stop_requested = threading.Event()
+
+    def prepare_environment(self) -> None:
+        # LocalSystem's profile is not the users': machine-wide caches live under ProgramData.
+        os.environ.setdefault("TRTD_CACHE_DIR", str(platform.cache_dir(self.scope)))
+        if platform.IS_WINDOWS and self.scope == "system":
+            os.environ.setdefault("TRTD_SHM_GLOBAL", "1")  # session 0: Global\ names, explicit DACL
+        platform.add_dll_directories()
+
+    def run(self, on_running: Callable[[], None] | None = None) -> int:
+        """Serve until stop(); on_running is called (on this thread) once the socket serves,
+        before the models have loaded: the moment to report SERVICE_RUNNING."""
+        from trtd.daemon.config import load_config
+        from trtd.daemon.server import Server
+
+        self.prepare_environment()
+        config = load_config(self.config_path)
+        log_file = configure_service_logging(self.log_dir, config.log_level, self.event_log)
+        log.info("trtd service starting: config %s, log %s, cache %s", self.config_path, log_file,
+                 os.environ["TRTD_CACHE_DIR"])
+        server = Server(config, reload_source=lambda: load_config(self.config_path))
+        self.server = server
+        try:
+            server.start()
+        except BaseException:
+            server.close()
+            raise
+        if self._stop_requested.is_set():
+            server.request_stop()
+        self.running.set()
+        if on_running is not None:
+            on_running()
+        try:
+            server.serve_forever()
+        finally:
+            server.close()
+        return 0
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        if self.server is not None:
+            self.server.request_stop()
+
+    def reload(self) -> None:
+        if self.server is not None:
+            self.server.request_reload()

@@ -1,0 +1,115 @@
+"""`trtd config check`: every problem, each with the line it is on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from trtd.daemon.config import ConfigError, load_config
+from trtd.daemon.config_check import check_file, locate_keys
+
+BAD = """\
+# a comment
+endpoint = "ipc:///tmp/x.sock"
+reclaim_intervall_s = 2
+log_level = "LOUD"
+drain_timeout_s = -1
+
+[models.seg]
+path = "missing.onnx"
+max_batch = -3
+inputs = ["x:-1,3,0",
+  "y:1,2:float32"]
+backend = "tensorflow"
+
+[models.demo]
+path = "builtin:demo"
+profiles = ["x:1x64,8x64"]
+max_queue = "a"
+
+[models."odd.name"]
+path = 'builtin:nope'
+"""
+
+
+def test_every_problem_with_its_line(tmp_path):
+    path = tmp_path / "trtd.toml"
+    path.write_text(BAD)
+    problems = [(p.line, p.message) for p in check_file(path)]
+    expect = [
+        (3, "unknown key 'reclaim_intervall_s'; did you mean 'reclaim_interval_s'?"),
+        (4, "log_level must be one of"),
+        (5, "drain_timeout_s must be >= 0"),
+        (8, f"[models.seg] model file {tmp_path / 'missing.onnx'} does not exist"),
+        (9, "max_batch must be 0..1048576, got -3"),
+        (10, "input spec 'x:-1,3,0': dims must be positive"),
+        (12, "unknown backend 'tensorflow'"),
+        (16, "profile 'x:1x64,8x64' must be NAME:MIN,OPT,MAX"),
+        (17, "'max_queue' must be int, got 'a'"),
+        (20, "[models.odd.name] unknown built-in model 'nope'"),
+    ]
+    for line, text in expect:
+        assert any(l == line and text in m for l, m in problems), (line, text, problems)
+    assert len(problems) == len(expect), problems
+
+
+def test_syntax_errors_carry_the_parsers_line(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text('a = 1\n[models.x]\npath = "builtin:demo"\nthis is = not toml\n')
+    (problem,) = check_file(path)
+    assert problem.line == 4 and "not valid TOML" in problem.message
+
+
+def test_locate_keys_handles_multiline_values_and_quoted_keys():
+    text = ('a = """\nb = 1\n"""\n[t]\nx = [\n  "[not.a.table]",\n]\n"q.k" = 1\n'
+            "[[arr]]\nz = 1 # c\n")
+    where = locate_keys(text)
+    assert where[("a",)] == 1 and ("b",) not in where
+    assert where[("t",)] == 4 and where[("t", "x")] == 5 and where[("t", "q.k")] == 8
+    assert ("not", "a", "table") not in where and where[("arr", "z")] == 10
+
+
+def test_a_good_config_passes_and_the_command_says_so(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"")
+    path = tmp_path / "ok.toml"
+    path.write_text('drain_timeout_s = 5\n[models.m]\npath = "m.onnx"\ninputs = ["x:-1,3:float32"]\n'
+                    '[models.demo]\npath = "builtin:demo"\n')
+    assert check_file(path) == []
+    load_config(path)  # and the daemon accepts it
+    run = subprocess.run([sys.executable, "-m", "trtd.daemon", "config", "check", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "OK" in run.stdout
+
+
+def test_the_command_lists_problems_as_path_line_message(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD)
+    run = subprocess.run([sys.executable, "-m", "trtd.daemon", "config", "check", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert f"{path}:3: unknown key 'reclaim_intervall_s'" in run.stdout
+
+
+def test_missing_file(tmp_path):
+    (problem,) = check_file(tmp_path / "none.toml")
+    assert problem.line == 0 and "does not exist" in problem.message
+
+
+def test_group_key_is_checked_with_its_line(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text('# access\n\ngroup = "no-such-group-trtd-test"\n')
+    with pytest.raises(ConfigError, match="no such group"):
+        load_config(path)
+    (problem,) = check_file(path)
+    assert problem.line == 3 and "no such group" in problem.message
+    path.write_text('group = "root"\n')
+    assert check_file(path) == []
+
+
+@pytest.mark.parametrize("scope", ["user", "system"])
+def test_config_paths_command(scope):
+    run = subprocess.run([sys.executable, "-m", "trtd.daemon", "config", "paths"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and scope in run.stdout

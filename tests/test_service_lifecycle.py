@@ -1,0 +1,328 @@
+"""The daemon as a service manager sees it: sd_notify readiness and watchdog over a real unix
+datagram socket, models loading in the background, SIGTERM draining a request in flight,
+reload (op, SIGHUP, `trtd reload`) against real daemon processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon_process import raw_call, shm_names, start_daemon, wait_until
+from slow_models import slow_to_load, slow_to_run
+from trtd.daemon.notify import Notifier
+from trtd.sdk import Client, TrtdError
+
+
+class NotifySocket:
+    """What systemd listens on: an AF_UNIX datagram socket (a path, or abstract with '@')."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(b"\0" + address[1:].encode() if address.startswith("@") else address)
+        self.messages: list[dict[str, str]] = []
+
+    def receive(self, timeout: float) -> dict[str, str] | None:
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(4096)
+        except socket.timeout:
+            return None
+        message = dict(line.split("=", 1) for line in data.decode().splitlines())
+        self.messages.append(message)
+        return message
+
+    def wait_for(self, key: str, timeout: float = 60) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = self.receive(max(deadline - time.monotonic(), 0.01))
+            if message is not None and key in message:
+                return message
+        raise AssertionError(f"no {key} notification within {timeout}s; got {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    s = NotifySocket(str(tmp_path / "notify.sock"))
+    yield s
+    s.close()
+
+
+# -- sd_notify, unit level -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_notifier_sends_datagrams(tmp_path, abstract):
+    address = f"@trtd-test-{os.getpid()}-{time.monotonic_ns()}" if abstract else str(tmp_path / "n.sock")
+    listener = NotifySocket(address)
+    try:
+        n = Notifier({"NOTIFY_SOCKET": address})
+        assert n.ready("serving")
+        assert listener.receive(5) == {"READY=1"[:5]: "1", "STATUS": "serving", "MAINPID": str(os.getpid())}
+        assert n.stopping()
+        assert listener.receive(5)["STOPPING"] == "1"
+        n.close()
+    finally:
+        listener.close()
+
+
+def test_notifier_without_socket_is_silent():
+    n = Notifier({})
+    assert not n.enabled and not n.ready("x") and not n.watchdog_due()
+
+
+def test_watchdog_pings_at_half_the_interval(notify_socket):
+    n = Notifier({"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "1000000"})
+    assert n.watchdog_interval_s == 1.0
+    assert n.watchdog_due(now=100.0)       # first call pings
+    assert not n.watchdog_due(now=100.4)   # too soon
+    assert n.watchdog_due(now=100.5)       # half the interval later
+    assert [m for m in (notify_socket.receive(5), notify_socket.receive(5))] == [{"WATCHDOG": "1"}] * 2
+    # WATCHDOG_PID naming another process: not ours to ping for.
+    assert Notifier({"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "1000000",
+                     "WATCHDOG_PID": str(os.getpid() + 1)}).watchdog_interval_s is None
+
+
+# -- a real daemon --------------------------------------------------------------------------------
+
+
+def test_ready_once_the_socket_serves_while_a_model_still_loads(tmp_path, notify_socket):
+    slow_to_load(tmp_path / "big.onnx")
+    config = tmp_path / "d.toml"
+    config.write_text('[models.big]\npath = "big.onnx"\n[models.demo]\npath = "builtin:demo"\n')
+    d = start_daemon(tmp_path, "--config", str(config), wait=False,
+                     env={"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "300000"})
+    try:
+        ready = notify_socket.wait_for("READY")
+        assert ready["MAINPID"] == str(d.pid) and "serving on" in ready["STATUS"]
+        # The socket answers at once, and the model is visibly still loading.
+        status = raw_call(d.endpoint, {"v": 1, "op": "status", "id": 1}, timeout=5)["result"]
+        states = {m["name"]: m["state"] for m in status["models"]}
+        assert states["big"] == "loading", states
+        with Client(d.endpoint) as c:
+            c.release(c.lease(4096))  # regions are served while the model loads
+            # Watchdog pings keep coming while it loads; the status line follows the loading.
+            assert notify_socket.wait_for("WATCHDOG", timeout=5)["WATCHDOG"] == "1"
+            deadline = time.monotonic() + 60
+            while not any("2 model(s) ready" in m.get("STATUS", "") for m in notify_socket.messages):
+                assert time.monotonic() < deadline, notify_socket.messages
+                notify_socket.receive(0.5)
+            y = c.infer("big", np.ones((2, 4), np.float32))
+            assert y.shape == (2, 4)
+        watchdog_pings = sum(1 for m in notify_socket.messages if "WATCHDOG" in m)
+        assert watchdog_pings >= 2
+        assert d.stop() == 0
+        assert notify_socket.wait_for("STOPPING", timeout=5)["STOPPING"] == "1"
+    finally:
+        if d.alive():
+            d.kill()
+
+
+def test_sigterm_drains_a_request_in_flight(tmp_path):
+    # ~1 s of matrix products at the least (more on a busy machine): SIGTERM lands mid-request.
+    slow_to_run(tmp_path / "slow.onnx", layers=192)
+    config = tmp_path / "d.toml"
+    # Two instances: requests run on worker threads, so the socket loop is free when SIGTERM comes.
+    config.write_text('drain_timeout_s = 60\n[models.slow]\npath = "slow.onnx"\ninstances = 2\n'
+                      'max_batch = 1024\n')
+    d = start_daemon(tmp_path, "--config", str(config))
+    x = np.random.default_rng(0).standard_normal((1024, 768), dtype=np.float32)
+    result: dict = {}
+    c = Client(d.endpoint, timeout=120)
+    handle = c.model("slow")
+    expected_region = None
+
+    def infer():
+        try:
+            result["y"] = handle(x)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            result["error"] = exc
+
+    try:
+        t = threading.Thread(target=infer)
+        t.start()
+        assert wait_until(lambda: handle._region is not None and _in_flight(d) == 1, timeout=30,
+                          interval=0.01)
+        d.proc.send_signal(signal.SIGTERM)
+        expected_region = handle._region.name
+        assert expected_region in shm_names()
+        # New work is refused while it drains; other ops are answered.
+        assert wait_until(lambda: "stopping: finishing 1 request" in d.log(), timeout=10), d.log()
+        with Client(d.endpoint, timeout=10) as other:
+            with pytest.raises(TrtdError, match="stopping"):
+                other.infer("slow", x[:1])
+        t.join(timeout=120)
+        assert "error" not in result, result
+        assert result["y"].shape == (1024, 768) and np.isfinite(result["y"]).all()
+        assert d.proc.wait(timeout=60) == 0, d.log()
+        assert expected_region not in shm_names()
+        assert not (tmp_path / "d.sock").exists()
+        assert "unanswered" not in d.log()
+    finally:
+        c.close()
+        if d.alive():
+            d.kill()
+
+
+def _in_flight(d) -> int:
+    status = raw_call(d.endpoint, {"v": 1, "op": "status", "id": 1})["result"]
+    return sum(m.get("in_flight", 0) for m in status["models"])
+
+
+def test_drain_timeout_bounds_the_stop(tmp_path):
+    slow_to_run(tmp_path / "slow.onnx", layers=96)
+    config = tmp_path / "d.toml"
+    config.write_text('drain_timeout_s = 0\n[models.slow]\npath = "slow.onnx"\ninstances = 2\n'
+                      'max_batch = 1024\n')
+    d = start_daemon(tmp_path, "--config", str(config))
+    c = Client(d.endpoint, timeout=5)
+    handle = c.model("slow")
+    x = np.ones((1024, 768), np.float32)
+    t = threading.Thread(target=lambda: _swallow(handle, x))
+    t.start()
+    try:
+        assert wait_until(lambda: _in_flight(d) == 1, timeout=30)
+        assert d.stop() == 0
+        assert "unanswered after drain_timeout_s = 0.0" in d.log()
+    finally:
+        t.join()
+        c.close()
+
+
+def _swallow(handle, x):
+    try:
+        handle(x)
+    except TrtdError:
+        pass
+
+
+# -- reload -----------------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def test_reload_loads_replaces_and_unloads_without_dropping_the_others(tmp_path, notify_socket):
+    config = tmp_path / "d.toml"
+    _write(config, '[models.demo]\npath = "builtin:demo"\n[models.mlp]\npath = "builtin:mlp"\n'
+                   '[models.old]\npath = "builtin:demo"\n')
+    d = start_daemon(tmp_path, "--config", str(config), env={"NOTIFY_SOCKET": notify_socket.address})
+    try:
+        with Client(d.endpoint) as c:
+            demo = c.model("demo")
+            x = np.ones((1, 64), np.float32)
+            before = demo(x)
+            region = demo._region.name
+            mlp_max = c.describe("mlp").max_batch
+            _write(config, '[models.demo]\npath = "builtin:demo"\n'
+                           f'[models.mlp]\npath = "builtin:mlp"\nmax_batch = {mlp_max // 2}\n'
+                           '[models.new]\npath = "builtin:volume3d"\n')
+            reply = c.reload()
+            assert (reply.loading, reply.replacing, reply.unloaded, reply.unchanged) == \
+                (["new"], ["mlp"], ["old"], ["demo"])
+            # demo served throughout, from the same region, with the same answers.
+            for _ in range(20):
+                assert np.array_equal(demo(x), before)
+            assert demo._region.name == region
+            assert wait_until(lambda: {m.name: (m.state, m.max_batch) for m in c.models()} ==
+                              {"demo": ("ready", c.describe("demo").max_batch), "mlp": ("ready", mlp_max // 2),
+                               "new": ("ready", c.describe("new").max_batch)}, timeout=60), c.models()
+            assert "old" not in [m.name for m in c.models()]
+        assert d.alive()
+    finally:
+        assert d.stop() == 0, d.log()
+
+
+def test_sighup_reloads_and_a_bad_config_changes_nothing(tmp_path, notify_socket):
+    config = tmp_path / "d.toml"
+    _write(config, '[models.demo]\npath = "builtin:demo"\n')
+    d = start_daemon(tmp_path, "--config", str(config), env={"NOTIFY_SOCKET": notify_socket.address})
+    try:
+        notify_socket.wait_for("READY")
+        _write(config, '[models.demo]\npath = "builtin:demo"\n[models.mlp]\npath = "builtin:mlp"\n')
+        d.proc.send_signal(signal.SIGHUP)
+        assert notify_socket.wait_for("RELOADING", 10)["RELOADING"] == "1"
+        assert notify_socket.wait_for("READY", 10)["READY"] == "1"
+        with Client(d.endpoint) as c:
+            assert c.infer("mlp", np.ones((1, c.describe("mlp").inputs[0].shape[1]), np.float32)) is not None
+            # A broken file: the op says why and where; everything keeps serving.
+            _write(config, '[models.demo]\npath = "builtin:demo"\nmax_bach = 3\n')
+            with pytest.raises(TrtdError, match="unknown key 'max_bach'.*nothing changed|nothing changed.*max_bach"):
+                c.reload()
+            d.proc.send_signal(signal.SIGHUP)
+            assert wait_until(lambda: "SIGHUP: the configuration was not reloaded" in d.log(), timeout=10)
+            assert sorted(m.name for m in c.models()) == ["demo", "mlp"]
+            assert c.infer("demo", np.ones((1, 64), np.float32)).shape == (1, 10)
+    finally:
+        assert d.stop() == 0, d.log()
+
+
+def test_failed_replacement_keeps_the_old_model_serving(tmp_path):
+    config = tmp_path / "d.toml"
+    _write(config, '[models.demo]\npath = "builtin:demo"\n')
+    d = start_daemon(tmp_path, "--config", str(config))
+    try:
+        with Client(d.endpoint) as c:
+            _write(config, '[models.demo]\npath = "missing.onnx"\n')
+            assert c.reload().replacing == ["demo"]
+            assert wait_until(lambda: "reload failed" in c.describe("demo").error, timeout=30)
+            info = c.describe("demo")
+            assert info.state == "ready" and "missing.onnx does not exist" in info.error
+            assert c.infer("demo", np.ones((1, 64), np.float32)).shape == (1, 10)
+    finally:
+        assert d.stop() == 0, d.log()
+
+
+def test_trtd_reload_command(tmp_path):
+    config = tmp_path / "d.toml"
+    _write(config, '[models.demo]\npath = "builtin:demo"\n')
+    d = start_daemon(tmp_path, "--config", str(config))
+    try:
+        _write(config, '[models.demo]\npath = "builtin:demo"\n[models.mlp]\npath = "builtin:mlp"\n'
+                       '[models.broken]\npath = "nope.onnx"\n')
+        run = subprocess.run([sys.executable, "-m", "trtd.daemon", "reload", "--endpoint", d.endpoint],
+                             capture_output=True, text=True, timeout=120, env=d.env)
+        assert run.returncode == 1, run
+        assert "loading         broken, mlp" in run.stdout or "loading         mlp, broken" in run.stdout
+        assert "broken: model file" in run.stderr and "does not exist" in run.stderr
+        status = raw_call(d.endpoint, {"v": 1, "op": "status", "id": 1})["result"]
+        assert {m["name"]: m["state"] for m in status["models"]} == \
+            {"demo": "ready", "mlp": "ready", "broken": "failed"}
+    finally:
+        assert d.stop() == 0, d.log()
+
+
+def test_reload_without_config_file_keeps_the_flag_models(tmp_path):
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
+    try:
+        with Client(d.endpoint) as c:  # reads the admin token: reload is privileged
+            assert c.reload().unchanged == ["demo"]
+        # Without the admin token: refused, as load/unload are.
+        reply = raw_call(d.endpoint, {"v": 1, "op": "reload", "id": 7})
+        assert not reply["ok"] and reply["error"]["code"] == "UNAUTHORIZED"
+    finally:
+        assert d.stop() == 0
+
+
+def test_journald_lines_carry_syslog_priorities(tmp_path):
+    # systemd sets JOURNAL_STREAM when stderr is the journal: no timestamps, <N> priorities.
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo", "--model", "gone=/nowhere/x.onnx",
+                     env={"JOURNAL_STREAM": "8:12345"})
+    try:
+        assert wait_until(lambda: "<3>trtd.models: model gone failed to load" in d.log(), timeout=30), d.log()
+        assert any(line.startswith("<6>trtd.server: trtd serving on") for line in d.log().splitlines())
+    finally:
+        assert d.stop() == 0

@@ -1,0 +1,34 @@
+"""The Windows-only modules cannot run here: type-check them as Windows sees them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Everything the Windows service imports on Windows, checked as Windows sees it.
+WINDOWS_MODULES = ["service/windows.py", "service/runner.py", "service/tdr.py", "service/commands.py",
+                   "service/config_template.py", "service/selftest.py", "daemon/winshm.py",
+                   "daemon/platform.py"]
+
+
+def test_windows_modules_type_check_for_win32():
+    pytest.importorskip("mypy", reason="mypy is in the test extra: pip install -e '.[test]'")
+    run = subprocess.run([sys.executable, "-m", "mypy", "--platform", "win32", "--python-version", "3.11",
+                          "--ignore-missing-imports", "--follow-imports=silent", "--no-incremental",
+                          *WINDOWS_MODULES], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_check_finds_windows_errors(tmp_path):
+    """A call pywin32 does not have must fail the same check."""
+    pytest.importorskip("mypy")
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sys\nif sys.platform == 'win32':\n    import win32serviceutil\n"
+                   "    win32serviceutil.NoSuchFunction()\n")
+    run = subprocess.run([sys.executable, "-m", "mypy", "--platform", "win32", "--no-incremental",
+                          str(bad)], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "NoSuchFunction" in run.stdout
