@@ -56,6 +56,8 @@ class DaemonCore:
         self.stop_requested = False
         # Set on stop: running requests finish and are answered, new work is refused.
         self.draining = False
+        self.shutdown_requester: bytes | None = None  # the connection that sent `shutdown`
+        self.shutdown_acknowledged = False            # ... and has said goodbye since
         self.in_flight = 0  # requests a worker instance will answer (PENDING, not yet finished)
         self.loader: ModelLoader | None = None
         # The model configurations read from the config file, as read (the registry's copies
@@ -197,6 +199,8 @@ class DaemonCore:
 
     def _goodbye(self, req: m.Goodbye, call: Call):
         self.clients.get(req.client_id, call.identity)
+        if call.identity == self.shutdown_requester:
+            self.shutdown_acknowledged = True
         released = self.regions.release_client(req.client_id)
         self.clients.remove(req.client_id)
         return m.GoodbyeReply(released=released)
@@ -302,6 +306,9 @@ class DaemonCore:
 
     def _shutdown(self, req: m.Shutdown, call: Call):
         self.stop_requested = True
+        # The server keeps its socket open until this connection says goodbye (or a grace period
+        # ends): a DEALER drops a reply it has not read yet when its peer disconnects.
+        self.shutdown_requester = call.identity
         return m.ShutdownReply()
 
     def _reload(self, req: m.Reload, call: Call):

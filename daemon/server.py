@@ -32,6 +32,8 @@ log = logging.getLogger("trtd.server")
 
 # Longest the loop sleeps before looking at signals and the reclaim timer.
 _TICK_S = 0.2
+# How long a `shutdown` requester that does not say goodbye has to read the acknowledgement.
+_SHUTDOWN_GRACE_S = 1.0
 
 
 class Server:
@@ -203,6 +205,14 @@ class Server:
         if core.in_flight > 0:
             log.warning("stopping with %d request(s) unanswered after drain_timeout_s = %.1f",
                         core.in_flight, self.config.drain_timeout_s)
+        # A `shutdown` op's acknowledgement must reach its client before the socket closes: a
+        # DEALER discards unread messages from a peer that disconnects (seen under load, where
+        # `trtd shutdown` then waited its whole timeout). The SDK says goodbye as soon as it has
+        # the reply; a client that does not gets a short grace period.
+        grace_end = time.monotonic() + _SHUTDOWN_GRACE_S
+        while (core.shutdown_requester is not None and not core.shutdown_acknowledged
+               and time.monotonic() < grace_end):
+            self._turn(poller, sock, 20)
         core.stop_requested = True
 
     def _reload_now(self) -> None:

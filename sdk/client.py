@@ -203,7 +203,12 @@ class Client:
         self._call(m.Unload(name=name))
 
     def shutdown(self) -> None:
+        """Stop the daemon (privileged). This client is closed afterwards."""
         self._call(m.Shutdown())
+        # The finalizer says goodbye at once, without waiting (and lingers for it to go out):
+        # the daemon keeps its socket open until it arrives, so that the acknowledgement above
+        # was read before the connection goes away.
+        self._finalizer()
 
     # -- regions -------------------------------------------------------------------------------------
 
