@@ -107,6 +107,7 @@ def markdown(report: BenchReport, folder: Path) -> str:
 def plots(report: BenchReport, folder: Path, prefix: str) -> dict[str, Path]:
     """Per model: latency distribution at one client; throughput and p99 versus clients."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")  # files only; no display on servers and CI
     import matplotlib.pyplot as plt
@@ -138,6 +139,7 @@ def plots(report: BenchReport, folder: Path, prefix: str) -> dict[str, Path]:
         tail.set(xscale="log", yscale="log", xlabel="client processes", ylabel="p99 µs (log)",
                  title=f"{model}: p99 latency vs clients")
         for ax in (thr, tail):
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # only the client counts
             ax.set_xticks(sorted({p.concurrency for p in points}), labels=map(str, sorted({p.concurrency for p in points})))
         for ax in (dist, thr, tail):
             ax.grid(True, which="both", alpha=0.3)
