@@ -55,9 +55,12 @@ class Client:
         self._name = name
         self._admin_token = admin_token
         self._admin_problem = ""
-        # ipc sockets are guarded by their file mode; a TCP daemon wants its connection token.
-        connection = "" if ipc_path(self.endpoint) is not None else \
-            read_token(token_path(self.endpoint, CONNECTION_TOKEN))[0]
+        # ipc sockets are guarded by their file mode; a TCP daemon wants its connection token,
+        # which each daemon start renews: re-read on refusal (see _refresh_connection_token).
+        self._connection_token_file = (None if ipc_path(self.endpoint) is not None
+                                       else token_path(self.endpoint, CONNECTION_TOKEN))
+        connection = ("" if self._connection_token_file is None
+                      else read_token(self._connection_token_file)[0])
         self._conn = Connection(self.endpoint, connect_timeout, spin_us, auth=connection)
         self._handles: dict[str, ModelHandle] = {}
         self._handles_lock = threading.Lock()
@@ -107,16 +110,36 @@ class Client:
             except TrtdError:
                 pass
 
-    def _call(self, request: m.Request, timeout: float | None = None):
-        generation = self.generation
+    def _refresh_connection_token(self, exc: AccessDenied, sent: str) -> bool:
+        """After a TCP daemon refused the connection token `sent`: True when its token file now
+        holds another one (a restarted daemon wrote a fresh one), which the connection then sends.
+
+        The gate answers UNAUTHORIZED before the daemon could say UNKNOWN_CLIENT, so without
+        this a TCP client would never learn of the restart nor register again."""
+        if self._connection_token_file is None or exc.details.get("needs") != "connection":
+            return False
+        token, problem = read_token(self._connection_token_file)
+        if not token or token == sent:
+            if problem:
+                exc.args = (f"{exc} ({problem})",)
+            return False
+        self._conn.auth = token
+        return True
+
+    def _call(self, request: m.Request, timeout: float | None = None,
+              _generation: int | None = None):
+        retry = _generation is None
+        generation = self.generation if retry else _generation
+        sent = self._conn.auth
         try:
             return self._conn.call(request, self.timeout if timeout is None else timeout,
                                    self._admin_auth() if request.PRIVILEGED else None)
         except AccessDenied as exc:
-            if request.PRIVILEGED and self._admin_problem:
-                raise AccessDenied(f"{exc} ({self._admin_problem})", code=exc.code,
-                                   details=exc.details) from None
-            raise
+            if not retry or not self._refresh_connection_token(exc, sent):
+                if request.PRIVILEGED and self._admin_problem:
+                    raise AccessDenied(f"{exc} ({self._admin_problem})", code=exc.code,
+                                       details=exc.details) from None
+                raise
         except TrtdError as exc:
             if exc.code == ErrorCode.UNKNOWN_CLIENT and not isinstance(request, m.Hello):
                 old = self.daemon_id
@@ -132,6 +155,11 @@ class Client:
                     code=exc.code,
                 ) from None
             raise
+        # Refused for a stale connection token, now renewed: once more, so that a restarted
+        # daemon's UNKNOWN_CLIENT reaches the restart handling above.
+        # Another thread may have seen the same refusal and registered again already: the
+        # generation of the first attempt tells.
+        return self._call(request, timeout, _generation=generation)
 
     # -- models --------------------------------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon_process import raw_call, start_daemon, wait_until
+from daemon_process import raw_call, run_threads, start_daemon, wait_until
 from trtd.protocol.endpoint import ADMIN_TOKEN, CONNECTION_TOKEN, ipc_path, token_path
-from trtd.sdk import AccessDenied, Client
+from trtd.sdk import AccessDenied, Client, DaemonNotRunning, DaemonRestarted
 
 X = np.ones((1, 64), np.float32)
 
@@ -285,16 +285,61 @@ def test_each_start_has_a_new_admin_token(tmp_path):
 def test_cli_admin_commands_pass_the_token(tmp_path):
     d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
     try:
-        def trtd(*args):
+        def trtd(*args, env=None):
+            clean = {k: v for k, v in os.environ.items() if k != "TRTD_ADMIN_TOKEN"}
             return subprocess.run([sys.executable, "-m", "trtd.daemon", *args, "--endpoint", d.endpoint],
-                                  capture_output=True, text=True, timeout=60)
+                                  capture_output=True, text=True, timeout=60, env={**clean, **(env or {})})
 
-        assert trtd("load", "second", "builtin:demo").returncode == 0
+        assert trtd("load", "second", "builtin:demo").returncode == 0  # the daemon's own file
         assert trtd("unload", "demo").returncode == 0
-        refused = trtd("unload", "second", "--admin-token", "0" * 32)
-        assert refused.returncode == 1 and "privileged" in refused.stderr
         with Client(d.endpoint) as c:
             assert [i.name for i in c.models()] == ["second"]
+    finally:
+        assert d.stop() == 0
+
+
+def test_cli_takes_the_admin_token_from_a_file_or_the_environment_never_an_argument(tmp_path):
+    """A token on the command line is in /proc/PID/cmdline for every local user to read: the CLI
+    refuses --admin-token and takes --admin-token-file or $TRTD_ADMIN_TOKEN, which win over the
+    daemon's token file (a wrong one is refused, so it was the one sent)."""
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo", "--model", "second=builtin:demo")
+    token = token_path(d.endpoint, ADMIN_TOKEN).read_text().strip()
+    right, wrong, empty = tmp_path / "right", tmp_path / "wrong", tmp_path / "empty"
+    right.write_text(token + "\n")
+    wrong.write_text("0" * 32 + "\n")
+    empty.write_text("\n")
+    try:
+        def trtd(*args, env=None):
+            clean = {k: v for k, v in os.environ.items() if k != "TRTD_ADMIN_TOKEN"}
+            return subprocess.run([sys.executable, "-m", "trtd.daemon", *args, "--endpoint", d.endpoint],
+                                  capture_output=True, text=True, timeout=60, env={**clean, **(env or {})})
+
+        as_argument = trtd("unload", "demo", "--admin-token", token)
+        assert as_argument.returncode == 2
+        assert "--admin-token-file" in as_argument.stderr and "TRTD_ADMIN_TOKEN" in as_argument.stderr
+        for command in ("load", "unload", "shutdown", "reload"):
+            usage = trtd(command, "--help")
+            assert "--admin-token-file" in usage.stdout and "TRTD_ADMIN_TOKEN" in usage.stdout, usage
+
+        for refused in (trtd("unload", "demo", "--admin-token-file", str(wrong)),
+                        trtd("unload", "demo", env={"TRTD_ADMIN_TOKEN": "0" * 32}),
+                        trtd("reload", "--admin-token-file", str(wrong))):
+            assert refused.returncode == 1 and "privileged" in refused.stderr, refused.stderr
+        for unreadable, why in ((tmp_path / "missing", "no token file"), (empty, "is empty")):
+            out = trtd("unload", "demo", "--admin-token-file", str(unreadable))
+            assert out.returncode == 1 and why in out.stderr and str(unreadable) in out.stderr, out.stderr
+
+        with Client(d.endpoint) as c:
+            assert {i.name for i in c.models()} == {"demo", "second"}  # nothing was unloaded
+        assert trtd("unload", "demo", "--admin-token-file", str(right)).returncode == 0
+        # The file wins over the environment.
+        assert trtd("load", "demo", "builtin:demo", "--admin-token-file", str(right),
+                    env={"TRTD_ADMIN_TOKEN": "0" * 32}).returncode == 0
+        assert trtd("unload", "second", env={"TRTD_ADMIN_TOKEN": token}).returncode == 0
+        with Client(d.endpoint) as c:
+            assert [i.name for i in c.models()] == ["demo"]
+        assert trtd("shutdown", env={"TRTD_ADMIN_TOKEN": token}).returncode == 0
+        assert d.proc.wait(20) == 0
     finally:
         assert d.stop() == 0
 
@@ -308,17 +353,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tcp_daemon(folder: Path, config: str = ""):
+def _tcp_daemon(folder: Path, config: str = "", endpoint: str = ""):
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "tcp.toml"
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = endpoint or f"tcp://127.0.0.1:{_free_port()}"
     path.write_text(config + "[models.demo]\npath = \"builtin:demo\"\n")
     runtime = folder / "run"
     d = start_daemon(folder, "--config", str(path), "--endpoint", endpoint, wait=False,
                      env={"TRTD_RUNTIME_DIR": str(runtime)})
     d.endpoint = endpoint
-    assert wait_until(lambda: token_path_in(runtime, endpoint).exists() or not d.alive(), timeout=60)
-    assert wait_until(lambda: _answers(endpoint), timeout=30), d.log()
+    token_file = token_path_in(runtime, endpoint)
+    assert wait_until(lambda: _ready(endpoint, token_file) or not d.alive(), timeout=60), d.log()
+    assert d.alive(), d.log()
     return d, runtime
 
 
@@ -334,12 +380,16 @@ def token_path_in(runtime: Path, endpoint: str, kind: str = CONNECTION_TOKEN) ->
             os.environ["TRTD_RUNTIME_DIR"] = old
 
 
-def _answers(endpoint: str) -> bool:
+def _ready(endpoint: str, token_file: Path) -> bool:
+    """True once the daemon at `endpoint` accepts the token in `token_file` and has loaded its
+    models. (A SIGKILLed daemon leaves its file behind: until its successor writes a new one,
+    the old token is refused.)"""
     try:
-        raw_call(endpoint, {"v": 1, "op": "status", "id": 1}, timeout=0.5)
-        return True
-    except TimeoutError:
+        token = token_file.read_text().strip()
+        reply = raw_call(endpoint, {"v": 1, "op": "status", "id": 1, "auth": token}, timeout=0.5)
+    except (FileNotFoundError, TimeoutError):
         return False
+    return reply["ok"] and not any(m["state"] == "loading" for m in reply["result"]["models"])
 
 
 def test_tcp_endpoint_refuses_requests_without_the_connection_token(tmp_path, monkeypatch):
@@ -365,6 +415,47 @@ def test_tcp_endpoint_refuses_requests_without_the_connection_token(tmp_path, mo
     finally:
         assert d.stop() == 0
     assert not token_file.exists()
+
+
+def test_tcp_clients_recover_after_the_daemon_is_replaced(tmp_path, monkeypatch):
+    """A restarted TCP daemon has a new connection token: the clients re-read it, register
+    again and carry on, as on ipc (test_daemon_lifecycle, test_hardening)."""
+    d, runtime = _tcp_daemon(tmp_path)
+    monkeypatch.setenv("TRTD_RUNTIME_DIR", str(runtime))
+    token_file = token_path_in(runtime, d.endpoint)
+    old_token = token_file.read_text().strip()
+    copying = Client(d.endpoint, timeout=10)
+    other = Client(d.endpoint, timeout=10)
+    d2 = None
+    try:
+        expected = copying.infer("demo", X)
+        first_daemon = copying.daemon_id
+        threads = [copying.model("demo")]
+        d.kill()
+        with pytest.raises(DaemonNotRunning):
+            copying.infer("demo", X, timeout=0.5)
+        d2, _ = _tcp_daemon(tmp_path, endpoint=d.endpoint)
+        assert token_file.read_text().strip() != old_token
+
+        # The copying path re-registers and leases anew by itself, from several threads at once.
+        results = []
+        run_threads(lambda h: results.append(h(X)), [(threads[0],)] * 3)
+        for y in results:
+            np.testing.assert_array_equal(y, expected)
+        assert copying.daemon_id != first_daemon
+        # Elsewhere the restart is reported once (leases were lost), then calls work.
+        with pytest.raises(DaemonRestarted):
+            other.lease(4096)
+        region = other.lease(4096)
+        other.release(region)
+        assert other.status().clients == 2  # one registration per client, not per thread
+        other.unload("demo")  # privileged: the new admin token is read as before
+        assert other.models() == []
+    finally:
+        copying.close()
+        other.close()
+        if d2 is not None:
+            assert d2.stop() == 0
 
 
 @needs_root
