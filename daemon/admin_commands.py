@@ -1,19 +1,63 @@
-"""`trtd load`, `trtd unload`, `trtd shutdown`: privileged ops from the command line.
+"""`trtd load`, `trtd unload`, `trtd shutdown` (and `trtd reload`): privileged ops from the
+command line.
 
 The SDK presents the daemon's admin token, read from its token file; run these
-as the daemon's user (or root, or a member of `admin_group`).
+as the daemon's user (or root, or a member of `admin_group`). Someone who holds
+the token another way passes it in a file (--admin-token-file) or in the
+environment (TRTD_ADMIN_TOKEN), never as an argument: a process's arguments are
+readable by every local user (/proc/PID/cmdline, ps).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+
+ADMIN_TOKEN_ENV = "TRTD_ADMIN_TOKEN"
+
+
+class AdminTokenError(Exception):
+    """--admin-token-file names a file this user cannot read, or an empty one."""
+
+
+def admin_token(args) -> str | None:
+    """--admin-token-file > $TRTD_ADMIN_TOKEN > None (the SDK then reads the daemon's file)."""
+    from trtd.sdk.client import read_token
+
+    if args.admin_token_file:
+        token, problem = read_token(args.admin_token_file)
+        if problem:
+            raise AdminTokenError(f"--admin-token-file: {problem}")
+        if not token:
+            raise AdminTokenError(f"--admin-token-file: {args.admin_token_file} is empty; it "
+                                  f"should hold the daemon's admin token")
+        return token
+    return os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None
+
+
+class _RefuseTokenArgument(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is no longer accepted: a command line is readable by every "
+                     f"local user; pass the token with --admin-token-file PATH or in the "
+                     f"environment variable {ADMIN_TOKEN_ENV}")
+
+
+def add_token_options(parser) -> None:
+    parser.add_argument(
+        "--admin-token-file", metavar="PATH",
+        help=f"read the admin token from this file (default: the environment variable "
+             f"{ADMIN_TOKEN_ENV} when set, else the daemon's own token file, beside its socket "
+             f"or in the runtime directory, when this user may read it)")
+    # Refused with a pointer to the safe ways, rather than "unrecognized arguments".
+    parser.add_argument("--admin-token", action=_RefuseTokenArgument, help=argparse.SUPPRESS)
 
 
 def _client(args):
     from trtd.sdk import Client
 
     return Client(endpoint=args.endpoint, timeout=args.timeout, connect_timeout=min(args.timeout, 5.0),
-                  admin_token=args.admin_token, name="trtd-cli")
+                  admin_token=admin_token(args), name="trtd-cli")
 
 
 def _run(args, what: str, action) -> int:
@@ -22,7 +66,7 @@ def _run(args, what: str, action) -> int:
     try:
         with _client(args) as c:
             message = action(c)
-    except TrtdError as exc:
+    except (TrtdError, AdminTokenError) as exc:
         print(f"trtd {what}: {exc}", file=sys.stderr)
         return 1
     print(message)
@@ -55,8 +99,7 @@ def add_parsers(sub, endpoint_help: str) -> None:
     def common(p):
         p.add_argument("--endpoint", help=endpoint_help)
         p.add_argument("--timeout", type=float, default=60.0)
-        p.add_argument("--admin-token", help="the admin token (default: read from the daemon's "
-                                             "token file beside its socket)")
+        add_token_options(p)
 
     load = sub.add_parser("load", help="load a model into a running daemon (privileged)")
     load.add_argument("name")

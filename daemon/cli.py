@@ -91,8 +91,11 @@ def _reload(args) -> int:
 
     from trtd.sdk import Client, TrtdError
 
+    from .admin_commands import AdminTokenError, admin_token
+
     try:
-        with Client(endpoint=args.endpoint, timeout=args.timeout, connect_timeout=5.0) as c:
+        with Client(endpoint=args.endpoint, timeout=args.timeout, connect_timeout=5.0,
+                    admin_token=admin_token(args)) as c:
             reply = c.reload()
             for label in ("loading", "replacing", "unloaded", "unchanged", "restart_needed"):
                 names = getattr(reply, label)
@@ -108,7 +111,7 @@ def _reload(args) -> int:
                 if not any(models[n].state == "loading" for n in started if n in models):
                     break
                 time.sleep(0.1)
-    except TrtdError as exc:
+    except (TrtdError, AdminTokenError) as exc:
         print(f"trtd reload: {exc}", file=sys.stderr)
         return 1
     failed = [f"{n}: {models[n].error}" for n in started if n in models and models[n].error]
@@ -184,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long to wait for the models to load (seconds)")
     reload.add_argument("--no-wait", dest="wait", action="store_false",
                         help="return at once; models keep loading in the background")
+    from .admin_commands import add_token_options
+
+    add_token_options(reload)
     reload.set_defaults(func=_reload)
 
     config = sub.add_parser("config", help="check a config file, or show the default locations")
