@@ -14,7 +14,8 @@ Pass: zero failed correct requests, and no growth after warm-up: a Theil-Sen
 slope (scipy.stats.theilslopes) over the post-warm-up samples, projected over
 that span, stays under a tolerance (RSS: 2 % of its median or 4 MiB, whichever
 is larger; descriptors, threads, regions, /dev/shm files: under 1); and every
-region is gone once the clients have left.
+region is gone once the clients have left. A run too short to judge growth (fewer
+than MIN_STEADY_SAMPLES samples after --warmup-s) fails: it proved nothing.
 Writes DATE-soak-TAG.{json,md,png} into --out-dir.
 """
 
@@ -45,6 +46,8 @@ max_queue = 16
 path = "builtin:nearzero224"
 """
 WINDOW_S = 10.0
+# Fewer samples after warm-up than this give no slope worth judging.
+MIN_STEADY_SAMPLES = 5
 
 
 # -- clients (separate processes) ------------------------------------------------------------------
@@ -161,8 +164,10 @@ def _judge(samples: list[dict], warmup_s: float) -> dict:
 
     steady = [s for s in samples if s["t"] >= warmup_s]
     verdict = {}
-    if len(steady) < 5:
-        return {"error": "too few samples after warm-up: run longer"}
+    if len(steady) < MIN_STEADY_SAMPLES:
+        return {"error": f"growth not judged: {len(steady)} sample(s) after the {warmup_s:g} s "
+                         f"warm-up, {MIN_STEADY_SAMPLES} needed; run longer (--minutes) or sample "
+                         f"more often (--sample-s), or shorten --warmup-s"}
     t = np.array([s["t"] for s in steady])
     span = float(t[-1] - t[0])
     for key in ("rss", "fds", "threads", "regions", "shm_files", "pinned_bytes", "device_used"):
@@ -288,11 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     for w in windows:
         for k, v in w["counts"].items():
             totals[k] = totals.get(k, 0) + v
-    ok = (failed == 0 and final["regions"] == 0 and final["shm_files"] == 0
-          and all(v["pass"] for k, v in verdict.items() if isinstance(v, dict)))
+    problems = _problems(verdict, failed, final)
+    ok = not problems
     date = time.strftime("%Y-%m-%d")
     result = {
-        "date": date, "pass": ok, "command": "python -m trtd.bench.soak " + " ".join(argv or sys.argv[1:]),
+        "date": date, "pass": ok, "problems": problems, "command": "python -m trtd.bench.soak " + " ".join(argv or sys.argv[1:]),
         "machine": {"node": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "note": "CPU shared with other jobs"},
         "versions": version, "clients": args.clients, "minutes": args.minutes,
@@ -315,8 +320,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+def _problems(growth: dict, failed: int, final: dict) -> list[str]:
+    """Why the run fails; empty when it passes. A run whose growth could not be judged fails
+    (growth holds "error" then): passing it would claim "no growth" without a measurement."""
+    problems = []
+    if failed:
+        problems.append(f"{failed} correct request(s) failed")
+    if final["regions"] or final["shm_files"]:
+        problems.append(f"after the clients left: {final['regions']} region(s), "
+                        f"{final['shm_files']} file(s) in /dev/shm")
+    if "error" in growth:
+        problems.append(growth["error"])
+    problems += [f"{key} grew by {v['growth_over_steady_span']:.3g} (tolerance {v['tolerance']:.3g})"
+                 for key, v in growth.items() if isinstance(v, dict) and not v["pass"]]
+    return problems
+
+
 def _report(r: dict, png: str) -> str:
     lines = [f"# Soak: {r['clients']} clients × {r['minutes']:g} min — {'PASS' if r['pass'] else 'FAIL'}", "",
+             *[f"- **FAIL**: {p}" for p in r.get("problems", [])],
              f"- date: {r['date']}; machine: {r['machine']['node']}, {r['machine']['cpus']} CPUs shared with "
              f"other jobs, {r['machine']['platform']}, Python {r['machine']['python']}",
              f"- versions: {', '.join(f'{k} {v}' for k, v in r['versions'].items())}",
@@ -325,9 +347,11 @@ def _report(r: dict, png: str) -> str:
              f"failed correct requests: **{r['failed_correct_requests']}**",
              f"- after the clients left: regions {r['final_after_clients_left']['regions']}, files in "
              f"/dev/shm {r['final_after_clients_left']['shm_files']}, clients "
-             f"{r['final_after_clients_left']['clients']}", "",
-             "| metric | first | last | Theil-Sen slope /s (95% CI) | growth over steady span | tolerance | pass |",
-             "|---|---|---|---|---|---|---|"]
+             f"{r['final_after_clients_left']['clients']}", ""]
+    if "error" in r["growth"]:
+        return "\n".join(lines + [f"Growth not judged: {r['growth']['error']}. Plot: [{png}]({png})", ""])
+    lines += ["| metric | first | last | Theil-Sen slope /s (95% CI) | growth over steady span | tolerance | pass |",
+              "|---|---|---|---|---|---|---|"]
     for key, v in r["growth"].items():
         if isinstance(v, dict):
             lines.append(f"| {key} | {v['first']:.0f} | {v['last']:.0f} | {v['slope_per_s']:.3g} "
