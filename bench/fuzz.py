@@ -7,7 +7,12 @@ bytes, valid messages mutated (truncated, bytes flipped, hostile length
 prefixes, trailing bytes), typed requests of every op with wrong types in any
 field, extreme shapes (0, negative, dtype x shape overflow), offsets at and past
 the region's end, replayed, forged and stolen lease tokens, extra frames,
-frames over the size limit. After each case the checks are:
+frames over the size limit. Privileged ops (load, unload, reload) are sent
+both without the admin token (UNAUTHORIZED) and, for a share of cases, with
+the daemon's real token, so that their own argument checks are fuzzed too.
+Never a `shutdown` with the token: any well-formed one (extra fields are
+ignored) stops the daemon by design, which would end the campaign, not find a
+bug; nor an `unload` of the model the checks run on. After each case the checks are:
 
 - the daemon answers exactly one error or result per single-frame request (none
   for multi-frame messages: dropped), and is alive;
@@ -42,7 +47,9 @@ import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from trtd.protocol import MAX_REQUEST_BYTES, REQUEST_TYPES, WIRE_DTYPES, messages as m
+from trtd.protocol.endpoint import ADMIN_TOKEN, token_path
 from trtd.sdk import Client
+from trtd.sdk.client import read_token
 from trtd.sdk.shm import AttachedRegion
 
 WORK_BYTES = 64 * 1024
@@ -69,6 +76,12 @@ DTYPES = st.one_of(st.sampled_from(list(WIRE_DTYPES)), st.text(max_size=10))
 SHAPES = st.lists(st.one_of(st.sampled_from([0, 1, 64, -1, -64, 2**31, 2**62, 2**63 - 1]), INTS),
                   max_size=6)
 ROLES = st.sampled_from(["work", "work", "work", "guard", "victim", "released", "forged"])
+# Privileged ops sent with the real admin token (admin_request; the docstring says why not shutdown).
+ADMIN_OPS = sorted(op for op, cls in REQUEST_TYPES.items() if cls.PRIVILEGED and op != "shutdown")
+# The model the well-behaved client and the infer cases use: never unloaded with the token.
+PROTECTED_MODEL = "demo"
+# Names a load with the token may create: a fixed few, so a long campaign cannot pile up models.
+ADMIN_NAMES = ["fz0", "fz1", "fz2", PROTECTED_MODEL, "", "z" * 300, "a/b", "\x00", " "]
 
 
 @st.composite
@@ -99,6 +112,36 @@ def plausible_infer(draw) -> dict:
             "deadline_ms": draw(st.sampled_from([0, 0, 1, 10_000, -1]))}
 
 
+# Values at the edges of each load field (valid ones among them: the rest stays valid).
+_LOAD_EDGES = {
+    "path": ["builtin:nope", "builtin:", "", "/etc/passwd", "/dev/zero", "/", "missing.onnx",
+             "../../x.onnx", "x" * 5000, "builtin:demo\x00", "builtin:nearzero224"],
+    "backend": ["tensorrt", "torch", "nope", "", "ONNXRUNTIME"],
+    "max_batch": [1, 64, 1 << 20, (1 << 20) + 1, -1, 2**63 - 1],
+    "device": [0, 1, -2, 2**31, -(2**63)],
+    "instances": [2, 64, 0, 65, -1, 2**31],
+    "inputs": [["x:-1,64:float32"], ["x:1,64"], ["x"], ["x:a"], ["x:-1,64:complex"], [""], ["x:" + "9," * 40]],
+}
+
+
+@st.composite
+def plausible_privileged(draw, op: str) -> dict:
+    """A load/unload/reload close to a valid one (to be sent with the admin token): most
+    fields right, one or two at the edges, so the handlers' own checks are reached."""
+    if op == "reload":
+        return {"op": op}
+    if op == "unload":
+        return {"op": op, "name": draw(st.sampled_from([n for n in ADMIN_NAMES if n != PROTECTED_MODEL]
+                                                       + ["nope"]))}
+    body = {"op": "load", "name": draw(st.sampled_from(ADMIN_NAMES)), "path": "builtin:demo",
+            "backend": "onnxruntime", "max_batch": 0, "device": -1, "instances": 1, "inputs": []}
+    for key in draw(st.lists(st.sampled_from(sorted(_LOAD_EDGES)), max_size=2, unique=True)):
+        random = INTS if key in ("max_batch", "device", "instances") else \
+            st.lists(st.text(max_size=12), max_size=3) if key == "inputs" else st.text(max_size=12)
+        body[key] = draw(st.one_of(st.sampled_from(_LOAD_EDGES[key]), random))
+    return body
+
+
 @st.composite
 def typed_request(draw) -> dict:
     """Any op, fields drawn by their meaning; then maybe one field replaced by a wrong type."""
@@ -115,8 +158,7 @@ def typed_request(draw) -> dict:
         for f in REQUEST_TYPES[op].__dataclass_fields__.values():
             if f.name in ("client_id", "region", "token"):
                 continue  # filled from the role at send time
-            body[f.name] = draw(INTS if "int" in str(f.type) else st.text(max_size=12)
-                                if "str" in str(f.type) else ANY)
+            body[f.name] = draw(_field_value(f))
     if draw(st.integers(0, 3)) == 0:
         key = draw(st.sampled_from(sorted(k for k in body if k != "role") + ["client_id", "token",
                                                                            "region", "v", "id"]))
@@ -125,6 +167,29 @@ def typed_request(draw) -> dict:
         body[draw(st.text(min_size=1, max_size=8))] = draw(ANY)
     if draw(st.integers(0, 5)) == 0:
         body["auth"] = draw(st.one_of(st.text(max_size=40), ANY))
+    return body
+
+
+def _field_value(f) -> st.SearchStrategy:
+    """Values of a request field's declared type (int, str), anything for the others."""
+    return INTS if "int" in str(f.type) else st.text(max_size=12) if "str" in str(f.type) else ANY
+
+
+@st.composite
+def admin_request(draw) -> dict:
+    """A privileged op to send with the real admin token (FuzzTarget.admin): mostly close to
+    valid (plausible_privileged), else fields of the right types drawn at random; then maybe
+    one field of any type, or an unknown one."""
+    op = draw(st.sampled_from(ADMIN_OPS + ["load"] * 2))  # load has the most fields to check
+    if draw(st.integers(0, 2)) > 0:
+        body = draw(plausible_privileged(op))
+    else:
+        body = {"op": op, **{f.name: draw(_field_value(f))
+                             for f in REQUEST_TYPES[op].__dataclass_fields__.values()}}
+    if draw(st.integers(0, 3)) == 0:
+        body[draw(st.sampled_from(sorted(body) + ["v", "id"]))] = draw(ANY)
+    if draw(st.integers(0, 5)) == 0:
+        body[draw(st.text(min_size=1, max_size=8))] = draw(ANY)
     return body
 
 
@@ -186,9 +251,15 @@ class WellBehavedClient(threading.Thread):
 class FuzzTarget:
     """The fuzzer's connection, its regions, a victim client, and the invariant checks."""
 
-    def __init__(self, endpoint: str, daemon_pid: int):
+    def __init__(self, endpoint: str, daemon_pid: int, admin_token: str | None = None):
+        """admin_token: by default read from the daemon's token file (run as its user)."""
         self.endpoint = endpoint
         self.pid = daemon_pid
+        if admin_token is None:
+            admin_token, problem = read_token(token_path(endpoint, ADMIN_TOKEN))
+            if problem:
+                raise RuntimeError(f"the fuzzer needs the daemon's admin token: {problem}")
+        self.admin_token = admin_token
         self.counts: Counter = Counter()
         self.codes: Counter = Counter()
         self.codes_by_kind: dict[str, Counter] = {}
@@ -284,6 +355,21 @@ class FuzzTarget:
             return  # not representable in msgpack: nothing to send
         self._single(frame, "typed", body)
 
+    def admin(self, body: dict) -> None:
+        """A privileged op with the daemon's real admin token: its handler's checks answer."""
+        body = {"v": 1, "id": next(self._ids), **body}
+        op = body.get("op")
+        # A field of any type may have replaced op or name: decided on what is sent.
+        if op == "shutdown" or (op == "unload" and body.get("name") == PROTECTED_MODEL):
+            return  # would stop the daemon or the checks' model, by design (see the docstring)
+        body["auth"] = self.admin_token
+        try:
+            frame = msgpack.packb(body)
+        except (OverflowError, ValueError, TypeError):
+            return
+        self._single(frame, f"admin.{op if isinstance(op, str) and op in ADMIN_OPS else 'other'}",
+                     body)
+
     def mutated(self, case: dict) -> None:
         base = {"status": {"op": "status"}, "models": {"op": "models"},
                 "lease": {"op": "lease", "client_id": self.client_id, "nbytes": 4096},
@@ -344,6 +430,8 @@ class FuzzTarget:
         code = "ok" if reply.get("ok") else reply["error"]["code"]
         self.codes[code] += 1
         self.codes_by_kind.setdefault(kind.split(".")[0], Counter())[code] += 1
+        if kind.startswith("admin."):  # which handler answered what
+            self.codes_by_kind.setdefault(kind, Counter())[code] += 1
         assert reply.get("ok") or reply["error"]["code"] != "INTERNAL", (reply, body)
         self._check(replies, body)
 
@@ -419,6 +507,7 @@ def run_campaign(target: FuzzTarget, examples: int) -> dict:
 
     campaign(typed_request(), target.request, examples)
     campaign(mutated_frame(), target.mutated, examples)
+    campaign(admin_request(), target.admin, max(examples // 5, 10))
     campaign(FRAMES, target.frames, max(examples // 10, 10))  # each one is a reconnect: fewer
     return target.summary()
 
@@ -426,7 +515,9 @@ def run_campaign(target: FuzzTarget, examples: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trtd.bench.fuzz", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=2000, help="cases per kind (3 kinds)")
+    parser.add_argument("--examples", type=int, default=2000,
+                        help="cases per kind (typed, mutated; a fifth as many privileged ops with "
+                             "the admin token, a tenth as many extra/oversized frames)")
     parser.add_argument("--out", help="write the JSON summary here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="trtd-fuzz-") as tmp:
