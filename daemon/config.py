@@ -181,6 +181,17 @@ def parse_model_flag(flag: str) -> ModelConfig:
     return ModelConfig(name=name, path=path)
 
 
+def model_file_problem(path: Path) -> str | None:
+    """Why `path` cannot be a model file, or None. Not only regular files: a named pipe is read
+    like one (a model decrypted on the fly into a FIFO never touches the disk in the clear);
+    the load then waits, as "loading", until the writer has delivered the model."""
+    if not path.exists():
+        return f"model file {path} does not exist"
+    if path.is_dir():
+        return f"model file {path} is a directory; name the model file inside it"
+    return None
+
+
 def validate_model(m: ModelConfig) -> None:
     if not m.name:
         raise ConfigError("a model needs a name")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import (_DAEMON_FIELDS, _MODEL_FIELDS, BUILTIN_PREFIX, ConfigError, DaemonConfig,
-                     ModelConfig, _check_type, read_toml, validate, validate_model)
+                     ModelConfig, _check_type, model_file_problem, read_toml, validate, validate_model)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -222,8 +222,9 @@ def _model_files(model: ModelConfig, base_dir: Path, label: str, model_line) -> 
                                                         f"known: {', '.join(BUILTIN_MODEL_NAMES)}"))
     else:
         path = (base_dir / model.path).resolve()
-        if not path.is_file():
-            problems.append(Problem(model_line("path"), f"{label}model file {path} does not exist"
+        problem = model_file_problem(path)
+        if problem:
+            problems.append(Problem(model_line("path"), f"{label}{problem}"
                                     + (" (relative paths are relative to the config file)"
                                        if not Path(model.path).is_absolute() else "")))
     for key, values in (("calibration", [model.calibration] if model.calibration else []),

@@ -14,7 +14,7 @@ from trtd.protocol import ErrorCode, ModelInfo, ProtocolError, TensorSpec
 
 from .backends import Backend, BackendError, create_backend
 from . import cuda
-from .config import BUILTIN_PREFIX, ModelConfig
+from .config import BUILTIN_PREFIX, ModelConfig, model_file_problem
 from .cuda import CudaError, HostPinning
 from .instances import make_instances
 from .scheduler import CompletionQueue, Executor
@@ -104,8 +104,9 @@ def resolve_model_path(config: ModelConfig) -> str:
         from .builtin_models import builtin_model_path
 
         return str(builtin_model_path(name))
-    if not Path(path).is_file():
-        raise BackendError(f"model file {path} does not exist")
+    problem = model_file_problem(Path(path))
+    if problem:
+        raise BackendError(problem)
     return path
 
 

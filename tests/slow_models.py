@@ -44,3 +44,31 @@ def slow_to_load(path: Path, nodes_count: int = 2500) -> Path:
     graph = helper.make_graph(nodes, "slow_load", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
     return _save(graph, path)
+
+
+def held(path: Path, width: int = 16) -> Path:
+    """x float32[-1, width], go int32[1] -> y = tanh(x), but only once `go` is nonzero.
+
+    A Loop polls `go` on every iteration. The daemon binds inputs where they lie in the
+    client's region (no copy), so a request runs until the test writes 1 into its `go` slot:
+    "in flight" for exactly as long as the test needs, on any machine. Sent with go = 1 it runs
+    one iteration. While held it keeps one CPU thread busy (ONNX has no blocking wait)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["v_in"], ["v_out"]),
+         helper.make_node("ReduceMax", ["go"], ["g"], keepdims=0),
+         helper.make_node("Equal", ["g", "zero"], ["closed"])],  # keep polling while go == 0
+        "poll",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("closed", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor("zero", TensorProto.INT32, [], [0])])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["", "", "x"], ["v"], body=body),  # no trip limit: until go
+         helper.make_node("Tanh", ["v"], ["y"])],
+        "held",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width]),
+         helper.make_tensor_value_info("go", TensorProto.INT32, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])])
+    return _save(graph, path)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from daemon_process import raw_call, shm_names, start_daemon, wait_until
-from slow_models import slow_to_load, slow_to_run
+from held_requests import HeldRequest
+from slow_models import held, slow_to_load
 from trtd.daemon.notify import Notifier
 from trtd.sdk import Client, TrtdError
 
@@ -99,75 +100,85 @@ def test_watchdog_pings_at_half_the_interval(notify_socket):
 
 
 def test_ready_once_the_socket_serves_while_a_model_still_loads(tmp_path, notify_socket):
-    slow_to_load(tmp_path / "big.onnx")
+    # The model file is a named pipe: its load waits until the test writes the model into it,
+    # so "still loading" is a state the test holds, however fast the machine loads.
+    model_bytes = slow_to_load(tmp_path / "piped-source.onnx", nodes_count=50).read_bytes()
+    os.mkfifo(tmp_path / "piped.onnx")
     config = tmp_path / "d.toml"
-    config.write_text('[models.big]\npath = "big.onnx"\n[models.demo]\npath = "builtin:demo"\n')
+    config.write_text('[models.piped]\npath = "piped.onnx"\n[models.demo]\npath = "builtin:demo"\n')
     d = start_daemon(tmp_path, "--config", str(config), wait=False,
                      env={"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "300000"})
+    writer = None
     try:
         ready = notify_socket.wait_for("READY")
         assert ready["MAINPID"] == str(d.pid) and "serving on" in ready["STATUS"]
         # The socket answers at once, and the model is visibly still loading.
         status = raw_call(d.endpoint, {"v": 1, "op": "status", "id": 1}, timeout=5)["result"]
         states = {m["name"]: m["state"] for m in status["models"]}
-        assert states["big"] == "loading", states
+        assert states["piped"] == "loading", states
         with Client(d.endpoint) as c:
             c.release(c.lease(4096))  # regions are served while the model loads
-            # Watchdog pings keep coming while it loads; the status line follows the loading.
+            # Watchdog pings keep coming while it loads, and the status line says so.
             assert notify_socket.wait_for("WATCHDOG", timeout=5)["WATCHDOG"] == "1"
-            deadline = time.monotonic() + 60
-            while not any("2 model(s) ready" in m.get("STATUS", "") for m in notify_socket.messages):
-                assert time.monotonic() < deadline, notify_socket.messages
-                notify_socket.receive(0.5)
-            y = c.infer("big", np.ones((2, 4), np.float32))
+            assert notify_socket.wait_for("WATCHDOG", timeout=5)["WATCHDOG"] == "1"
+            # One load at a time, in order: demo waits behind the pipe too.
+            assert "2 loading" in _status_line(notify_socket), notify_socket.messages
+            assert {m.name: m.state for m in c.models(wait=False)}["piped"] == "loading"
+            writer = threading.Thread(target=(tmp_path / "piped.onnx").write_bytes, args=(model_bytes,))
+            writer.start()  # opening a pipe to write waits for its reader: the daemon's loader
+            assert wait_until(lambda: "2 model(s) ready" in _status_line(notify_socket), timeout=60), \
+                notify_socket.messages
+            y = c.infer("piped", np.ones((2, 4), np.float32))
             assert y.shape == (2, 4)
-        watchdog_pings = sum(1 for m in notify_socket.messages if "WATCHDOG" in m)
-        assert watchdog_pings >= 2
         assert d.stop() == 0
         assert notify_socket.wait_for("STOPPING", timeout=5)["STOPPING"] == "1"
     finally:
         if d.alive():
             d.kill()
+        if writer is not None:
+            writer.join(timeout=10)
+
+
+def _status_line(notify_socket: NotifySocket) -> str:
+    """The latest STATUS= line (after reading what has arrived)."""
+    while notify_socket.receive(0.01) is not None:
+        pass
+    lines = [m["STATUS"] for m in notify_socket.messages if "STATUS" in m]
+    return lines[-1] if lines else ""
+
+
+def _held_daemon(tmp_path, drain_timeout_s: int):
+    held(tmp_path / "held.onnx")
+    config = tmp_path / "d.toml"
+    # Two instances: requests run on worker threads, so the socket loop is free when SIGTERM comes.
+    config.write_text(f'drain_timeout_s = {drain_timeout_s}\n[models.held]\npath = "held.onnx"\n'
+                      'instances = 2\nintra_op_threads = 1\n')
+    return start_daemon(tmp_path, "--config", str(config))
 
 
 def test_sigterm_drains_a_request_in_flight(tmp_path):
-    # ~1 s of matrix products at the least (more on a busy machine): SIGTERM lands mid-request.
-    slow_to_run(tmp_path / "slow.onnx", layers=192)
-    config = tmp_path / "d.toml"
-    # Two instances: requests run on worker threads, so the socket loop is free when SIGTERM comes.
-    config.write_text('drain_timeout_s = 60\n[models.slow]\npath = "slow.onnx"\ninstances = 2\n'
-                      'max_batch = 1024\n')
-    d = start_daemon(tmp_path, "--config", str(config))
-    x = np.random.default_rng(0).standard_normal((1024, 768), dtype=np.float32)
-    result: dict = {}
+    d = _held_daemon(tmp_path, drain_timeout_s=60)
+    x = np.random.default_rng(0).standard_normal((64, 16), dtype=np.float32)
     c = Client(d.endpoint, timeout=120)
-    handle = c.model("slow")
-    expected_region = None
-
-    def infer():
-        try:
-            result["y"] = handle(x)
-        except Exception as exc:  # noqa: BLE001 - checked below
-            result["error"] = exc
-
     try:
-        t = threading.Thread(target=infer)
-        t.start()
-        assert wait_until(lambda: handle._region is not None and _in_flight(d) == 1, timeout=30,
-                          interval=0.01)
+        # In flight until the test opens it, however fast the machine: SIGTERM lands mid-request.
+        request = HeldRequest(c, x)
+        assert wait_until(lambda: _in_flight(d) == 1, timeout=30, interval=0.01)
         d.proc.send_signal(signal.SIGTERM)
-        expected_region = handle._region.name
-        assert expected_region in shm_names()
+        assert request.region.name in shm_names()
         # New work is refused while it drains; other ops are answered.
         assert wait_until(lambda: "stopping: finishing 1 request" in d.log(), timeout=10), d.log()
         with Client(d.endpoint, timeout=10) as other:
             with pytest.raises(TrtdError, match="stopping"):
-                other.infer("slow", x[:1])
-        t.join(timeout=120)
-        assert "error" not in result, result
-        assert result["y"].shape == (1024, 768) and np.isfinite(result["y"]).all()
+                other.infer("held", {"x": x[:1], "go": np.ones(1, np.int32)})
+            assert _in_flight(d) == 1  # still held: the drain waits for it
+        assert d.alive()
+        request.open()
+        reply = request.reply(timeout_s=60)
+        assert reply["ok"], reply
+        np.testing.assert_allclose(request.y(), np.tanh(x), rtol=1e-6, atol=1e-6)
         assert d.proc.wait(timeout=60) == 0, d.log()
-        assert expected_region not in shm_names()
+        assert request.region.name not in shm_names()
         assert not (tmp_path / "d.sock").exists()
         assert "unanswered" not in d.log()
     finally:
@@ -182,30 +193,22 @@ def _in_flight(d) -> int:
 
 
 def test_drain_timeout_bounds_the_stop(tmp_path):
-    slow_to_run(tmp_path / "slow.onnx", layers=96)
-    config = tmp_path / "d.toml"
-    config.write_text('drain_timeout_s = 0\n[models.slow]\npath = "slow.onnx"\ninstances = 2\n'
-                      'max_batch = 1024\n')
-    d = start_daemon(tmp_path, "--config", str(config))
+    d = _held_daemon(tmp_path, drain_timeout_s=0)
     c = Client(d.endpoint, timeout=5)
-    handle = c.model("slow")
-    x = np.ones((1024, 768), np.float32)
-    t = threading.Thread(target=lambda: _swallow(handle, x))
-    t.start()
     try:
-        assert wait_until(lambda: _in_flight(d) == 1, timeout=30)
-        assert d.stop() == 0
-        assert "unanswered after drain_timeout_s = 0.0" in d.log()
+        request = HeldRequest(c, np.ones((8, 16), np.float32))
+        assert wait_until(lambda: _in_flight(d) == 1, timeout=30, interval=0.01)
+        d.proc.send_signal(signal.SIGTERM)
+        # The drain gives up at once although the request is still running (it is held).
+        assert wait_until(lambda: "unanswered after drain_timeout_s = 0.0" in d.log(), timeout=10), d.log()
+        # A running ONNX Runtime call is not interrupted: the stop ends when it does.
+        request.open()
+        assert d.proc.wait(timeout=30) == 0, d.log()
+        assert request.region.name not in shm_names()
     finally:
-        t.join()
         c.close()
-
-
-def _swallow(handle, x):
-    try:
-        handle(x)
-    except TrtdError:
-        pass
+        if d.alive():
+            d.kill()
 
 
 # -- reload -----------------------------------------------------------------------------------------
