@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import msgpack
 import numpy as np
@@ -22,14 +24,14 @@ import pytest
 from onnx import TensorProto, helper
 
 from daemon_process import DaemonProcess, serving, shm_names, wait_ready, wait_until
+from held_requests import HeldRequest
+from slow_models import held
 from trtd.daemon.backends.onnxruntime import create_session
 from trtd.daemon.builtin_models import builtin_model_path
 from trtd.protocol import messages as m
 from trtd.protocol.codec import encode_request
 from trtd.sdk import Client, DeadlineExceeded, ServerError
 
-VOLUME = (1, 1, 128, 256, 256)
-VOLUME_BYTES = int(np.prod(VOLUME)) * 4
 
 
 def _save(model: onnx.ModelProto, path) -> str:
@@ -63,10 +65,12 @@ def fill_model(path) -> str:
 
 @pytest.fixture(scope="module")
 def busy(tmp_path_factory):
-    """volume3d on two worker instances with a queue; demo inline."""
-    with serving(tmp_path_factory.mktemp("busy"),
+    """held (slow_models.held) on two worker instances with a queue; demo inline."""
+    workdir = tmp_path_factory.mktemp("busy")
+    held(workdir / "held.onnx")
+    with serving(workdir,
                  "reclaim_interval_s = 0.2\n"
-                 "[models.volume3d]\npath = \"builtin:volume3d\"\ninstances = 2\nmax_queue = 8\n"
+                 "[models.held]\npath = \"held.onnx\"\ninstances = 2\nmax_queue = 8\nintra_op_threads = 1\n"
                  "[models.demo]\npath = \"builtin:demo\"\n") as d:
         yield d
 
@@ -110,119 +114,125 @@ def test_backend_out_of_memory_fails_the_request_and_the_model_stays_usable(busy
 # -- deadlines -------------------------------------------------------------------------------------
 
 
-def _volume_request(c: Client, region, deadline_ms: int = 0) -> m.Infer:
-    return m.Infer(client_id=c.client_id, model="volume3d", region=region.name, token=region.token,
-                   inputs=[m.InputRef(name="x", dtype="float32", shape=list(VOLUME), offset=0,
-                                      nbytes=VOLUME_BYTES)],
-                   outputs=[m.OutputRef(name="y", offset=VOLUME_BYTES, nbytes=VOLUME_BYTES)],
-                   deadline_ms=deadline_ms)
-
-
-def _reply(c: Client, timeout_s: float = 60) -> dict:
-    assert c._conn._socket.poll(int(timeout_s * 1000)), "no reply"
-    return msgpack.unpackb(c._conn._socket.recv())
+def _held_in_flight(c: Client) -> int:
+    return next(s.in_flight for s in c.status().models if s.name == "held")
 
 
 class _Blockers:
-    """Volume3d requests that keep both instances busy for a few runs while a test queues
-    behind them. send() returns once the daemon has read them all (requests of different
-    connections may be read in any order), so what is sent next waits in the queue."""
-
-    PER_CLIENT = 3
+    """Two held requests, one per worker instance: what is sent next waits in the queue until
+    open() (however fast the machine runs them)."""
 
     def __init__(self, endpoint: str):
         self.clients = [Client(endpoint) for _ in range(2)]
-        self.regions = [c.lease(2 * VOLUME_BYTES) for c in self.clients]
         self.watcher = Client(endpoint)  # its own socket: a status call drops replies not its own
+        self.requests: list[HeldRequest] = []
 
     def send(self) -> None:
-        for i, (c, region) in enumerate(zip(self.clients, self.regions)):
-            for j in range(self.PER_CLIENT):
-                c._conn._socket.send(encode_request(_volume_request(c, region), 100 + j))
-        watcher = self.watcher
-        assert wait_until(lambda: next(s.in_flight for s in watcher.status().models
-                                       if s.name == "volume3d") >= 2 * self.PER_CLIENT - 1,
-                          timeout=30, interval=0.001)
+        x = np.ones((4, 16), np.float32)
+        self.requests = [HeldRequest(c, x, request_id=100) for c in self.clients]
+        self.wait_in_flight(2)
 
-    def collect(self) -> list[dict]:
-        return [_reply(c) for c in self.clients for _ in range(self.PER_CLIENT)]
+    def wait_in_flight(self, n: int) -> None:
+        assert wait_until(lambda: _held_in_flight(self.watcher) == n, timeout=30, interval=0.005), \
+            f"in flight: {_held_in_flight(self.watcher)}, expected {n}"
+
+    def open_and_collect(self) -> list[dict]:
+        for r in self.requests:
+            r.open()
+        return [r.reply() for r in self.requests]
 
     def close(self) -> None:
-        for c, region in zip(self.clients, self.regions):
-            c.release(region)
+        for r in self.requests:
+            r.open()  # never leave a worker spinning
+        for r in self.requests:
+            r.client.release(r.region)
+        for c in self.clients:
             c.close()
         self.watcher.close()
 
 
 def test_deadline_passed_in_the_queue_fails_without_running(busy):
-    x = np.random.default_rng(3).standard_normal(VOLUME, dtype=np.float32)
+    x = np.random.default_rng(3).standard_normal((8, 16), dtype=np.float32)
+    expected = np.tanh(x)
     blockers = _Blockers(busy.endpoint)
     try:
         with Client(busy.endpoint) as late, Client(busy.endpoint) as patient:
-            late_region, patient_region = late.lease(2 * VOLUME_BYTES), patient.lease(2 * VOLUME_BYTES)
-            patient_region.array(0, x.dtype, x.shape)[...] = x
             blockers.send()
-            # Both queue behind the two running requests (FIFO), so each waits at least one run.
-            late._conn._socket.send(encode_request(_volume_request(late, late_region, deadline_ms=1), 7))
-            patient._conn._socket.send(encode_request(
-                _volume_request(patient, patient_region, deadline_ms=600_000), 8))
-            reply = _reply(late)
+            # Both queue behind the two held requests (FIFO); go = 1: each runs at once when reached.
+            late_req = HeldRequest(late, x, request_id=7, deadline_ms=1, open_now=True)
+            patient_req = HeldRequest(patient, x, request_id=8, deadline_ms=600_000, open_now=True)
+            blockers.wait_in_flight(4)
+            time.sleep(0.01)  # past the late one's 1 ms in the queue, on any machine
+            assert all(r["ok"] for r in blockers.open_and_collect())
+            reply = late_req.reply()
             assert reply["ok"] is False and reply["error"]["code"] == "DEADLINE_EXCEEDED", reply
             assert "did not run" in reply["error"]["message"]
             assert reply["error"]["details"]["deadline_ms"] == 1
             assert reply["error"]["details"]["waited_ms"] > 1
-            assert _reply(patient)["ok"] is True
-            expected = create_session(builtin_model_path("volume3d")).run(None, {"x": x})[0]
-            np.testing.assert_array_equal(patient_region.array(VOLUME_BYTES, x.dtype, x.shape), expected)
-            assert all(r["ok"] for r in blockers.collect())
+            assert patient_req.reply()["ok"] is True
+            np.testing.assert_allclose(patient_req.y(), expected, rtol=1e-6, atol=1e-6)
+            # The late one never ran: its output slot is as leased (zeros).
+            assert not late_req.y().any()
 
             # Through the SDK: the same error as an exception, and the handle stays usable.
-            handle = late.model("volume3d")
-            handle.zero_copy_inputs()["x"][...] = x  # leased and written before the queue fills
+            handle = late.model("held")
+            slots = handle.zero_copy_inputs({"x": x.shape})  # leased and written before the queue fills
+            slots["x"][...], slots["go"][...] = x, 1
             blockers.send()
-            with pytest.raises(DeadlineExceeded, match="did not run"):
-                handle.run_zero_copy(deadline_ms=1)
-            blockers.collect()
-            np.testing.assert_array_equal(handle.run_zero_copy(deadline_ms=600_000)["y"], expected)
+            opener = threading.Thread(target=_open_when_queued, args=(blockers, 3))
+            opener.start()
+            try:
+                with pytest.raises(DeadlineExceeded, match="did not run"):
+                    handle.run_zero_copy(deadline_ms=1)
+            finally:
+                opener.join()
+            np.testing.assert_allclose(handle.run_zero_copy(deadline_ms=600_000)["y"], expected,
+                                       rtol=1e-6, atol=1e-6)
             with pytest.raises(Exception, match="deadline_ms must be >= 0"):
                 late.infer("demo", np.zeros((1, 64), np.float32), deadline_ms=-5)
-            late.release(late_region)
-            patient.release(patient_region)
-            status = next(s for s in late.status().models if s.name == "volume3d")
-            assert status.in_flight == 0
+            for c, r in ((late, late_req), (patient, patient_req)):
+                c.release(r.region)
+            assert wait_until(lambda: _held_in_flight(late) == 0, timeout=30)
     finally:
         blockers.close()
+
+
+def _open_when_queued(blockers: _Blockers, in_flight: int) -> None:
+    """Open the blockers once the request sent after them is queued and past a 1 ms deadline."""
+    try:
+        blockers.wait_in_flight(in_flight)
+        time.sleep(0.01)
+    finally:
+        assert all(r["ok"] for r in blockers.open_and_collect())
 
 
 # -- releases under running requests ---------------------------------------------------------------
 
 
 def test_release_while_the_request_runs_is_deferred_until_it_ends(busy):
-    x = np.random.default_rng(4).standard_normal(VOLUME, dtype=np.float32)
-    blockers = _Blockers(busy.endpoint)
-    try:
-        with Client(busy.endpoint) as c:
-            region = c.lease(2 * VOLUME_BYTES)
-            region.array(0, x.dtype, x.shape)[...] = x
-            blockers.send()
-            sock = c._conn._socket
-            sock.send(encode_request(_volume_request(c, region), 1))
-            sock.send(encode_request(m.Release(client_id=c.client_id, region=region.name,
-                                               token=region.token), 2))
-            replies = {r["id"]: r for r in (_reply(c), _reply(c))}
-            assert replies[2]["ok"] and replies[2]["result"]["released_now"] is False, replies[2]
-            assert replies[1]["ok"], replies[1]
-            # The region lived until the request ended, then went.
-            expected = create_session(builtin_model_path("volume3d")).run(None, {"x": x})[0]
-            np.testing.assert_array_equal(region.array(VOLUME_BYTES, x.dtype, x.shape), expected)
-            assert region.name not in shm_names()
-            region.close()
-            again = _volume_request(c, region)
-            with pytest.raises(Exception, match="released"):
-                c._call(again)
-            blockers.collect()
-    finally:
-        blockers.close()
+    x = np.random.default_rng(4).standard_normal((8, 16), dtype=np.float32)
+    with Client(busy.endpoint) as c, Client(busy.endpoint) as watcher:
+        request = HeldRequest(c, x, request_id=1)  # running, on a worker, until opened
+        assert wait_until(lambda: _held_in_flight(watcher) == 1, timeout=30, interval=0.005)
+        region = request.region
+        c._conn._socket.send(encode_request(m.Release(client_id=c.client_id, region=region.name,
+                                                      token=region.token), 2))
+        assert c._conn._socket.poll(30_000)
+        released = msgpack.unpackb(c._conn._socket.recv())
+        assert released["id"] == 2 and released["ok"] and released["result"]["released_now"] is False, released
+        assert region.name in shm_names()  # it lives while the request runs
+        request.open()
+        reply = request.reply()
+        assert reply["ok"], reply
+        # The daemon wrote the output into it, then let it go.
+        np.testing.assert_allclose(request.y(), np.tanh(x), rtol=1e-6, atol=1e-6)
+        assert wait_until(lambda: region.name not in shm_names(), timeout=10)
+        request.go = None
+        region.close()
+        again = m.Infer(client_id=c.client_id, model="held", region=region.name, token=region.token,
+                        inputs=request.request.inputs, outputs=request.request.outputs)
+        with pytest.raises(Exception, match="released"):
+            c._call(again)
     assert busy.alive()
 
 
