@@ -24,6 +24,7 @@ from . import cuda
 from .clients import ClientRegistry
 from .cuda import HostPinning
 from .config import ConfigError, DaemonConfig, ModelConfig, validate_model
+from .instances import RunTiming
 from .models import ModelRegistry
 from .regions import RegionLimits, RegionRegistry
 from .engine_swap import Swap
@@ -147,7 +148,10 @@ class DaemonCore:
             self.models.swap(done)
             return None
         if isinstance(done, Loaded):
-            self.loader.finished(done)
+            if self.loader is not None:  # only the loader queues these
+                self.loader.finished(done)
+            if done.model is None:
+                raise RuntimeError(f"the loader queued model {done.config.name!r} before creating it")
             if done.replace:
                 self.models.finish_replacing(done.model)
             else:
@@ -215,6 +219,8 @@ class DaemonCore:
         try:
             inputs, outputs = bind_request(req, model, region)
             deadline_ns = call.received_ns + req.deadline_ms * 1_000_000 if req.deadline_ms else 0
+            if model.executor is None:  # get_ready() returns served models, which have one
+                raise ProtocolError(ErrorCode.MODEL_NOT_READY, f"model {req.model!r} has no executor")
             done = model.executor.submit(Job(call.identity, call.request_id, model, region, inputs,
                                              outputs, call.received_ns, serving=model.serving,
                                              engine=model.engine, deadline_ns=deadline_ns))
@@ -244,7 +250,7 @@ class DaemonCore:
         now = time.perf_counter_ns()
         total_us = (now - job.received_ns) // 1000
         model.stats.record(total_us)
-        timing = done.timing
+        timing = done.timing or RunTiming()  # a run that succeeded always reports it
         return m.InferReply(backend=job.serving, engine=job.engine, outputs=infos, timing=m.Timing(
             compute_us=timing.compute_us, total_us=total_us,
             queue_us=max(job.started_ns - job.received_ns, 0) // 1000,

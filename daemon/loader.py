@@ -13,8 +13,12 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import ModelConfig
+
+if TYPE_CHECKING:  # models imports the backends; the loader thread needs them only at run time
+    from .models import LoadedModel
 
 log = logging.getLogger("trtd.loader")
 
@@ -23,10 +27,10 @@ log = logging.getLogger("trtd.loader")
 class Loaded:
     """A model created in the background, to be served instead of `target` (socket loop)."""
 
-    target: object        # the "loading" placeholder, or the model a reload replaces
+    target: LoadedModel   # the "loading" placeholder, or the model a reload replaces
     config: ModelConfig
     replace: bool = False
-    model: object = None  # the new LoadedModel (ready or failed), once created
+    model: LoadedModel | None = None  # the new model (ready or failed), once created
 
 
 class ModelLoader:

@@ -18,7 +18,7 @@ from .config import BUILTIN_PREFIX, ModelConfig, model_file_problem
 from .cuda import CudaError, HostPinning
 from .instances import make_instances
 from .scheduler import CompletionQueue, Executor
-from .engine_swap import EngineSwapper
+from .engine_swap import EngineSwapper, Swap
 from .stats import ModelStats
 
 log = logging.getLogger("trtd.models")
@@ -59,8 +59,8 @@ def _retire(executor: Executor, backend: Backend) -> None:
     backend.close()
 
 
-def discard(model: LoadedModel) -> None:
-    """Close a model that was never served."""
+def discard(model: LoadedModel | Swap) -> None:
+    """Close a model (or a swap's engine) that was never served."""
     if model.executor is not None:
         model.executor.close()
     if model.backend is not None:

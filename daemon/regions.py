@@ -13,6 +13,7 @@ import hmac
 import logging
 import os
 import secrets
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from multiprocessing import shared_memory
@@ -29,6 +30,11 @@ log = logging.getLogger("trtd.regions")
 _RELEASED_MEMORY = 4096
 SHM_DIR = Path("/dev/shm")
 _HAVE_SHM_DIR = SHM_DIR.is_dir()  # once: this is checked on every request  # how many released names we remember, for a precise error
+
+
+# What a closed region's view becomes: its mapping's buffer export is dropped, and a use after
+# close finds an empty array rather than None.
+_CLOSED = np.empty(0, np.uint8)
 
 
 @dataclass(slots=True)
@@ -56,7 +62,7 @@ class Region:
     uses: int = field(default=0)
 
     def close(self) -> None:
-        self.view = None  # drop the buffer export before closing the mapping
+        self.view = _CLOSED  # drop the buffer export before closing the mapping
         try:
             self.shm.close()
         finally:
@@ -67,6 +73,8 @@ class Region:
 
 
 def _shm_free_bytes() -> int | None:
+    if sys.platform == "win32":  # no /dev/shm: a mapping is backed by the paging file
+        return None
     try:
         st = os.statvfs("/dev/shm")
     except (OSError, AttributeError):
@@ -91,11 +99,20 @@ def _create_segment(name: str, nbytes: int, on_create=None) -> shared_memory.Sha
             f"release regions or raise the daemon's limits (open files, /dev/shm size)",
             {"requested": nbytes},
         ) from None
+    if sys.platform != "win32":
+        _reserve_posix(shm, nbytes, on_create)
+    return shm
+
+
+def _reserve_posix(shm: shared_memory.SharedMemory, nbytes: int, on_create) -> None:
+    """Reserve the pages and set permissions through the segment's descriptor (a POSIX
+    SharedMemory's _fd, which typeshed does not declare), then close that descriptor."""
+    fd: int = shm._fd  # type: ignore[attr-defined]  # CPython's POSIX SharedMemory keeps it here
     if hasattr(os, "posix_fallocate"):
         try:
             # ftruncate only sets the size; fallocate reserves the pages now,
             # so running out of room is an error here instead of a SIGBUS later.
-            os.posix_fallocate(shm._fd, 0, nbytes)
+            os.posix_fallocate(fd, 0, nbytes)
         except OSError as exc:
             shm.close()
             shm.unlink()
@@ -105,18 +122,17 @@ def _create_segment(name: str, nbytes: int, on_create=None) -> shared_memory.Sha
                 f"free shared memory or enlarge /dev/shm (mount -o remount,size=...)",
                 {"requested": nbytes},
             ) from None
-    if on_create is not None and shm._fd >= 0:
+    if on_create is not None and fd >= 0:
         try:
-            on_create(shm._fd)
+            on_create(fd)
         except OSError as exc:
             shm.close()
             shm.unlink()
             raise ProtocolError(ErrorCode.INTERNAL, f"could not set the region's permissions: {exc}")
-    if shm._fd >= 0:
+    if fd >= 0:
         # The mapping keeps its own descriptor; one per region is enough.
-        os.close(shm._fd)
-        shm._fd = -1
-    return shm
+        os.close(fd)
+        shm._fd = -1  # type: ignore[attr-defined]
 
 
 def _segment_size(region: Region) -> int:
@@ -203,6 +219,8 @@ class RegionRegistry:
                 shm = _create_segment(name, nbytes, self._on_create)
             except FileExistsError:
                 log.warning("region name %s is taken by a file we did not create; skipping it", name)
+        if shm.buf is None:  # only a closed SharedMemory has none
+            raise ProtocolError(ErrorCode.INTERNAL, f"region {name} was closed as it was created")
         view = np.frombuffer(shm.buf, dtype=np.uint8, count=nbytes)
         region = Region(name=name, nbytes=nbytes, token=secrets.token_hex(16), owner=client_id,
                         shm=shm, view=view, address=view.ctypes.data, path=f"{SHM_DIR}/{name}")

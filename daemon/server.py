@@ -74,8 +74,14 @@ class Server:
                  self.endpoint, os.getpid(), self.core.loading)
         self.notifier.ready(self._status_line())
 
+    def _started(self) -> tuple[DaemonCore, zmq.Socket]:
+        """The core and the socket, which start() creates: the loop runs only after it."""
+        if self.core is None or self._socket is None:
+            raise RuntimeError("Server.start() must run before the socket loop")
+        return self.core, self._socket
+
     def _status_line(self) -> str:
-        core = self.core
+        core, _ = self._started()
         states = [model.state for model in core.models]
         text = f"serving on {self.endpoint}: {states.count('ready')} model(s) ready"
         if core.loading:
@@ -142,7 +148,7 @@ class Server:
     # -- the loop ------------------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        sock, core = self._socket, self.core
+        core, sock = self._started()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(core.completions.fileno(), zmq.POLLIN)
@@ -170,7 +176,7 @@ class Server:
 
     def _turn(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int) -> None:
         """One poll: answer finished work, then every request that is waiting."""
-        core = self.core
+        core, _ = self._started()
         if poller.poll(tick_ms):
             for done in core.completions.drain():
                 try:
@@ -186,12 +192,12 @@ class Server:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self._serve_one(sock, frames)
+                self._serve_one(core, sock, frames)
 
     def _drain(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int) -> None:
         """Answer the requests already running or queued (new work is refused) until none is
         left or drain_timeout_s has passed; then close() releases regions and models."""
-        core = self.core
+        core, _ = self._started()
         core.draining = True
         core.stop_requested = False  # keep reading: releases and goodbyes are still answered
         self.notifier.stopping(f"stopping: finishing {core.in_flight} request(s)")
@@ -222,14 +228,14 @@ class Server:
             return
         self.notifier.reloading()
         try:
-            self.core.reload(self._reload_source())
+            self._started()[0].reload(self._reload_source())
         except ConfigError as exc:
             log.error("SIGHUP: the configuration was not reloaded, nothing changed: %s", exc)
         except Exception:
             log.exception("SIGHUP: reload failed")
         self.notifier.ready(self._status_line())
 
-    def _serve_one(self, sock: zmq.Socket, frames: list[bytes]) -> None:
+    def _serve_one(self, core: DaemonCore, sock: zmq.Socket, frames: list[bytes]) -> None:
         received = time.perf_counter_ns()
         if len(frames) != 2:
             # DEALER clients send exactly one frame; anything else is not ours to answer.
@@ -241,7 +247,7 @@ class Server:
             envelope = decode_envelope(payload)
             request_id, request = envelope.request_id, envelope.request
             self.gate.check(request, envelope.auth)
-            result = self.core.handle(request, Call(identity, request_id, received))
+            result = core.handle(request, Call(identity, request_id, received))
             if result is PENDING:
                 return  # a worker instance answers it through the completion queue
             reply = encode_reply(request_id, result)

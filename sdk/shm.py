@@ -25,12 +25,14 @@ class AttachedRegion:
         self.name = name
         self.nbytes = nbytes
         self.token = token
-        self._map = _map(name, nbytes)
+        self._map: mmap.mmap | None = _map(name, nbytes)
         # Views derive from this one array, so the mapping has a single buffer export.
-        self.bytes = np.frombuffer(self._map, dtype=np.uint8, count=nbytes)
+        self.bytes: np.ndarray | None = np.frombuffer(self._map, dtype=np.uint8, count=nbytes)
 
     def array(self, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         """A numpy view of a tensor slot inside the region (no copy)."""
+        if self.bytes is None:
+            raise ValueError(f"region {self.name} is closed")
         nbytes = math.prod(shape) * dtype.itemsize
         return self.bytes[offset:offset + nbytes].view(dtype).reshape(shape)
 
