@@ -12,15 +12,29 @@ import logging
 import logging.handlers
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
 from trtd.daemon import platform
+from trtd.daemon.config import DaemonConfig
 
 log = logging.getLogger("trtd.service")
 
 LOG_FILE_BYTES = 10 * 2**20
 LOG_FILE_COUNT = 5
+# What a stop takes beyond the drain: closing models (a running request is not interrupted),
+# regions and the socket. Generous: the service manager kills a service that overruns its hint.
+STOP_CLOSE_MARGIN_S = 30.0
+# How often a stopping service reports progress (a new checkpoint) to the service manager.
+STOP_PROGRESS_INTERVAL_S = 5.0
+
+
+def stop_wait_hint_ms(drain_timeout_s: float, elapsed_s: float = 0.0,
+                      margin_s: float = STOP_CLOSE_MARGIN_S) -> int:
+    """How long the service manager should wait for the next stop report (a SERVICE_STATUS
+    waitHint): what is left of the drain, plus the time to close."""
+    return int((max(drain_timeout_s - elapsed_s, 0.0) + margin_s) * 1000)
 
 
 class ForwardHandler(logging.Handler):
@@ -70,7 +84,10 @@ class ServiceRunner:
         self.event_log = event_log
         self.server = None
         self.running = threading.Event()  # set once the socket serves (report SERVICE_RUNNING)
+        self.stopped = threading.Event()  # set when run() returns (or fails)
         self._stop_requested = threading.Event()
+        # The configured drain; read again by run() from the file it serves.
+        self.drain_timeout_s = DaemonConfig().drain_timeout_s
 
     def prepare_environment(self) -> None:
         # LocalSystem's profile is not the users': machine-wide caches live under ProgramData.
@@ -82,11 +99,18 @@ class ServiceRunner:
     def run(self, on_running: Callable[[], None] | None = None) -> int:
         """Serve until stop(); on_running is called (on this thread) once the socket serves,
         before the models have loaded: the moment to report SERVICE_RUNNING."""
+        try:
+            return self._run(on_running)
+        finally:
+            self.stopped.set()
+
+    def _run(self, on_running: Callable[[], None] | None) -> int:
         from trtd.daemon.config import load_config
         from trtd.daemon.server import Server
 
         self.prepare_environment()
         config = load_config(self.config_path)
+        self.drain_timeout_s = config.drain_timeout_s
         log_file = configure_service_logging(self.log_dir, config.log_level, self.event_log)
         log.info("trtd service starting: config %s, log %s, cache %s", self.config_path, log_file,
                  os.environ["TRTD_CACHE_DIR"])
@@ -112,6 +136,18 @@ class ServiceRunner:
         self._stop_requested.set()
         if self.server is not None:
             self.server.request_stop()
+
+    def report_stop_progress(self, report: Callable[[int], None],
+                             interval_s: float = STOP_PROGRESS_INTERVAL_S,
+                             clock: Callable[[], float] = time.monotonic) -> None:
+        """Call report(wait_hint_ms) now and every interval_s until run() has returned, so that
+        the service manager sees a stop that drains for long make progress (each
+        SERVICE_STOP_PENDING report is a new checkpoint) instead of a service that hangs."""
+        started = clock()
+        while not self.stopped.is_set():
+            report(stop_wait_hint_ms(self.drain_timeout_s, clock() - started))
+            if self.stopped.wait(interval_s):
+                return
 
     def reload(self) -> None:
         if self.server is not None:

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 from pathlib import Path, PureWindowsPath
 
 from trtd.daemon import platform
@@ -73,6 +74,7 @@ if sys.platform == "win32":
                                                              str(platform.config_path("system")))
             event_log = ForwardHandler(servicemanager.LogWarningMsg, servicemanager.LogErrorMsg)
             self.runner = ServiceRunner(Path(config), "system", event_log=event_log)
+            self._stop_progress: threading.Thread | None = None
 
         def SvcRun(self) -> None:
             # Running is reported once the socket serves (not before, as the base class does).
@@ -84,16 +86,28 @@ if sys.platform == "win32":
             except BaseException as exc:
                 servicemanager.LogErrorMsg(f"trtd service failed: {type(exc).__name__}: {exc}")
                 # A service-specific exit code makes the SCM's recovery actions restart it.
+                self._join_stop_progress()
                 self.ReportServiceStatus(win32service.SERVICE_STOPPED, win32ExitCode=1066, svcExitCode=1)
                 return
+            self._join_stop_progress()  # no STOP_PENDING may follow SERVICE_STOPPED
             servicemanager.LogMsg(servicemanager.EVENTLOG_INFORMATION_TYPE,
                                   servicemanager.PYS_SERVICE_STOPPED, (self._svc_name_, ""))
             self.ReportServiceStatus(win32service.SERVICE_STOPPED)
 
         def SvcStop(self) -> None:
-            # The drain takes up to drain_timeout_s: ask the SCM for that long plus close time.
-            self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING, waitHint=40000)
+            # The drain takes up to drain_timeout_s: STOP_PENDING with a waitHint of what is left
+            # of it plus close time, again every few seconds (a new checkpoint each time).
             self.runner.stop()
+            if self._stop_progress is None:
+                self._stop_progress = threading.Thread(
+                    target=self.runner.report_stop_progress, name="trtd-stop-progress", daemon=True,
+                    args=(lambda hint: self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING,
+                                                                waitHint=hint),))
+                self._stop_progress.start()
+
+        def _join_stop_progress(self) -> None:
+            if self._stop_progress is not None:
+                self._stop_progress.join()
 
         def SvcShutdown(self) -> None:
             self.SvcStop()

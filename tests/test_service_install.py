@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon_process import shm_names
+from daemon_process import shm_names, wait_until
+from held_requests import HeldRequest
+from slow_models import held
 from trtd.daemon.config import load_config
 from trtd.daemon.config_check import check_file
 from trtd.service import systemd
-from trtd.service.runner import ForwardHandler, ServiceRunner
+from trtd.service.runner import STOP_CLOSE_MARGIN_S, ForwardHandler, ServiceRunner, stop_wait_hint_ms
 
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed "
@@ -146,6 +148,65 @@ def test_service_runner_serves_and_stops_on_request(tmp_path):
 
         logging.getLogger("trtd.test").warning("to the event log")
         assert any("to the event log" in m for m in forwarded)
+    finally:
+        runner.stop()
+        thread.join(60)
+        import logging
+
+        root = logging.getLogger()
+        for h in list(root.handlers):
+            if getattr(h, "_trtd_service", False):
+                root.removeHandler(h)
+                h.close()
+
+
+def test_stop_wait_hint_is_what_is_left_of_the_drain_plus_close_time():
+    margin_ms = int(STOP_CLOSE_MARGIN_S * 1000)
+    assert stop_wait_hint_ms(60) == 60_000 + margin_ms
+    assert stop_wait_hint_ms(60, elapsed_s=45.5) == 14_500 + margin_ms
+    assert stop_wait_hint_ms(60, elapsed_s=90) == margin_ms  # past the drain: closing
+    assert stop_wait_hint_ms(0) == margin_ms
+    assert stop_wait_hint_ms(600, margin_s=5) == 605_000  # not capped at the old fixed 40 s
+
+
+def test_service_runner_reports_stop_progress_while_it_drains(tmp_path):
+    """What the Windows service reports as SERVICE_STOP_PENDING: from the configured
+    drain_timeout_s, again and again while a request holds the drain, and no more once stopped."""
+    held(tmp_path / "held.onnx")
+    endpoint = f"ipc://{tmp_path / 'run' / 'svc.sock'}"
+    config = tmp_path / "svc.toml"
+    config.write_text(f'endpoint = "{endpoint}"\ndrain_timeout_s = 300\n'
+                      '[models.held]\npath = "held.onnx"\ninstances = 2\nintra_op_threads = 1\n')
+    runner = ServiceRunner(config, "user", log_dir=tmp_path / "logs")
+    started = threading.Event()
+    thread = threading.Thread(target=runner.run, kwargs={"on_running": started.set})
+    thread.start()
+    hints: list[int] = []
+    progress = threading.Thread(target=runner.report_stop_progress, args=(hints.append, 0.01))
+    from trtd.sdk import Client
+
+    try:
+        assert started.wait(60)
+        assert runner.drain_timeout_s == 300
+        with Client(endpoint) as c:
+            assert wait_until(lambda: c.describe("held").state == "ready", timeout=60)
+            request = HeldRequest(c, np.ones((4, 16), np.float32))
+            assert wait_until(lambda: next(s.in_flight for s in c.status().models) == 1, timeout=30)
+            runner.stop()
+            progress.start()
+            # The request holds the drain: reports keep coming, each a new checkpoint.
+            assert wait_until(lambda: len(hints) >= 3, timeout=30)
+            assert thread.is_alive()
+            assert 300_000 < hints[0] <= 300_000 + int(STOP_CLOSE_MARGIN_S * 1000)
+            assert hints == sorted(hints, reverse=True)  # what is left of the drain shrinks
+            request.open()
+            assert request.reply()["ok"]
+            thread.join(60)
+        progress.join(10)
+        assert not progress.is_alive() and runner.stopped.is_set()
+        reported = len(hints)
+        runner.report_stop_progress(hints.append, 0.01)  # after the stop: nothing to report
+        assert len(hints) == reported
     finally:
         runner.stop()
         thread.join(60)
