@@ -52,6 +52,57 @@ def _gid(name: str, key: str) -> int | None:
                           f"(groupadd {name}) or set {key} = \"\" for owner-only access") from None
 
 
+def group_problems(group: str, admin_group: str) -> list[tuple[str, str]]:
+    """(key, message) for each of `group` and `admin_group` that cannot be used: all of them,
+    not only the first, so that one `trtd config check` shows everything to fix."""
+    problems = []
+    for key, name in (("group", group), ("admin_group", admin_group)):
+        try:
+            _gid(name, key)
+        except AccessError as exc:
+            problems.append((key, str(exc)))
+    return problems
+
+
+def group_members(name: str) -> set[str]:
+    """Users in a group: its listed members and the users whose primary group it is."""
+    import grp
+    import pwd
+
+    entry = grp.getgrnam(name)
+    return set(entry.gr_mem) | {u.pw_name for u in pwd.getpwall() if u.pw_gid == entry.gr_gid}
+
+
+def admin_reach_warning(group: str, admin_group: str) -> str | None:
+    """Why members of `admin_group` cannot reach the socket, or None. The socket's folder is
+    0750 with `group` (0700 without one): an admin who is not in `group` holds the token but
+    has no way to the socket."""
+    if not admin_group or admin_group == group or sys.platform == "win32":
+        return None
+    if group_problems(group, admin_group):
+        return None  # reported as errors already
+    stopped = group_members(admin_group) - (group_members(group) if group else set())
+    outside = sorted(u for u in stopped if not _is_root(u))  # root passes any folder mode
+    if not outside:
+        return None
+    if not group:
+        return (f"admin_group = \"{admin_group}\": {', '.join(outside)} cannot reach the socket: "
+                f"without `group` its folder is the daemon user's only (0700); set group to a "
+                f"group they are in as well")
+    return (f"admin_group = \"{admin_group}\": {', '.join(outside)} cannot reach the socket: its "
+            f"folder is 0750 with group \"{group}\", which they are not in; add them to it "
+            f"(usermod -aG {group} USER)")
+
+
+def _is_root(user: str) -> bool:
+    import pwd
+
+    try:
+        return pwd.getpwnam(user).pw_uid == 0
+    except KeyError:  # a group may list a user that no longer exists
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class AccessPolicy:
     """File modes and group ownership for everything the daemon shares with clients."""

@@ -138,9 +138,10 @@ def _config(args) -> int:
     problems = check_file(path)
     for problem in problems:
         print(problem.format(path))
-    if not problems:
-        print(f"{path}: OK")
-    return 1 if problems else 0
+    errors = [p for p in problems if p.severity == "error"]
+    if not errors:
+        print(f"{path}: OK" + (f" ({len(problems)} warning(s))" if problems else ""))
+    return 1 if errors else 0
 
 
 def _default_config_path():

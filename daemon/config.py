@@ -25,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from .access import AccessError, AccessPolicy
+from .access import group_problems
 
 BUILTIN_PREFIX = "builtin:"
 GiB = 1024**3
@@ -216,22 +216,32 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model '{m.name}': inputs must be strings like \"x:-1,3,224,224:float32\"")
 
 
-def validate(config: DaemonConfig) -> None:
+def config_problems(config: DaemonConfig) -> list[str]:
+    """Every problem with the daemon-level settings and the models, each naming its key."""
+    problems = []
     names = [m.name for m in config.models]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
-        raise ConfigError(f"model names must be unique; repeated: {', '.join(sorted(dupes))}")
+        problems.append(f"model names must be unique; repeated: {', '.join(sorted(dupes))}")
     for m in config.models:
-        validate_model(m)
+        try:
+            validate_model(m)
+        except ConfigError as exc:
+            problems.append(str(exc))
     if config.reclaim_interval_s <= 0:
-        raise ConfigError("reclaim_interval_s must be > 0")
-    try:
-        AccessPolicy.from_names(config.group, config.admin_group)
-    except AccessError as exc:
-        raise ConfigError(str(exc)) from None
+        problems.append("reclaim_interval_s must be > 0")
+    problems += [message for _, message in group_problems(config.group, config.admin_group)]
     if config.drain_timeout_s < 0:
-        raise ConfigError("drain_timeout_s must be >= 0")
+        problems.append("drain_timeout_s must be >= 0")
     if min(config.max_region_bytes, config.max_regions_per_client, config.max_clients,
            config.max_regions) <= 0:
-        raise ConfigError("max_region_bytes, max_regions_per_client, max_clients and max_regions "
-                          "must be > 0")
+        problems.append("max_region_bytes, max_regions_per_client, max_clients and max_regions "
+                        "must be > 0")
+    return problems
+
+
+def validate(config: DaemonConfig) -> None:
+    """ConfigError naming every problem (one per line) when there is any."""
+    problems = config_problems(config)
+    if problems:
+        raise ConfigError("\n".join(problems))

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import (_DAEMON_FIELDS, _MODEL_FIELDS, BUILTIN_PREFIX, ConfigError, DaemonConfig,
-                     ModelConfig, _check_type, model_file_problem, read_toml, validate, validate_model)
+                     ModelConfig, _check_type, config_problems, model_file_problem, read_toml,
+                     validate_model)
+from .access import admin_reach_warning
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,9 +36,12 @@ _TOML_LINE = re.compile(r"at line (\d+)")
 class Problem:
     line: int  # 1-based; 0 when it concerns the file as a whole
     message: str
+    # "warning": the daemon starts with it, but something will not work as configured.
+    severity: str = "error"
 
     def format(self, path: str | Path) -> str:
-        return f"{path}:{self.line}: {self.message}" if self.line else f"{path}: {self.message}"
+        text = f"warning: {self.message}" if self.severity == "warning" else self.message
+        return f"{path}:{self.line}: {text}" if self.line else f"{path}: {text}"
 
 
 def _split_key(text: str) -> tuple[str, ...] | None:
@@ -173,10 +178,11 @@ def check_text(text: str, base_dir: Path) -> list[Problem]:
     models_table = data.pop("models", {})
     daemon = _typed(DaemonConfig, data, _DAEMON_FIELDS, top_line, "", problems)
     config = DaemonConfig(**daemon)
-    try:
-        validate(config)
-    except ConfigError as exc:
-        problems.append(Problem(_line_for_message(str(exc), daemon, top_line, 0), str(exc)))
+    for message in config_problems(config):
+        problems.append(Problem(_line_for_message(message, daemon, top_line, 0), message))
+    warning = admin_reach_warning(config.group, config.admin_group)
+    if warning:
+        problems.append(Problem(top_line("admin_group"), warning, severity="warning"))
     if config.log_level.upper() not in LOG_LEVELS:
         problems.append(Problem(top_line("log_level"),
                                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 import subprocess
 import sys
 
@@ -105,6 +108,75 @@ def test_group_key_is_checked_with_its_line(tmp_path):
     (problem,) = check_file(path)
     assert problem.line == 3 and "no such group" in problem.message
     path.write_text('group = "root"\n')
+    assert check_file(path) == []
+
+
+def _config_check(path):
+    return subprocess.run([sys.executable, "-m", "trtd.daemon", "config", "check", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_every_group_problem_is_reported_at_once(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text('group = "no-such-group-trtd-a"\nadmin_group = "no-such-group-trtd-b"\n'
+                    'drain_timeout_s = -1\n')
+    problems = check_file(path)
+    assert [(p.line, p.severity) for p in problems] == [(1, "error"), (2, "error"), (3, "error")]
+    assert 'group = "no-such-group-trtd-a": no such group' in problems[0].message
+    assert 'admin_group = "no-such-group-trtd-b": no such group' in problems[1].message
+    assert "drain_timeout_s must be >= 0" in problems[2].message
+    # The daemon refuses it naming all three, too.
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert all(key in str(e.value) for key in ('"no-such-group-trtd-a"', '"no-such-group-trtd-b"',
+                                               "drain_timeout_s"))
+    run = _config_check(path)
+    assert run.returncode == 1 and run.stdout.count("no such group") == 2, run
+
+
+@pytest.fixture
+def admin_accounts():
+    """Groups `users` (one member) and `admins` (one member, not in `users`); removed afterwards."""
+    if sys.platform == "win32" or os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("creating OS users needs root and useradd (CI runs as root)")
+    tag = secrets.token_hex(3)
+    users, admins, user, admin = f"trtdu{tag}", f"trtda{tag}", f"trtdm{tag}", f"trtdx{tag}"
+    made_groups, made_users = [], []
+    try:
+        for group in (users, admins):
+            subprocess.run(["groupadd", group], check=True, capture_output=True)
+            made_groups.append(group)
+        for name, group in ((user, users), (admin, admins)):
+            subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", group, name],
+                           check=True, capture_output=True)
+            made_users.append(name)
+        yield {"users": users, "admins": admins, "user": user, "admin": admin}
+    finally:
+        for name in made_users:
+            subprocess.run(["userdel", name], capture_output=True)
+        for group in made_groups:
+            subprocess.run(["groupdel", group], capture_output=True)
+
+
+def test_admins_who_cannot_reach_the_socket_are_a_warning(tmp_path, admin_accounts):
+    a = admin_accounts
+    path = tmp_path / "a.toml"
+    path.write_text(f'group = "{a["users"]}"\nadmin_group = "{a["admins"]}"\n')
+    (problem,) = check_file(path)
+    assert problem.line == 2 and problem.severity == "warning"
+    assert f'{a["admin"]} cannot reach the socket' in problem.message
+    assert f'usermod -aG {a["users"]} USER' in problem.message
+    assert load_config(path).admin_group == a["admins"]  # the daemon starts with it
+    run = _config_check(path)
+    assert run.returncode == 0, run
+    assert f"{path}:2: warning: admin_group" in run.stdout and "OK (1 warning(s))" in run.stdout
+    # Without `group`, the folder is the daemon user's only: no admin reaches it.
+    path.write_text(f'admin_group = "{a["admins"]}"\n')
+    (problem,) = check_file(path)
+    assert problem.severity == "warning" and "0700" in problem.message
+    # Once the admin is in `group` too, nothing to say.
+    subprocess.run(["usermod", "-aG", a["users"], a["admin"]], check=True, capture_output=True)
+    path.write_text(f'group = "{a["users"]}"\nadmin_group = "{a["admins"]}"\n')
     assert check_file(path) == []
 
 
