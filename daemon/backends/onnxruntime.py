@@ -72,8 +72,15 @@ def providers_for(device: int | None) -> list:
 def create_session(path: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 0,
                    providers: list | None = None):
     ort = _import_ort()
+    source: str | bytes = str(path)
+    if not Path(path).is_file():
+        # A named pipe (a model decrypted on the fly): read it here, where a blocked read releases
+        # the GIL. ONNX Runtime opening the pipe itself can block every thread of the daemon, the
+        # socket loop included, until the writer delivers (seen with some onnxruntime builds).
+        with open(path, "rb") as f:
+            source = f.read()
     return ort.InferenceSession(
-        str(path), session_options(intra_op_threads, inter_op_threads),
+        source, session_options(intra_op_threads, inter_op_threads),
         providers=providers or ["CPUExecutionProvider"],
     )
 
