@@ -22,9 +22,12 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from trtd.protocol import ErrorCode, ProtocolError, Request
 from trtd.protocol.endpoint import ADMIN_TOKEN, CONNECTION_TOKEN, ipc_path, token_path
+
+from . import platform
 
 log = logging.getLogger("trtd.access")
 
@@ -155,8 +158,10 @@ def _untraversable_ancestor(path: Path, gid: int) -> Path | None:
     return None
 
 
-def write_secret(path: Path, gid: int | None) -> str:
+def write_secret(path: Path, gid: int | None, windows_readers: Iterable[str] = ()) -> str:
     """A fresh random token in `path`: owner-only, or 0640 with group `gid`. Returns the token.
+    On Windows, file modes mean nothing: the file gets an explicit DACL instead (the daemon's
+    account, SYSTEM and Administrators, plus read for `windows_readers`) before the token is in it.
 
     Written under a temporary name and renamed, so a reader never sees a partial
     token and a planted file or symlink at `path` is replaced, never followed.
@@ -170,6 +175,7 @@ def write_secret(path: Path, gid: int | None) -> str:
         if gid is not None:
             os.fchown(fd, -1, gid)
             os.fchmod(fd, GROUP_SECRET)
+        platform.restrict_token_file(str(tmp), windows_readers)
         os.write(fd, token.encode() + b"\n")
     finally:
         os.close(fd)
@@ -193,10 +199,12 @@ class Gate:
     def write_tokens(self) -> None:
         self._admin = self._write(self.admin_path, self._policy.admin_gid)
         if self.connection_path is not None:
-            self._connection = self._write(self.connection_path, self._policy.gid)
+            # Windows: whoever may map the service's regions may connect (platform.mapping_allowed_sids).
+            self._connection = self._write(self.connection_path, self._policy.gid,
+                                           platform.mapping_allowed_sids())
 
-    def _write(self, path: Path, gid: int | None) -> bytes:
-        token = write_secret(path, gid)
+    def _write(self, path: Path, gid: int | None, windows_readers: Iterable[str] = ()) -> bytes:
+        token = write_secret(path, gid, windows_readers)
         self._written.append((path, path.stat().st_ino))
         return token.encode()
 

@@ -176,6 +176,36 @@ def mapping_sddl(allowed_sids: Iterable[str] = ()) -> str:
     return "D:P" + "".join(aces)
 
 
+def token_file_sddl(readers: Iterable[str] = ()) -> str:
+    """SDDL of a token file on Windows: full access for SYSTEM, Administrators and the owner (the
+    daemon's account), read for each reader SID, nothing for anyone else; protected (P), because
+    the folder's inherited ACL (ProgramData: every user may read) must not apply."""
+    aces = ["(A;;FA;;;SY)", "(A;;FA;;;BA)", "(A;;FA;;;OW)"]
+    for sid in readers:
+        if not sid or any(c in sid for c in "();"):
+            raise ValueError(f"not a SID string: {sid!r}")
+        aces.append(f"(A;;FR;;;{sid})")
+    return "D:P" + "".join(aces)
+
+
+def restrict_token_file(path: str, readers: Iterable[str] = ()) -> bool:
+    """Windows: give the (still empty) token file at `path` the DACL of token_file_sddl.
+    False where that cannot be done: not Windows, or pywin32 missing (a user's own daemon, whose
+    runtime folder under %LOCALAPPDATA% is private to the user anyway). Unverified on Windows."""
+    if not IS_WINDOWS:
+        return False
+    try:
+        import win32security
+    except ImportError:
+        return False
+    descriptor = win32security.ConvertStringSecurityDescriptorToSecurityDescriptor(
+        token_file_sddl(readers), win32security.SDDL_REVISION_1)
+    win32security.SetFileSecurity(
+        path, win32security.DACL_SECURITY_INFORMATION | win32security.PROTECTED_DACL_SECURITY_INFORMATION,
+        descriptor)
+    return True
+
+
 # -- signals -----------------------------------------------------------------------------------------
 
 

@@ -64,8 +64,21 @@ ADMIN_TOKEN = "admin"
 CONNECTION_TOKEN = "connection"
 
 
+def service_runtime_dir() -> Path:
+    """The runtime folder of the system-wide service: the service's socket and token files.
+
+    Windows: under ProgramData, which every account can find (the service runs as LocalSystem,
+    whose own runtime folder no user can see or read). POSIX: systemd's RuntimeDirectory.
+    """
+    if sys.platform == "win32":
+        base = os.environ.get("ProgramData") or os.environ.get("PROGRAMDATA") or r"C:\ProgramData"
+        return Path(base) / "trtd" / "run"
+    return SYSTEM_SOCKET.parent
+
+
 def token_path(endpoint: str, kind: str) -> Path:
-    """Where the daemon serving `endpoint` keeps its `kind` token (ADMIN_TOKEN or CONNECTION_TOKEN).
+    """Where a daemon serving `endpoint` from this process's runtime directory keeps its `kind`
+    token (ADMIN_TOKEN or CONNECTION_TOKEN): the daemon writes it here.
 
     ipc://: beside the socket, in the socket's private directory. Other transports:
     in the runtime directory, named after a hash of the endpoint.
@@ -73,5 +86,20 @@ def token_path(endpoint: str, kind: str) -> Path:
     path = ipc_path(endpoint)
     if path is not None:
         return Path(os.path.normpath(os.path.abspath(path)) + f".{kind}-token")
+    return runtime_dir() / _token_name(endpoint, kind)
+
+
+def find_token(endpoint: str, kind: str) -> Path:
+    """Where a client looks for the token of the daemon at `endpoint`: the user's own daemon's
+    file (token_path), else the system service's (service_runtime_dir), e.g. a client of the
+    Windows service, whose TCP endpoint carries no path. The first that exists; else token_path."""
+    own = token_path(endpoint, kind)
+    if ipc_path(endpoint) is not None or own.exists():
+        return own
+    service = service_runtime_dir() / _token_name(endpoint, kind)
+    return service if service.exists() else own
+
+
+def _token_name(endpoint: str, kind: str) -> str:
     digest = hashlib.sha256(endpoint.encode()).hexdigest()[:8]
-    return runtime_dir() / f"trtd_{digest}.{kind}-token"
+    return f"trtd_{digest}.{kind}-token"

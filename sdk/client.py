@@ -28,7 +28,7 @@ import psutil
 from trtd.protocol import (WIRE_DTYPES, ErrorCode, InputRef, ModelInfo, OutputRef, align_up,
                            from_numpy, messages as m, plan_slots, resolve_endpoint)
 
-from trtd.protocol.endpoint import ADMIN_TOKEN, CONNECTION_TOKEN, ipc_path, token_path
+from trtd.protocol.endpoint import ADMIN_TOKEN, CONNECTION_TOKEN, find_token, ipc_path
 
 from .errors import AccessDenied, DaemonRestarted, DeadlineExceeded, InvalidInput, ModelNotReady, RegionError, TrtdError
 from .shm import AttachedRegion
@@ -58,7 +58,7 @@ class Client:
         # ipc sockets are guarded by their file mode; a TCP daemon wants its connection token,
         # which each daemon start renews: re-read on refusal (see _refresh_connection_token).
         self._connection_token_file = (None if ipc_path(self.endpoint) is not None
-                                       else token_path(self.endpoint, CONNECTION_TOKEN))
+                                       else find_token(self.endpoint, CONNECTION_TOKEN))
         connection = ("" if self._connection_token_file is None
                       else read_token(self._connection_token_file)[0])
         self._conn = Connection(self.endpoint, connect_timeout, spin_us, auth=connection)
@@ -99,7 +99,7 @@ class Client:
         self._admin_problem = ""
         if self._admin_token is not None:
             return self._admin_token
-        token, self._admin_problem = read_token(token_path(self.endpoint, ADMIN_TOKEN))
+        token, self._admin_problem = read_token(find_token(self.endpoint, ADMIN_TOKEN))
         return token
 
     def _beat(self, interval: float) -> None:

@@ -18,6 +18,7 @@ from typing import Callable
 
 from trtd.daemon import platform
 from trtd.daemon.config import DaemonConfig
+from trtd.protocol.endpoint import service_runtime_dir
 
 log = logging.getLogger("trtd.service")
 
@@ -94,6 +95,9 @@ class ServiceRunner:
         os.environ.setdefault("TRTD_CACHE_DIR", str(platform.cache_dir(self.scope)))
         if platform.IS_WINDOWS and self.scope == "system":
             os.environ.setdefault("TRTD_SHM_GLOBAL", "1")  # session 0: Global\ names, explicit DACL
+            # Token files where users' clients look for them (LocalSystem's own runtime folder is
+            # invisible to them); the folder's DACL decides who may read them (access.py).
+            os.environ.setdefault("TRTD_RUNTIME_DIR", str(service_runtime_dir()))
         platform.add_dll_directories()
 
     def run(self, on_running: Callable[[], None] | None = None) -> int:

@@ -470,3 +470,34 @@ def test_tcp_connection_token_readable_by_the_group_only(accounts, open_dir):
         assert outsider["connect"][:2] == ["AccessDenied", "UNAUTHORIZED"], outsider
     finally:
         assert d.stop() == 0
+
+
+def test_clients_find_the_system_services_tokens(tmp_path, monkeypatch):
+    """A client of the system service (the Windows service's TCP endpoint has no path to put the
+    tokens beside) finds its token files in the service's runtime folder when its own has none."""
+    import trtd.protocol.endpoint as endpoint_module
+
+    service_run = tmp_path / "service"
+    d, runtime = _tcp_daemon(service_run)  # the "service": its runtime folder is service/run
+    try:
+        # This user's own runtime folder holds no token; the service's folder is where it is.
+        monkeypatch.setenv("TRTD_RUNTIME_DIR", str(tmp_path / "mine"))
+        monkeypatch.setattr(endpoint_module, "SYSTEM_SOCKET", runtime / "trtd.sock")
+        assert endpoint_module.find_token(d.endpoint, CONNECTION_TOKEN) == token_path_in(runtime, d.endpoint)
+        with Client(d.endpoint, timeout=30) as c:
+            assert c.infer("demo", np.ones((1, 64), np.float32)).shape == (1, 10)
+            c.unload("demo")  # privileged: the admin token was found there too
+        monkeypatch.setattr(endpoint_module, "SYSTEM_SOCKET", tmp_path / "nowhere" / "trtd.sock")
+        with pytest.raises(AccessDenied):
+            Client(d.endpoint, timeout=10).models()
+    finally:
+        d.stop()
+
+
+def test_windows_token_files_get_an_explicit_protected_dacl():
+    from trtd.daemon.platform import token_file_sddl
+
+    assert token_file_sddl() == "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FA;;;OW)"
+    assert token_file_sddl(["IU", "S-1-5-21-1-2-3-1001"]).endswith("(A;;FR;;;IU)(A;;FR;;;S-1-5-21-1-2-3-1001)")
+    with pytest.raises(ValueError):
+        token_file_sddl(["IU)(A;;FA;;;WD"])
