@@ -94,10 +94,22 @@ def find_token(endpoint: str, kind: str) -> Path:
     file (token_path), else the system service's (service_runtime_dir), e.g. a client of the
     Windows service, whose TCP endpoint carries no path. The first that exists; else token_path."""
     own = token_path(endpoint, kind)
-    if ipc_path(endpoint) is not None or own.exists():
+    if ipc_path(endpoint) is not None or _present(own):
         return own
     service = service_runtime_dir() / _token_name(endpoint, kind)
-    return service if service.exists() else own
+    return service if _present(service) else own
+
+
+def _present(path: Path) -> bool:
+    """Whether `path` exists, counting a file this user may not even look at as present: the
+    reader then reports the permission problem for that file, not a search elsewhere."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _token_name(endpoint: str, kind: str) -> str:
