@@ -12,6 +12,7 @@ import copy
 import logging
 import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -23,9 +24,10 @@ from trtd.protocol import (ALIGNMENT, MAX_REQUEST_BYTES, PROTOCOL_VERSION, SERVE
 from . import cuda
 from .clients import ClientRegistry
 from .cuda import HostPinning
-from .config import ConfigError, DaemonConfig, ModelConfig, validate_model
+from .config import (BUILTIN_PREFIX, ConfigError, DaemonConfig, ModelConfig, model_file_problem,
+                     validate_model)
 from .instances import RunTiming
-from .models import ModelRegistry
+from .models import LoadedModel, ModelRegistry
 from .regions import RegionLimits, RegionRegistry
 from .engine_swap import Swap
 from .loader import Loaded, ModelLoader
@@ -154,9 +156,9 @@ class DaemonCore:
                 raise RuntimeError(f"the loader queued model {done.config.name!r} before creating it")
             if done.replace:
                 self.models.finish_replacing(done.model)
-            else:
-                self.models.finish_loading(done.target, done.model)
-            return None
+                return None
+            installed = self.models.finish_loading(done.target, done.model)
+            return None if done.answer is None else self._load_reply(done.answer, done.model, installed)
         self.in_flight -= 1
         job = done.job
         job.executor.finished()
@@ -298,12 +300,37 @@ class DaemonCore:
             validate_model(config)
         except ConfigError as exc:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, str(exc)) from None
-        model = self.models.load(config)
-        if model.state != "ready":
-            self.models.unload(req.name)
+        if self.loader is None:  # a core driven without the socket loop (bench/gpu_profile)
+            model = self.models.load(config)
+            if model.state != "ready":
+                self.models.unload(req.name)
+                raise ProtocolError(ErrorCode.LOAD_FAILED,
+                                    f"model {req.name!r} failed to load: {model.error}")
+            return m.LoadReply(model=model.info())
+        if any(model.name == req.name for model in self.models):
             raise ProtocolError(ErrorCode.LOAD_FAILED,
-                                f"model {req.name!r} failed to load: {model.error}")
-        return m.LoadReply(model=model.info())
+                                f"a model named {req.name!r} is already loaded; unload it first")
+        if not req.path.startswith(BUILTIN_PREFIX):
+            problem = model_file_problem(Path(req.path))  # answered now; the load itself is not
+            if problem:
+                raise ProtocolError(ErrorCode.LOAD_FAILED, f"model {req.name!r} failed to load: {problem}")
+        # On the loader thread, answered from the socket loop once it is in (finish): a long load
+        # (or one queued behind configured models) never stalls other clients or the watchdog.
+        self.loader.add(config, answer=(call.identity, call.request_id))
+        return PENDING
+
+    def _load_reply(self, answer: tuple[bytes, int], model: LoadedModel,
+                    installed: bool) -> tuple[bytes, bytes]:
+        """The answer to a `load` op whose model the loader has finished."""
+        self.in_flight -= 1
+        identity, request_id = answer
+        if installed and model.state == "ready":
+            return identity, encode_reply(request_id, m.LoadReply(model=model.info()))
+        if installed:
+            self.models.unload(model.name)
+        why = model.error if installed else "it was unloaded while it loaded"
+        return identity, encode_error(request_id, ErrorCode.LOAD_FAILED,
+                                      f"model {model.name!r} failed to load: {why}")
 
     def _unload(self, req: m.Unload, call: Call):
         self.models.unload(req.name)

@@ -31,6 +31,8 @@ class Loaded:
     config: ModelConfig
     replace: bool = False
     model: LoadedModel | None = None  # the new model (ready or failed), once created
+    # A `load` op waiting for this model: (client identity, request id) to answer when it is in.
+    answer: tuple[bytes, int] | None = None
 
 
 class ModelLoader:
@@ -43,10 +45,10 @@ class ModelLoader:
         self._thread.start()
         self.pending = 0  # queued or loading; changed on the socket loop only
 
-    def add(self, config: ModelConfig) -> None:
+    def add(self, config: ModelConfig, answer: tuple[bytes, int] | None = None) -> None:
         """Serve `config` as a "loading" placeholder now, the model when it has loaded."""
         self.pending += 1
-        self._queue.put(Loaded(self._registry.add_loading(config), config))
+        self._queue.put(Loaded(self._registry.add_loading(config), config, answer=answer))
 
     def replace(self, old, config: ModelConfig) -> None:
         """Load `config` and serve it instead of `old`, which serves until then."""

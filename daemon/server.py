@@ -26,6 +26,7 @@ from .access import AccessPolicy, Gate
 from .config import ConfigError, DaemonConfig
 from .core import PENDING, Call, DaemonCore
 from .instance import InstanceLock
+from .loader import Loaded
 from .notify import Notifier
 
 log = logging.getLogger("trtd.server")
@@ -185,7 +186,9 @@ class Server:
                     log.exception("finishing a request, an engine swap or a model load failed")
                     continue
                 if answer is not None:
-                    self._send(sock, *answer, done.job.request_id)
+                    # An infer a worker finished, or a `load` op whose model is in (Loaded).
+                    request_id = done.answer[1] if isinstance(done, Loaded) else done.job.request_id
+                    self._send(sock, *answer, request_id)
             # Drain what is queued before looking at timers again.
             while not core.stop_requested:
                 try:

@@ -139,6 +139,56 @@ def test_ready_once_the_socket_serves_while_a_model_still_loads(tmp_path, notify
             writer.join(timeout=10)
 
 
+def test_the_load_op_never_stalls_the_socket(tmp_path):
+    """`load` runs on the loader thread: while its model file (a named pipe) has not arrived,
+    other clients are served and the load is visible; the op is answered once the model is in."""
+    import msgpack
+    import zmq
+
+    from trtd.protocol.endpoint import ADMIN_TOKEN, token_path
+
+    model_bytes = slow_to_load(tmp_path / "piped-source.onnx", nodes_count=50).read_bytes()
+    os.mkfifo(tmp_path / "piped.onnx")
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
+    writer = None
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        admin = token_path(d.endpoint, ADMIN_TOKEN).read_text().strip()
+        sock.connect(d.endpoint)
+        sock.send(msgpack.packb({"v": 1, "op": "load", "id": 7, "auth": admin, "name": "piped",
+                                 "path": str(tmp_path / "piped.onnx")}))
+        with Client(d.endpoint) as c:
+            assert wait_until(lambda: {m.name: m.state for m in c.models(wait=False)}.get("piped")
+                              == "loading", timeout=10)
+            # The socket loop answers while the load waits for its file: another client infers.
+            assert c.infer("demo", np.ones((1, 64), np.float32)).shape == (1, 10)
+            assert not sock.poll(200), "the load was answered before its model arrived"
+            with pytest.raises(TrtdError, match="already loaded"):
+                c.load("piped", str(tmp_path / "piped.onnx"))
+            writer = threading.Thread(target=(tmp_path / "piped.onnx").write_bytes, args=(model_bytes,))
+            writer.start()
+            assert sock.poll(60_000), "no answer to the load"
+            reply = msgpack.unpackb(sock.recv())
+            assert reply["id"] == 7 and reply["ok"] is True, reply
+            assert reply["result"]["model"]["state"] == "ready"
+            assert c.infer("piped", np.ones((2, 4), np.float32)).shape == (2, 4)
+            # A model that fails to load is answered with the reason and is not left behind.
+            (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+            with pytest.raises(TrtdError, match="failed to load"):
+                c.load("junk", str(tmp_path / "junk.onnx"))
+            assert "junk" not in {m.name for m in c.models(wait=False)}
+        assert d.stop() == 0
+    finally:
+        sock.close(0)
+        ctx.term()
+        if d.alive():
+            d.kill()
+        if writer is not None:
+            writer.join(timeout=10)
+
+
 def _status_line(notify_socket: NotifySocket) -> str:
     """The latest STATUS= line (after reading what has arrived)."""
     while notify_socket.receive(0.01) is not None:
