@@ -189,6 +189,9 @@ def model_file_problem(path: Path) -> str | None:
         return f"model file {path} does not exist"
     if path.is_dir():
         return f"model file {path} is a directory; name the model file inside it"
+    if not (path.is_file() or path.is_fifo()):
+        # A device such as /dev/zero would be read without end.
+        return f"model file {path} is not a regular file or a named pipe"
     return None
 
 

@@ -185,3 +185,14 @@ def test_config_paths_command(scope):
     run = subprocess.run([sys.executable, "-m", "trtd.daemon", "config", "paths"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and scope in run.stdout
+
+
+def test_a_device_is_not_a_model_file(tmp_path):
+    from pathlib import Path
+
+    from trtd.daemon.config import model_file_problem
+
+    assert "not a regular file or a named pipe" in model_file_problem(Path("/dev/zero"))
+    assert "is a directory" in model_file_problem(tmp_path)
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    assert model_file_problem(tmp_path / "m.onnx") is None

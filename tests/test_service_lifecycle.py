@@ -179,6 +179,8 @@ def test_the_load_op_never_stalls_the_socket(tmp_path):
             with pytest.raises(TrtdError, match="failed to load"):
                 c.load("junk", str(tmp_path / "junk.onnx"))
             assert "junk" not in {m.name for m in c.models(wait=False)}
+            with pytest.raises(TrtdError, match="not a regular file"):
+                c.load("zero", "/dev/zero")  # would be read without end
         assert d.stop() == 0
     finally:
         sock.close(0)
