@@ -18,26 +18,13 @@ from typing import Sequence
 
 import numpy as np
 
+from .latency import Summary
+
 READY_TIMEOUT_S = 300.0
 
 
 class PointFailed(RuntimeError):
     """A sweep point could not be measured (a worker failed to start); the reason is reported."""
-
-
-@dataclass(frozen=True)
-class Latency:
-    p50_us: float
-    p90_us: float
-    p99_us: float
-    max_us: float
-    mean_us: float
-
-    @classmethod
-    def of(cls, latencies_ns: np.ndarray) -> "Latency":
-        us = latencies_ns.astype(np.float64) / 1000.0
-        p50, p90, p99 = np.percentile(us, (50, 90, 99))
-        return cls(float(p50), float(p90), float(p99), float(us.max()), float(us.mean()))
 
 
 @dataclass
@@ -51,7 +38,7 @@ class Point:
     errors: int
     window_s: float
     throughput_rps: float
-    latency: Latency | None
+    latency: Summary | None  # trtd.bench.latency's: the same statistics everywhere
     first_error: str = ""
     # Serving side (the daemon, or Triton's whole process tree); None for in-process runs.
     server_cpu_us_per_request: float | None = None
@@ -171,7 +158,7 @@ def run_point(model: str, system: str, concurrency: int, argv: list[str], env: d
     point = Point(model=model, system=system, concurrency=concurrency, requests=len(samples_ns),
                   errors=errors, window_s=window,
                   throughput_rps=len(samples_ns) / window if window > 0 else 0.0,
-                  latency=Latency.of(samples_ns) if len(samples_ns) else None,
+                  latency=Summary.of(samples_ns) if len(samples_ns) else None,
                   first_error=next((r["first_error"] for r in results if r["first_error"]), ""),
                   samples_us=samples_ns / 1000.0)
     if procs:
