@@ -151,13 +151,7 @@ def test_service_runner_serves_and_stops_on_request(tmp_path):
     finally:
         runner.stop()
         thread.join(60)
-        import logging
-
-        root = logging.getLogger()
-        for h in list(root.handlers):
-            if getattr(h, "_trtd_service", False):
-                root.removeHandler(h)
-                h.close()
+        _remove_service_log_handlers()
 
 
 def test_stop_wait_hint_is_what_is_left_of_the_drain_plus_close_time():
@@ -210,10 +204,16 @@ def test_service_runner_reports_stop_progress_while_it_drains(tmp_path):
     finally:
         runner.stop()
         thread.join(60)
-        import logging
+        _remove_service_log_handlers()
 
-        root = logging.getLogger()
-        for h in list(root.handlers):
-            if getattr(h, "_trtd_service", False):
-                root.removeHandler(h)
-                h.close()
+
+def _remove_service_log_handlers() -> None:
+    """The runner adds its file and event-log handlers to the root logger; later tests must not
+    log into a closed test folder."""
+    import logging
+
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_trtd_service", False):
+            root.removeHandler(h)
+            h.close()
