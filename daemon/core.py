@@ -126,13 +126,47 @@ class DaemonCore:
                      record.client_id, record.pid, n)
         return reclaimed
 
-    def close(self) -> None:
+    def give_up_in_flight(self) -> list[tuple[bytes, bytes, int]]:
+        """A stop past drain_timeout_s: answer every request still queued or running with an
+        error now, as (identity, reply, request id), so no client waits for its own timeout.
+
+        Queued requests never start. A running backend call cannot be interrupted (neither
+        ONNX Runtime without a RunOptions on every call, nor a CUDA kernel): its request is
+        answered as abandoned, and its region and model stay mapped until the process exits."""
+        drain = self.config.drain_timeout_s
+        replies = []
+        for executor in self.models.executors():
+            for job in executor.take_queued():
+                error = ProtocolError(ErrorCode.OVERLOADED, (
+                    f"the daemon stopped before this request to model {job.model.name!r} started "
+                    f"(drain_timeout_s = {drain:g} s had passed); it did not run: retry when the "
+                    f"daemon is back"), {"stopping": True, "started": False})
+                answer = self.finish(Done(job, error=error))
+                if answer is not None:
+                    replies.append((*answer, job.request_id))
+            for job in executor.running():
+                if job.abandoned:
+                    continue
+                job.abandoned = True
+                self.in_flight -= 1
+                replies.append((job.identity, encode_error(job.request_id, ErrorCode.OVERLOADED, (
+                    f"the daemon stopped while this request to model {job.model.name!r} was running "
+                    f"(drain_timeout_s = {drain:g} s had passed); its outputs are incomplete: retry "
+                    f"when the daemon is back"), {"stopping": True, "started": True}), job.request_id))
+        return replies
+
+    def close(self, wait: bool = True) -> None:
+        """Unload every model and release every region. wait=False after give_up_in_flight():
+        requests still running keep their model and region (the process exits next)."""
         from .models import discard
 
         if self.loader is not None:
-            self.loader.close()  # waits for the model being created now
+            self.loader.close(wait)  # waits for the model being created now
         # Models first: their executors finish running requests, which use regions.
-        self.models.close_all()
+        left_open = self.models.close_all(wait)
+        if left_open:
+            log.warning("stopping: model(s) %s still running abandoned requests are left to the "
+                        "process exit", ", ".join(left_open))
         for done in self.completions.drain():
             if isinstance(done, Loaded):
                 discard(done.model)
@@ -159,8 +193,12 @@ class DaemonCore:
                 return None
             installed = self.models.finish_loading(done.target, done.model)
             return None if done.answer is None else self._load_reply(done.answer, done.model, installed)
-        self.in_flight -= 1
         job = done.job
+        if job.abandoned:  # answered when the stop gave up on it: its region goes back only
+            job.executor.finished()
+            self.regions.checkin(job.region)
+            return None
+        self.in_flight -= 1
         job.executor.finished()
         try:
             reply = encode_reply(job.request_id, self._infer_reply(done))

@@ -79,8 +79,10 @@ class ModelLoader:
                 return
             self._completions.put(item)
 
-    def close(self) -> None:
-        """Stop after the model being created now (it is closed, never served)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop after the model being created now (it is closed, never served); wait=False
+        does not wait for it (a stop past its drain timeout: the process exits next)."""
         self._cancelled.set()
         self._queue.put(None)
-        self._thread.join()
+        if wait:
+            self._thread.join()

@@ -54,9 +54,19 @@ class LoadedModel:
         )
 
 
-def _retire(executor: Executor, backend: Backend) -> None:
+def _retire(executor: Executor, backend: Backend, retiring: set | None = None) -> None:
     executor.close()
     backend.close()
+    if retiring is not None:
+        retiring.discard(executor)
+
+
+def retire_in_background(executor: Executor, backend: Backend, name: str, retiring: set) -> None:
+    """Close a replaced executor once its queued requests have run, on its own thread (the
+    socket loop does not wait); `retiring` keeps it in sight of a stop until then."""
+    retiring.add(executor)
+    threading.Thread(target=_retire, args=(executor, backend, retiring), daemon=True,
+                     name=f"trtd-retire-{name}").start()
 
 
 def discard(model: LoadedModel | Swap) -> None:
@@ -67,7 +77,7 @@ def discard(model: LoadedModel | Swap) -> None:
         model.backend.close()
 
 
-def retire(model: LoadedModel) -> None:
+def retire(model: LoadedModel, retiring: set) -> None:
     """Close a model that is no longer served: its queued requests drain on their own threads,
     so the socket loop does not wait for them; an inline executor has nothing running."""
     if model.swapper is not None:
@@ -77,8 +87,7 @@ def retire(model: LoadedModel) -> None:
     if model.executor.inline:
         discard(model)
     else:
-        threading.Thread(target=_retire, args=(model.executor, model.backend), daemon=True,
-                         name=f"trtd-retire-{model.name}").start()
+        retire_in_background(model.executor, model.backend, model.name, retiring)
 
 
 def model_io(model: LoadedModel, backend: Backend) -> None:
@@ -125,6 +134,7 @@ class ModelRegistry:
         self.pinning = pinning
         self.streams = cuda.StreamPool()
         self._create_lock = threading.Lock()
+        self._retiring: set[Executor] = set()  # replaced executors still finishing their requests
 
     def __iter__(self):
         return iter(list(self._models.values()))
@@ -227,7 +237,7 @@ class ModelRegistry:
             old.error = f"reload failed; still serving the previous configuration: {model.error}"
             return False
         self._install(model)
-        retire(old)
+        retire(old, self._retiring)
         return True
 
     def swap(self, item) -> None:
@@ -247,9 +257,7 @@ class ModelRegistry:
             old_executor.close()  # nothing runs on it: inline requests are done by now
             old_backend.close()
         else:
-            # Its queued requests drain on its own threads; the socket loop does not wait.
-            threading.Thread(target=_retire, args=(old_executor, old_backend), daemon=True,
-                             name=f"trtd-retire-{model.name}").start()
+            retire_in_background(old_executor, old_backend, model.name, self._retiring)
         log.info("model %s now served by %s engine %s", model.name, item.serving, item.engine)
 
     def get(self, name: str) -> LoadedModel:
@@ -277,17 +285,26 @@ class ModelRegistry:
             )
         return model
 
-    def unload(self, name: str) -> None:
+    def unload(self, name: str, wait: bool = True) -> bool:
+        """False when wait=False left a running request's model open (see Executor.close)."""
         model = self.get(name)
         del self._models[name]
         if model.swapper is not None:
             model.swapper.cancel()  # stops the build; it uses the backend closed below
-        if model.executor is not None:
-            model.executor.close()  # waits for its running requests
+        if model.executor is not None and not model.executor.close(wait):  # waits for its requests
+            return False
         if model.backend is not None:
             model.backend.close()
+        return True
 
-    def close_all(self) -> None:
-        for name in list(self._models):
-            self.unload(name)
-        self.streams.close()
+    def executors(self) -> list[Executor]:
+        """Every executor that may hold requests: the served models' and the replaced ones'."""
+        served = [model.executor for model in self._models.values() if model.executor is not None]
+        return served + list(self._retiring)
+
+    def close_all(self, wait: bool = True) -> list[str]:
+        """Unload everything; the names of the models left open because wait=False and a
+        request of theirs still runs."""
+        left_open = [name for name in list(self._models) if not self.unload(name, wait)]
+        self.streams.close()  # the free streams only: open instances keep theirs
+        return left_open

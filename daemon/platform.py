@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Callable, Iterable, Mapping
 
@@ -224,7 +225,36 @@ def install_signal_handlers(stop: Callable[[], None], reload: Callable[[], None]
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: reload())
         handled.append("SIGHUP")
+    _watch_signal_arrivals(stop, reload)
     return handled
+
+
+def _watch_signal_arrivals(stop: Callable[[], None], reload: Callable[[], None]) -> None:
+    """Act on a signal the moment it arrives, not when the main thread next runs Python.
+
+    Python runs a signal handler on the main thread between bytecodes; while that thread is
+    inside a long backend call (a request of a one-instance model runs there) a SIGTERM would
+    wait for it, and so would the stop's deadline. The interpreter also writes each signal's
+    number to the wakeup fd from its C-level handler at once: a thread reading it calls the
+    same (idempotent) stop/reload. POSIX only: on Windows the service's stop handler already
+    runs on its own thread."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        return
+    actions = {int(signal.SIGTERM): stop, int(signal.SIGINT): stop, int(signal.SIGHUP): reload}
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    os.set_inheritable(read_fd, False)
+    os.set_inheritable(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            for signum in os.read(read_fd, 64):
+                action = actions.get(signum)
+                if action is not None:
+                    action()
+
+    threading.Thread(target=watch, name="trtd-signals", daemon=True).start()
 
 
 def raise_fd_limit() -> None:

@@ -281,7 +281,25 @@ class RegionRegistry:
 
     def close_all(self) -> None:
         for region in list(self._regions.values()):
-            self._destroy(region)
+            if region.in_use:
+                # An abandoned request still runs on it (a stop past its drain timeout):
+                # unmapping would crash that call. The name goes now, the mapping at exit.
+                self.unlink_name(region)
+            else:
+                self._destroy(region)
+
+    def unlink_names(self) -> None:
+        """Remove every region's name, leaving the mappings alone (safe from any thread: a stop
+        that must exit at once leaves no names behind)."""
+        for region in list(self._regions.values()):
+            self.unlink_name(region)
+
+    @staticmethod
+    def unlink_name(region: Region) -> None:
+        try:
+            region.shm.unlink()
+        except (FileNotFoundError, OSError):
+            pass
 
     def _release(self, region: Region) -> bool:
         region.released = True

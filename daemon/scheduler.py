@@ -42,6 +42,7 @@ class Job:
     serving: str = ""     # backend and engine at submission: what the reply names
     engine: str = ""
     deadline_ns: int = 0  # perf_counter_ns after which it must not start; 0: none
+    abandoned: bool = False  # a stop gave up on it while it ran: already answered, no reply
 
 
 @dataclass(slots=True)
@@ -125,10 +126,13 @@ class Executor:
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue + len(instances))
         self._max_queue = max_queue
         self.in_flight = 0
+        # Slot -> the job its instance runs now: what a stop that gives up has to answer and
+        # must not free memory under (slot 0 of an inline executor is the socket thread's).
+        self._running: dict[int, Job] = {}
         self._threads = []
         if not self.inline:
             for i, instance in enumerate(instances):
-                t = threading.Thread(target=self._work, args=(instance,), daemon=True,
+                t = threading.Thread(target=self._work, args=(i, instance), daemon=True,
                                      name=f"trtd-{name}-{i}")
                 t.start()
                 self._threads.append(t)
@@ -136,7 +140,11 @@ class Executor:
     def submit(self, job: Job) -> Done | None:
         """Run now (inline) and return the result, or queue it and return None."""
         if self.inline:
-            return run_job(self.instances[0], job)
+            self._running[0] = job
+            try:
+                return run_job(self.instances[0], job)
+            finally:
+                del self._running[0]
         if self.in_flight >= self._max_queue + len(self.instances):
             raise ProtocolError(
                 ErrorCode.OVERLOADED,
@@ -152,17 +160,42 @@ class Executor:
         """Called by the loop for every job of this executor it has answered."""
         self.in_flight -= 1
 
-    def _work(self, instance) -> None:
+    def _work(self, slot: int, instance) -> None:
         while True:
             job = self._queue.get()
             if job is None:
                 return
-            self._completions.put(run_job(instance, job))
+            self._running[slot] = job
+            done = run_job(instance, job)
+            del self._running[slot]
+            self._completions.put(done)
 
-    def close(self) -> None:
-        """Let queued and running requests finish, then free every instance."""
+    def running(self) -> list[Job]:
+        """The jobs an instance is running now."""
+        return list(self._running.values())
+
+    def take_queued(self) -> list[Job]:
+        """Take the jobs no instance has started off the queue (a stop that gives up on them
+        answers them instead)."""
+        jobs = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return jobs
+            if job is not None:
+                jobs.append(job)
+
+    def close(self, wait: bool = True) -> bool:
+        """Let queued and running requests finish, then free every instance.
+
+        wait=False (a stop past its drain timeout): when a request is still running, free
+        nothing (the running backend call uses it all) and return False; the process is about
+        to exit, which frees it."""
         for _ in self._threads:
             self._queue.put(None)
+        if not wait and self._running:
+            return False
         for t in self._threads:
             t.join()
         for instance in self.instances:
@@ -170,3 +203,4 @@ class Executor:
                 instance.close()
             except Exception:
                 log.exception("closing an instance of %s failed", self.name)
+        return True

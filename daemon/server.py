@@ -28,6 +28,7 @@ from .core import PENDING, Call, DaemonCore
 from .instance import InstanceLock
 from .loader import Loaded
 from .notify import Notifier
+from .stopping import StopDeadline, exit_now
 
 log = logging.getLogger("trtd.server")
 
@@ -35,6 +36,8 @@ log = logging.getLogger("trtd.server")
 _TICK_S = 0.2
 # How long a `shutdown` requester that does not say goodbye has to read the acknowledgement.
 _SHUTDOWN_GRACE_S = 1.0
+# Upper bound on flushing the last replies at close (reached only for peers that read nothing).
+_CLOSE_LINGER_MS = 3000
 
 
 class Server:
@@ -54,6 +57,8 @@ class Server:
         self._reload = threading.Event()
         self._reload_source = reload_source
         self.notifier = notifier if notifier is not None else Notifier()
+        self.stop_deadline = StopDeadline(self._what_holds_the_stop, self._remove_names)
+        self.abandoned = False  # the drain timed out and requests were answered unfinished
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -116,8 +121,10 @@ class Server:
         self._socket = sock
 
     def request_stop(self, *_args) -> None:
-        """Stop after draining (signal handlers and the Windows service call this)."""
+        """Stop after draining (signal handlers and the Windows service call this, from any
+        thread: it must take effect even while the socket thread runs a request)."""
         self._stop.set()
+        self.stop_deadline.arm(self.config.drain_timeout_s)
 
     def request_reload(self, *_args) -> None:
         self._reload.set()
@@ -128,10 +135,12 @@ class Server:
 
     def close(self) -> None:
         if self.core is not None:
-            self.core.close()
+            self.core.close(wait=not self.abandoned)
         if self._socket is not None:
-            # A short linger: the last replies (the shutdown acknowledgement) still go out.
-            self._socket.close(linger=500)
+            # The last replies (the shutdown acknowledgement, requests a timed-out drain gave up
+            # on) still go out: the linger bounds how long their flush may take. 0.5 s lost
+            # replies when abandoned requests kept both cores of a 2-core machine busy.
+            self._socket.close(linger=_CLOSE_LINGER_MS)
             path = ipc_path(self.endpoint)
             try:
                 # Only our own socket file: never one a later daemon bound after us.
@@ -144,7 +153,33 @@ class Server:
         self.gate.remove_tokens()
         self._lock.release()
         self.notifier.close()
+        self.stop_deadline.disarm()
         log.info("trtd stopped")
+
+    def _remove_names(self) -> None:
+        """What a forced exit does instead of close(): remove every name that points at this
+        daemon (from the deadline's thread, so nothing that the socket thread may be using)."""
+        path = ipc_path(self.endpoint)
+        try:
+            if path is not None and path.stat().st_ino == self._socket_inode:
+                path.unlink()
+        except OSError:
+            pass
+        self.gate.remove_tokens()
+        if self.core is not None:
+            self.core.regions.unlink_names()
+
+    def _what_holds_the_stop(self) -> str:
+        if self.core is None:
+            return "still starting"
+        running = [f"{job.model.name!r} (request {job.request_id})"
+                   for executor in self.core.models.executors() for job in executor.running()]
+        parts = [("running: " + ", ".join(running)) if running else "no request running"]
+        if self.core.in_flight:
+            parts.append(f"{self.core.in_flight} request(s) of worker instances unanswered")
+        if self.core.loading:
+            parts.append(f"{self.core.loading} model(s) loading")
+        return "; ".join(parts)
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -204,6 +239,7 @@ class Server:
         core.draining = True
         core.stop_requested = False  # keep reading: releases and goodbyes are still answered
         self.notifier.stopping(f"stopping: finishing {core.in_flight} request(s)")
+        self.stop_deadline.arm(self.config.drain_timeout_s)  # a `shutdown` op starts it here
         deadline = time.monotonic() + self.config.drain_timeout_s
         if core.in_flight:
             log.info("stopping: finishing %d request(s) in flight (up to %.0f s)",
@@ -212,14 +248,19 @@ class Server:
             self._turn(poller, sock, min(tick_ms, 50))
             self.notifier.watchdog_due()
         if core.in_flight > 0:
-            log.warning("stopping with %d request(s) unanswered after drain_timeout_s = %.1f",
-                        core.in_flight, self.config.drain_timeout_s)
+            log.warning("stopping with %d request(s) unanswered after drain_timeout_s = %.1f: "
+                        "answering them as not finished", core.in_flight, self.config.drain_timeout_s)
+            self.abandoned = True
+            for identity, reply, request_id in core.give_up_in_flight():
+                self._send(sock, identity, reply, request_id)
         # A `shutdown` op's acknowledgement must reach its client before the socket closes: a
         # DEALER discards unread messages from a peer that disconnects (seen under load, where
         # `trtd shutdown` then waited its whole timeout). The SDK says goodbye as soon as it has
         # the reply; a client that does not gets a short grace period.
+        # Replies to requests given up on need the same: their clients say no goodbye, so they
+        # get the whole grace period (seen: one of three such replies lost without it).
         grace_end = time.monotonic() + _SHUTDOWN_GRACE_S
-        while (core.shutdown_requester is not None and not core.shutdown_acknowledged
+        while ((self.abandoned or (core.shutdown_requester is not None and not core.shutdown_acknowledged))
                and time.monotonic() < grace_end):
             self._turn(poller, sock, 20)
         core.stop_requested = True
@@ -283,6 +324,8 @@ def run(config: DaemonConfig, reload_source: Callable[[], DaemonConfig] | None =
         server.serve_forever()
     finally:
         server.close()
+    if server.abandoned:
+        exit_now(0)  # a backend call still runs on another thread: no interpreter shutdown under it
     return 0
 
 

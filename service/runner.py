@@ -18,15 +18,17 @@ from typing import Callable
 
 from trtd.daemon import platform
 from trtd.daemon.config import DaemonConfig
+from trtd.daemon.stopping import CLOSE_GRACE_S, exit_now
 from trtd.protocol.endpoint import service_runtime_dir
 
 log = logging.getLogger("trtd.service")
 
 LOG_FILE_BYTES = 10 * 2**20
 LOG_FILE_COUNT = 5
-# What a stop takes beyond the drain: closing models (a running request is not interrupted),
-# regions and the socket. Generous: the service manager kills a service that overruns its hint.
-STOP_CLOSE_MARGIN_S = 30.0
+# What a stop takes beyond the drain: closing models, regions and the socket, which the daemon
+# bounds itself (CLOSE_GRACE_S, then it exits: daemon/stopping.py). More than that, so that the
+# service manager never kills a service that is keeping its own bound.
+STOP_CLOSE_MARGIN_S = CLOSE_GRACE_S + 20.0
 # How often a stopping service reports progress (a new checkpoint) to the service manager.
 STOP_PROGRESS_INTERVAL_S = 5.0
 
@@ -78,8 +80,12 @@ class ServiceRunner:
     """run() blocks serving until stop() (from any thread); returns the exit status."""
 
     def __init__(self, config_path: Path, scope: str = "system", log_dir: Path | None = None,
-                 event_log: logging.Handler | None = None):
+                 event_log: logging.Handler | None = None,
+                 before_exit: Callable[[], None] | None = None):
+        """before_exit: called when the process is about to exit without returning from run()
+        (a stop past its bound): the moment to tell the service manager it has stopped."""
         self.config_path = Path(config_path)
+        self.before_exit = before_exit
         self.scope = scope
         self.log_dir = Path(log_dir) if log_dir is not None else Path(platform.log_dir(scope))
         self.event_log = event_log
@@ -120,6 +126,8 @@ class ServiceRunner:
                  os.environ["TRTD_CACHE_DIR"])
         server = Server(config, reload_source=lambda: load_config(self.config_path))
         self.server = server
+        if self.before_exit is not None:
+            server.stop_deadline.before_exit(self.before_exit)
         try:
             server.start()
         except BaseException:
@@ -134,6 +142,13 @@ class ServiceRunner:
             server.serve_forever()
         finally:
             server.close()
+        if server.abandoned:
+            # A backend call still runs on another thread: exit now, not through the
+            # interpreter's shutdown under it (see daemon/stopping.py).
+            log.info("trtd stopped (abandoned requests: exiting at once)")
+            if self.before_exit is not None:
+                self.before_exit()
+            exit_now(0)
         return 0
 
     def stop(self) -> None:

@@ -73,7 +73,8 @@ if sys.platform == "win32":
             config = win32serviceutil.GetServiceCustomOption(SERVICE_NAME, CONFIG_OPTION,
                                                              str(platform.config_path("system")))
             event_log = ForwardHandler(servicemanager.LogWarningMsg, servicemanager.LogErrorMsg)
-            self.runner = ServiceRunner(Path(config), "system", event_log=event_log)
+            self.runner = ServiceRunner(Path(config), "system", event_log=event_log,
+                                        before_exit=self._report_stopped_before_exit)
             self._stop_progress: threading.Thread | None = None
 
         def SvcRun(self) -> None:
@@ -104,6 +105,13 @@ if sys.platform == "win32":
                     args=(lambda hint: self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING,
                                                                 waitHint=hint),))
                 self._stop_progress.start()
+
+        def _report_stopped_before_exit(self) -> None:
+            # The daemon exits without returning (a stop past its bound): STOPPED first, so the
+            # service manager sees a stop, not a crash to recover from.
+            self.runner.stopped.set()  # ends the STOP_PENDING reports
+            self._join_stop_progress()
+            self.ReportServiceStatus(win32service.SERVICE_STOPPED)
 
         def _join_stop_progress(self) -> None:
             if self._stop_progress is not None:

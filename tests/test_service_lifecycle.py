@@ -244,19 +244,60 @@ def _in_flight(d) -> int:
     return sum(m.get("in_flight", 0) for m in status["models"])
 
 
-def test_drain_timeout_bounds_the_stop(tmp_path):
-    d = _held_daemon(tmp_path, drain_timeout_s=0)
-    c = Client(d.endpoint, timeout=5)
+def test_past_the_drain_timeout_every_request_is_answered_and_the_daemon_exits(tmp_path):
+    """Two requests run (held, never opened) on the two instances and a third waits behind
+    them: a stop past drain_timeout_s answers all three at once and exits, without waiting for
+    the running ONNX Runtime calls (which cannot be interrupted)."""
+    d = _held_daemon(tmp_path, drain_timeout_s=1)
+    clients = [Client(d.endpoint, timeout=30) for _ in range(3)]
+    try:
+        requests = [HeldRequest(c, np.ones((8, 16), np.float32)) for c in clients]
+        assert wait_until(lambda: _in_flight(d) == 3, timeout=30, interval=0.01)
+        d.proc.send_signal(signal.SIGTERM)
+        replies = [r.reply(timeout_s=30) for r in requests]
+        assert [r["ok"] for r in replies] == [False] * 3, replies
+        assert {r["error"]["code"] for r in replies} == {"OVERLOADED"}
+        started = sorted(r["error"]["details"]["started"] for r in replies)
+        assert started == [False, True, True], replies
+        assert any("did not run" in r["error"]["message"] for r in replies)
+        assert sum("outputs are incomplete" in r["error"]["message"] for r in replies) == 2
+        assert d.proc.wait(timeout=30) == 0, d.log()
+        log = d.log()
+        assert "answering them as not finished" in log and "trtd stopped" in log
+        assert "took longer" not in log  # the loop's own path, not the deadline's forced exit
+        # Names are gone although two regions were still in use when the process ended.
+        assert not {r.region.name for r in requests} & set(shm_names())
+        assert not (tmp_path / "d.sock").exists()
+    finally:
+        for c in clients:
+            c.close()
+        if d.alive():
+            d.kill()
+
+
+def test_a_request_on_the_socket_thread_cannot_hold_a_stop_past_its_bound(tmp_path):
+    """With one instance a request runs on the socket thread itself, so the loop cannot drain:
+    SIGTERM still arms the stop's deadline at once (the signal watcher thread), which exits
+    after drain_timeout_s + CLOSE_GRACE_S, removing the socket file, tokens and region names."""
+    held(tmp_path / "held.onnx")
+    config = tmp_path / "d.toml"
+    config.write_text('drain_timeout_s = 0\n[models.held]\npath = "held.onnx"\nintra_op_threads = 1\n')
+    d = start_daemon(tmp_path, "--config", str(config))
+    c = Client(d.endpoint, timeout=30)
     try:
         request = HeldRequest(c, np.ones((8, 16), np.float32))
-        assert wait_until(lambda: _in_flight(d) == 1, timeout=30, interval=0.01)
+        # The socket thread is inside the held request: nothing else is answered.
+        with pytest.raises(TimeoutError):
+            raw_call(d.endpoint, {"v": 1, "op": "status", "id": 1}, timeout=1)
+        assert request.region.name in shm_names()
         d.proc.send_signal(signal.SIGTERM)
-        # The drain gives up at once although the request is still running (it is held).
-        assert wait_until(lambda: "unanswered after drain_timeout_s = 0.0" in d.log(), timeout=10), d.log()
-        # A running ONNX Runtime call is not interrupted: the stop ends when it does.
-        request.open()
-        assert d.proc.wait(timeout=30) == 0, d.log()
+        assert d.proc.wait(timeout=60) == 0, d.log()
+        log = d.log()
+        assert "stopping took longer than drain_timeout_s + 10 s" in log, log
+        assert "running: 'held' (request 1)" in log, log
         assert request.region.name not in shm_names()
+        assert not (tmp_path / "d.sock").exists()
+        assert not list((tmp_path / "run").glob("*token*")), list((tmp_path / "run").iterdir())
     finally:
         c.close()
         if d.alive():
