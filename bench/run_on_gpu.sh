@@ -23,7 +23,9 @@ if [ "${1:-}" = "--harness-only" ]; then
 fi
 if [ "${1:-}" != "--bench-only" ]; then
   $PY -m pytest -p no:cacheprovider -m gpu -v -rs tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.log"
-  $PY -m pytest -p no:cacheprovider -q -rs tests 2>&1 | tail -n 30 | tee "$OUT/all-tests.log"
+  # The whole log is kept: a failure's name and traceback must survive (a tail once lost them).
+  $PY -m pytest -p no:cacheprovider -q -rfEs tests > "$OUT/all-tests-full.log" 2>&1
+  tail -n 40 "$OUT/all-tests-full.log" | tee "$OUT/all-tests.log"
 fi
 if [ "${1:-}" != "--tests-only" ]; then
   $PY -m trtd.bench.gpu --json "$OUT/gpu-bench.json" --markdown "$OUT/gpu-bench.md" 2>&1 | tee "$OUT/gpu-bench.log"
