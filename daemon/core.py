@@ -21,7 +21,7 @@ import psutil
 from trtd.protocol import (ALIGNMENT, MAX_REQUEST_BYTES, PROTOCOL_VERSION, SERVER_VERSION,
                            ErrorCode, ProtocolError, encode_error, encode_reply, messages as m)
 
-from . import cuda
+from . import cuda, stopping
 from .clients import ClientRegistry
 from .cuda import HostPinning
 from .config import (BUILTIN_PREFIX, ConfigError, DaemonConfig, ModelConfig, model_file_problem,
@@ -127,32 +127,38 @@ class DaemonCore:
         return reclaimed
 
     def give_up_in_flight(self) -> list[tuple[bytes, bytes, int]]:
-        """A stop past drain_timeout_s: answer every request still queued or running with an
-        error now, as (identity, reply, request id), so no client waits for its own timeout.
+        """A stop past drain_timeout_s: answer every request still queued or running, and every
+        `load` op still waiting, with an error now, as (identity, reply, request id), so no
+        client waits for its own timeout.
 
         Queued requests never start. A running backend call cannot be interrupted (neither
         ONNX Runtime without a RunOptions on every call, nor a CUDA kernel): its request is
         answered as abandoned, and its region and model stay mapped until the process exits."""
         drain = self.config.drain_timeout_s
         replies = []
+
+        def refusal(job: Job) -> ProtocolError:
+            return stopping.not_started(job.model.name, drain)
+
         for executor in self.models.executors():
-            for job in executor.take_queued():
-                error = ProtocolError(ErrorCode.OVERLOADED, (
-                    f"the daemon stopped before this request to model {job.model.name!r} started "
-                    f"(drain_timeout_s = {drain:g} s had passed); it did not run: retry when the "
-                    f"daemon is back"), {"stopping": True, "started": False})
-                answer = self.finish(Done(job, error=error))
+            queued, running = executor.give_up(refusal)
+            for job in queued:
+                answer = self.finish(Done(job, error=refusal(job)))
                 if answer is not None:
                     replies.append((*answer, job.request_id))
-            for job in executor.running():
+            for job in running:
                 if job.abandoned:
                     continue
                 job.abandoned = True
                 self.in_flight -= 1
-                replies.append((job.identity, encode_error(job.request_id, ErrorCode.OVERLOADED, (
-                    f"the daemon stopped while this request to model {job.model.name!r} was running "
-                    f"(drain_timeout_s = {drain:g} s had passed); its outputs are incomplete: retry "
-                    f"when the daemon is back"), {"stopping": True, "started": True}), job.request_id))
+                error = stopping.abandoned(job.model.name, drain)
+                replies.append((job.identity, encode_error(job.request_id, error.code, error.message,
+                                                           error.details), job.request_id))
+        for identity, request_id, name in (self.loader.give_up() if self.loader is not None else []):
+            self.in_flight -= 1
+            error = stopping.load_abandoned(name, drain)
+            replies.append((identity, encode_error(request_id, error.code, error.message, error.details),
+                            request_id))
         return replies
 
     def close(self, wait: bool = True) -> None:

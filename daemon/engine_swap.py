@@ -97,13 +97,15 @@ class EngineSwapper(threading.Thread):
         self._cancelled = threading.Event()
         self._proc = None
 
-    def cancel(self) -> None:
-        """Stop the build (terminate its process) and wait for the thread."""
+    def cancel(self, wait: bool = True) -> None:
+        """Stop the build (terminate its process) and wait for the thread (wait=False: a forced
+        exit, which must not leave a build process running on the GPU, nor wait for it)."""
         self._cancelled.set()
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.terminate()
-        self.join(timeout=60)
+        if wait:
+            self.join(timeout=60)
 
     def _check(self) -> None:
         if self._cancelled.is_set():

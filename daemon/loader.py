@@ -44,11 +44,24 @@ class ModelLoader:
         self._thread = threading.Thread(target=self._run, name="trtd-loader", daemon=True)
         self._thread.start()
         self.pending = 0  # queued or loading; changed on the socket loop only
+        self._answering: list[Loaded] = []  # items a `load` op waits for (socket loop only)
 
     def add(self, config: ModelConfig, answer: tuple[bytes, int] | None = None) -> None:
         """Serve `config` as a "loading" placeholder now, the model when it has loaded."""
         self.pending += 1
-        self._queue.put(Loaded(self._registry.add_loading(config), config, answer=answer))
+        item = Loaded(self._registry.add_loading(config), config, answer=answer)
+        if answer is not None:
+            self._answering.append(item)
+        self._queue.put(item)
+
+    def give_up(self) -> list[tuple[bytes, int, str]]:
+        """A stop past its drain timeout: the `load` ops still waiting, as (identity, request
+        id, model name), to be answered now; their items will not be answered again."""
+        waiting = [(*item.answer, item.config.name) for item in self._answering if item.answer]
+        for item in self._answering:
+            item.answer = None
+        self._answering.clear()
+        return waiting
 
     def replace(self, old, config: ModelConfig) -> None:
         """Load `config` and serve it instead of `old`, which serves until then."""
@@ -57,6 +70,7 @@ class ModelLoader:
 
     def finished(self, item: Loaded) -> None:
         self.pending -= 1
+        self._answering = [waiting for waiting in self._answering if waiting is not item]
 
     def _run(self) -> None:
         while True:

@@ -217,19 +217,24 @@ def install_signal_handlers(stop: Callable[[], None], reload: Callable[[], None]
     not send signals: the service glue calls the same stop() on its stop request.
     """
     handled = []
+    # Where a watcher thread acts on signals (POSIX), the Python-level handlers only have to
+    # exist (the interpreter writes the wakeup fd for signals that have one) and do nothing:
+    # a handler that took a lock could deadlock when a second signal interrupts the first.
+    watched = _watch_signal_arrivals(stop, reload)
+    on_stop = (lambda *_: None) if watched else (lambda *_: stop())
+    on_reload = (lambda *_: None) if watched else (lambda *_: reload())
     for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
         sig = getattr(signal, name, None)
         if sig is not None:
-            signal.signal(sig, lambda *_: stop())
+            signal.signal(sig, on_stop)
             handled.append(name)
     if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, lambda *_: reload())
+        signal.signal(signal.SIGHUP, on_reload)
         handled.append("SIGHUP")
-    _watch_signal_arrivals(stop, reload)
     return handled
 
 
-def _watch_signal_arrivals(stop: Callable[[], None], reload: Callable[[], None]) -> None:
+def _watch_signal_arrivals(stop: Callable[[], None], reload: Callable[[], None]) -> bool:
     """Act on a signal the moment it arrives, not when the main thread next runs Python.
 
     Python runs a signal handler on the main thread between bytecodes; while that thread is
@@ -237,24 +242,37 @@ def _watch_signal_arrivals(stop: Callable[[], None], reload: Callable[[], None])
     wait for it, and so would the stop's deadline. The interpreter also writes each signal's
     number to the wakeup fd from its C-level handler at once: a thread reading it calls the
     same (idempotent) stop/reload. POSIX only: on Windows the service's stop handler already
-    runs on its own thread."""
+    runs on its own thread (and a console's Ctrl+C waits for the main thread, as before).
+    Returns whether the watcher runs (once per process)."""
+    global _signal_watcher_started
     if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
-        return
+        return False
+    if _signal_watcher_started:
+        return True
     actions = {int(signal.SIGTERM): stop, int(signal.SIGINT): stop, int(signal.SIGHUP): reload}
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
-    os.set_inheritable(read_fd, False)
-    os.set_inheritable(write_fd, False)
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
 
     def watch() -> None:
         while True:
             for signum in os.read(read_fd, 64):
                 action = actions.get(signum)
-                if action is not None:
+                if action is None:
+                    continue
+                try:
                     action()
+                except Exception:  # the watcher must outlive one failed action
+                    import logging
+
+                    logging.getLogger("trtd.server").exception("handling signal %d failed", signum)
 
     threading.Thread(target=watch, name="trtd-signals", daemon=True).start()
+    _signal_watcher_started = True
+    return True
+
+
+_signal_watcher_started = False
 
 
 def raise_fd_limit() -> None:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from trtd.protocol import ErrorCode, ProtocolError
 
@@ -100,6 +100,8 @@ class CompletionQueue:
             self._writer.send(b"\0")
         except BlockingIOError:
             pass  # the loop is already far behind on wake-ups; it drains everything anyway
+        except OSError:
+            pass  # closed: the daemon is exiting and a request it gave up on has just ended
 
     def drain(self) -> list[Done]:
         try:
@@ -129,6 +131,10 @@ class Executor:
         # Slot -> the job its instance runs now: what a stop that gives up has to answer and
         # must not free memory under (slot 0 of an inline executor is the socket thread's).
         self._running: dict[int, Job] = {}
+        # Set by give_up(): a job a worker takes after it is answered with this, not run. The
+        # lock makes "taken from the queue and running" one step against give_up()'s snapshot.
+        self._refusal: Callable[[Job], ProtocolError] | None = None
+        self._lock = threading.Lock()
         self._threads = []
         if not self.inline:
             for i, instance in enumerate(instances):
@@ -165,7 +171,13 @@ class Executor:
             job = self._queue.get()
             if job is None:
                 return
-            self._running[slot] = job
+            with self._lock:
+                refusal = self._refusal
+                if refusal is None:
+                    self._running[slot] = job
+            if refusal is not None:  # taken off the queue just as a stop gave up: never started
+                self._completions.put(Done(job, error=refusal(job)))
+                continue
             done = run_job(instance, job)
             del self._running[slot]
             self._completions.put(done)
@@ -174,17 +186,25 @@ class Executor:
         """The jobs an instance is running now."""
         return list(self._running.values())
 
-    def take_queued(self) -> list[Job]:
-        """Take the jobs no instance has started off the queue (a stop that gives up on them
-        answers them instead)."""
-        jobs = []
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return jobs
-            if job is not None:
-                jobs.append(job)
+    def give_up(self, refusal: Callable[[Job], ProtocolError]) -> tuple[list[Job], list[Job]]:
+        """A stop past its drain timeout: start nothing more. Returns the jobs taken off the
+        queue (never started: the caller answers them) and the jobs running now; a job a worker
+        takes from here on is answered with refusal(job) through the completion queue."""
+        with self._lock:
+            self._refusal = refusal
+            queued, sentinels = [], 0
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    sentinels += 1
+                else:
+                    queued.append(job)
+            for _ in range(sentinels):  # a closing executor's workers must still see theirs
+                self._queue.put_nowait(None)
+            return queued, list(self._running.values())
 
     def close(self, wait: bool = True) -> bool:
         """Let queued and running requests finish, then free every instance.

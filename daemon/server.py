@@ -37,13 +37,15 @@ _TICK_S = 0.2
 # How long a `shutdown` requester that does not say goodbye has to read the acknowledgement.
 _SHUTDOWN_GRACE_S = 1.0
 # Upper bound on flushing the last replies at close (reached only for peers that read nothing).
-_CLOSE_LINGER_MS = 3000
+_CLOSE_LINGER_MS = 500
 
 
 class Server:
     def __init__(self, config: DaemonConfig, reload_source: Callable[[], DaemonConfig] | None = None,
-                 notifier: Notifier | None = None):
-        """reload_source: re-reads the configuration for `reload` / SIGHUP."""
+                 notifier: Notifier | None = None, own_process: bool = False):
+        """reload_source: re-reads the configuration for `reload` / SIGHUP. own_process: this
+        daemon is the whole process (`trtd serve`, the Windows service), so a stop that overruns
+        its bound may end it (daemon/stopping.py); never inside another program (tests)."""
         self.config = config
         self._lock = InstanceLock(runtime_dir(), resolve_endpoint(config.endpoint))
         self.endpoint = self._lock.endpoint
@@ -57,7 +59,8 @@ class Server:
         self._reload = threading.Event()
         self._reload_source = reload_source
         self.notifier = notifier if notifier is not None else Notifier()
-        self.stop_deadline = StopDeadline(self._what_holds_the_stop, self._remove_names)
+        self.stop_deadline = StopDeadline(self._what_holds_the_stop, self._remove_names,
+                                          enforce=own_process)
         self.abandoned = False  # the drain timed out and requests were answered unfinished
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -138,8 +141,7 @@ class Server:
             self.core.close(wait=not self.abandoned)
         if self._socket is not None:
             # The last replies (the shutdown acknowledgement, requests a timed-out drain gave up
-            # on) still go out: the linger bounds how long their flush may take. 0.5 s lost
-            # replies when abandoned requests kept both cores of a 2-core machine busy.
+            # on) still go out: the linger bounds how long their flush may take.
             self._socket.close(linger=_CLOSE_LINGER_MS)
             path = ipc_path(self.endpoint)
             try:
@@ -168,6 +170,9 @@ class Server:
         self.gate.remove_tokens()
         if self.core is not None:
             self.core.regions.unlink_names()
+            for model in self.core.models:  # no engine build may outlive the daemon
+                if model.swapper is not None:
+                    model.swapper.cancel(wait=False)
 
     def _what_holds_the_stop(self) -> str:
         if self.core is None:
@@ -176,7 +181,7 @@ class Server:
                    for executor in self.core.models.executors() for job in executor.running()]
         parts = [("running: " + ", ".join(running)) if running else "no request running"]
         if self.core.in_flight:
-            parts.append(f"{self.core.in_flight} request(s) of worker instances unanswered")
+            parts.append(f"{self.core.in_flight} request(s) or load(s) not answered yet")
         if self.core.loading:
             parts.append(f"{self.core.loading} model(s) loading")
         return "; ".join(parts)
@@ -240,9 +245,9 @@ class Server:
         core.stop_requested = False  # keep reading: releases and goodbyes are still answered
         self.notifier.stopping(f"stopping: finishing {core.in_flight} request(s)")
         self.stop_deadline.arm(self.config.drain_timeout_s)  # a `shutdown` op starts it here
-        deadline = time.monotonic() + self.config.drain_timeout_s
+        deadline = self.stop_deadline.drain_ends(self.config.drain_timeout_s)
         if core.in_flight:
-            log.info("stopping: finishing %d request(s) in flight (up to %.0f s)",
+            log.info("stopping: finishing %d request(s) in flight (up to %g s)",
                      core.in_flight, self.config.drain_timeout_s)
         while core.in_flight > 0 and time.monotonic() < deadline:
             self._turn(poller, sock, min(tick_ms, 50))
@@ -313,7 +318,7 @@ class Server:
 
 
 def run(config: DaemonConfig, reload_source: Callable[[], DaemonConfig] | None = None) -> int:
-    server = Server(config, reload_source)
+    server = Server(config, reload_source, own_process=True)
     try:
         server.start()
     except Exception:

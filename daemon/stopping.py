@@ -12,20 +12,54 @@ more time than this, so a stop is never ended by SIGKILL or a hung service.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import threading
+import time
 from typing import Callable
+
+from trtd.protocol import ErrorCode, ProtocolError
 
 log = logging.getLogger("trtd.server")
 
 # What closing (unloading models, releasing regions) may take after the drain.
 CLOSE_GRACE_S = 10.0
+# After the forced exit's own time: faulthandler ends the process even if that exit is stuck
+# (a log handler blocked on a full pipe, a thread holding the GIL in a backend call), printing
+# every thread's stack to stderr (the journal) and exiting with status 1.
+BACKSTOP_S = 5.0
+
+
+def not_started(model: str, drain_timeout_s: float) -> ProtocolError:
+    return ProtocolError(ErrorCode.OVERLOADED, (
+        f"the daemon stopped before this request to model {model!r} started (drain_timeout_s = "
+        f"{drain_timeout_s:g} s had passed); it did not run: retry when the daemon is back"),
+        {"stopping": True, "started": False})
+
+
+def abandoned(model: str, drain_timeout_s: float) -> ProtocolError:
+    return ProtocolError(ErrorCode.OVERLOADED, (
+        f"the daemon stopped while this request to model {model!r} was running (drain_timeout_s "
+        f"= {drain_timeout_s:g} s had passed); its outputs are incomplete: retry when the daemon "
+        f"is back"), {"stopping": True, "started": True})
+
+
+def load_abandoned(model: str, drain_timeout_s: float) -> ProtocolError:
+    return ProtocolError(ErrorCode.OVERLOADED, (
+        f"the daemon stopped before model {model!r} had loaded (drain_timeout_s = "
+        f"{drain_timeout_s:g} s had passed); load it again when the daemon is back"),
+        {"stopping": True, "started": True})
 
 
 class StopDeadline:
-    def __init__(self, describe: Callable[[], str], clean_up: Callable[[], None]):
+    """enforce=False (a daemon inside another program: tests, benchmarks) only keeps the time
+    the stop was asked for: the drain is measured from it, but nothing exits the process."""
+
+    def __init__(self, describe: Callable[[], str], clean_up: Callable[[], None], enforce: bool = True):
         self.seconds = 0.0
+        self.armed_at: float | None = None  # time.monotonic() of the first stop request
+        self.enforce = enforce
         self._describe = describe
         self._clean_up = clean_up
         self._hooks: list[Callable[[], None]] = []
@@ -43,12 +77,24 @@ class StopDeadline:
             if self._armed:
                 return
             self._armed = True
+            self.armed_at = time.monotonic()
             self.seconds = drain_timeout_s + CLOSE_GRACE_S
+        if not self.enforce:
+            return
+        faulthandler.dump_traceback_later(self.seconds + BACKSTOP_S, exit=True)
         threading.Thread(target=self._wait, name="trtd-stop-deadline", daemon=True).start()
+
+    def drain_ends(self, drain_timeout_s: float) -> float:
+        """When the drain gives up: drain_timeout_s after the stop was asked for (the socket
+        thread may reach the drain later, e.g. after a request it was running)."""
+        start = self.armed_at if self.armed_at is not None else time.monotonic()
+        return start + drain_timeout_s
 
     def disarm(self) -> None:
         """The stop finished in time."""
         self._done.set()
+        if self.enforce and self._armed:
+            faulthandler.cancel_dump_traceback_later()
 
     def _wait(self) -> None:
         if self._done.wait(self.seconds):
@@ -57,15 +103,20 @@ class StopDeadline:
 
     def force_exit(self) -> None:
         try:
-            log.error("stopping took longer than drain_timeout_s + %.0f s = %.0f s: exiting now (%s)",
-                      CLOSE_GRACE_S, self.seconds, self._describe())
+            why = self._describe()
         except Exception:  # the state it describes is changing under it: exit anyway
-            log.error("stopping took longer than %.0f s: exiting now", self.seconds)
+            why = "state unreadable"
+        # Names first, the log after: a log write that blocks (a full pipe) is caught by the
+        # faulthandler backstop, and by then nothing points at this daemon any more.
+        failed = []
         for step in [self._clean_up, *self._hooks]:
             try:
                 step()
-            except Exception:
-                log.exception("cleaning up before a forced exit failed")
+            except Exception as exc:
+                failed.append(f"{type(exc).__name__}: {exc}")
+        log.error("stopping took longer than drain_timeout_s + %.0f s = %.0f s: exiting now (%s)%s",
+                  CLOSE_GRACE_S, self.seconds, why,
+                  f"; cleaning up failed: {'; '.join(failed)}" if failed else "")
         flush_logs()
         os._exit(0)  # a requested stop, bounded as configured: not a failure for the service manager
 

@@ -81,11 +81,13 @@ class ServiceRunner:
 
     def __init__(self, config_path: Path, scope: str = "system", log_dir: Path | None = None,
                  event_log: logging.Handler | None = None,
-                 before_exit: Callable[[], None] | None = None):
-        """before_exit: called when the process is about to exit without returning from run()
-        (a stop past its bound): the moment to tell the service manager it has stopped."""
+                 before_exit: Callable[[], None] | None = None, own_process: bool = False):
+        """own_process: the daemon is the whole process (the Windows service), so a stop that
+        overruns its bound ends it (daemon/stopping.py), calling before_exit first: the moment
+        to tell the service manager it has stopped. False inside another program (tests)."""
         self.config_path = Path(config_path)
         self.before_exit = before_exit
+        self.own_process = own_process
         self.scope = scope
         self.log_dir = Path(log_dir) if log_dir is not None else Path(platform.log_dir(scope))
         self.event_log = event_log
@@ -124,7 +126,8 @@ class ServiceRunner:
         log_file = configure_service_logging(self.log_dir, config.log_level, self.event_log)
         log.info("trtd service starting: config %s, log %s, cache %s", self.config_path, log_file,
                  os.environ["TRTD_CACHE_DIR"])
-        server = Server(config, reload_source=lambda: load_config(self.config_path))
+        server = Server(config, reload_source=lambda: load_config(self.config_path),
+                        own_process=self.own_process)
         self.server = server
         if self.before_exit is not None:
             server.stop_deadline.before_exit(self.before_exit)
@@ -142,7 +145,7 @@ class ServiceRunner:
             server.serve_forever()
         finally:
             server.close()
-        if server.abandoned:
+        if server.abandoned and self.own_process:
             # A backend call still runs on another thread: exit now, not through the
             # interpreter's shutdown under it (see daemon/stopping.py).
             log.info("trtd stopped (abandoned requests: exiting at once)")

@@ -74,7 +74,7 @@ if sys.platform == "win32":
                                                              str(platform.config_path("system")))
             event_log = ForwardHandler(servicemanager.LogWarningMsg, servicemanager.LogErrorMsg)
             self.runner = ServiceRunner(Path(config), "system", event_log=event_log,
-                                        before_exit=self._report_stopped_before_exit)
+                                        before_exit=self._report_stopped_before_exit, own_process=True)
             self._stop_progress: threading.Thread | None = None
 
         def SvcRun(self) -> None:

@@ -64,10 +64,10 @@ class UserManager:
         self.log_path = root / "systemd-user.log"
 
     def start(self) -> None:
-        # The namespace holder: mounts a tmpfs on /run/systemd (creating the mount point if the
-        # machine has none) with a system/ folder in it, then waits; nsenter joins it.
-        script = ("mkdir -p /run/systemd && mount -t tmpfs trtd-live-test /run/systemd && "
-                  "mkdir /run/systemd/system && echo ready && exec sleep infinity")
+        # The namespace holder: a tmpfs over /run (the machine's own stays untouched) with
+        # systemd/system/ in it, then waits; nsenter joins it.
+        script = ("mount -t tmpfs trtd-live-test /run && mkdir -p /run/systemd/system && "
+                  "echo ready && exec sleep infinity")
         self._namespace = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
                                             "sh", "-c", script], stdout=subprocess.PIPE, text=True)
         assert self._namespace.stdout is not None

@@ -275,6 +275,43 @@ def test_past_the_drain_timeout_every_request_is_answered_and_the_daemon_exits(t
             d.kill()
 
 
+def test_past_the_drain_timeout_a_waiting_load_op_is_answered(tmp_path):
+    """A `load` whose model file (a named pipe) never arrives is still answered when a stop
+    gives up; the daemon exits without waiting for the loader thread."""
+    import msgpack
+    import zmq
+
+    from trtd.protocol.endpoint import ADMIN_TOKEN, token_path
+
+    os.mkfifo(tmp_path / "never.onnx")
+    config = tmp_path / "d.toml"
+    config.write_text('drain_timeout_s = 0.5\n[models.demo]\npath = "builtin:demo"\n')
+    d = start_daemon(tmp_path, "--config", str(config))
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        admin = token_path(d.endpoint, ADMIN_TOKEN).read_text().strip()
+        sock.connect(d.endpoint)
+        sock.send(msgpack.packb({"v": 1, "op": "load", "id": 9, "auth": admin, "name": "never",
+                                 "path": str(tmp_path / "never.onnx")}))
+        with Client(d.endpoint) as c:
+            assert wait_until(lambda: {m.name: m.state for m in c.models(wait=False)}.get("never")
+                              == "loading", timeout=10)
+        d.proc.send_signal(signal.SIGTERM)
+        assert sock.poll(30_000), f"the waiting load was not answered:\n{d.log()}"
+        reply = msgpack.unpackb(sock.recv())
+        assert reply["id"] == 9 and reply["ok"] is False, reply
+        assert reply["error"]["code"] == "OVERLOADED" and "had loaded" in reply["error"]["message"]
+        assert d.proc.wait(timeout=30) == 0, d.log()
+        assert "took longer" not in d.log()
+    finally:
+        sock.close(0)
+        ctx.term()
+        if d.alive():
+            d.kill()
+
+
 def test_a_request_on_the_socket_thread_cannot_hold_a_stop_past_its_bound(tmp_path):
     """With one instance a request runs on the socket thread itself, so the loop cannot drain:
     SIGTERM still arms the stop's deadline at once (the signal watcher thread), which exits
