@@ -42,7 +42,9 @@ def default_endpoint(discover: bool = False) -> str:
     if sys.platform == "win32":
         return f"tcp://127.0.0.1:{DEFAULT_TCP_PORT}"
     own = runtime_dir() / "trtd.sock"
-    if discover and not own.exists() and SYSTEM_SOCKET.exists():
+    # A system socket this user may not even look at (not in the `trtd` group: /run/trtd is
+    # 0750) is still the one meant: connecting then says why it is refused, and what to do.
+    if discover and not _present(own) and _present(SYSTEM_SOCKET):
         return f"ipc://{SYSTEM_SOCKET}"
     return f"ipc://{own}"
 

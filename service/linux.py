@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
+
 from .commands import config_of, daemon_status, scope_of
 
 # POSIX only; type checkers skip this module for Windows.
@@ -53,6 +55,13 @@ def _install(args, scope: str) -> int:
                   f"({blocked} is closed to it); install trtd into a virtual environment under "
                   f"/opt (e.g. python3 -m venv /opt/trtd) and install the service from there",
                   file=sys.stderr)
+        import trtd.daemon
+
+        hidden = systemd.hidden_by_private_tmp(opts.python, str(Path(trtd.daemon.__file__).parent))
+        if hidden:
+            print(f"warning: {hidden} is under /tmp, which the unit's PrivateTmp=yes hides from the "
+                  f"service, so it could not start; install trtd outside /tmp and /var/tmp "
+                  f"(e.g. python3 -m venv /opt/trtd)", file=sys.stderr)
     steps = systemd.install_steps(opts, config_exists=config.exists())
     if args.print_only or not systemd.systemd_running() or (scope == "system" and not systemd.is_root()):
         why = ("as asked" if args.print_only else

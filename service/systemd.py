@@ -225,6 +225,16 @@ def uninstall_steps(scope: str) -> list[Step]:
     ]
 
 
+def hidden_by_private_tmp(*paths: str) -> str | None:
+    """The first of `paths` (resolved) under /tmp or /var/tmp, which the system unit's
+    PrivateTmp=yes replaces with an empty folder for the service: it could not start."""
+    for path in paths:
+        real = os.path.realpath(path)
+        if real.startswith(("/tmp/", "/var/tmp/")):
+            return real
+    return None
+
+
 def unreachable_by(path: str, user: str) -> str | None:
     """The first folder on `path` that `user` cannot enter (a venv under /root), else None."""
     import pwd

@@ -217,3 +217,16 @@ def _remove_service_log_handlers() -> None:
         if getattr(h, "_trtd_service", False):
             root.removeHandler(h)
             h.close()
+
+
+def test_an_interpreter_under_tmp_is_reported_as_hidden_by_private_tmp(tmp_path):
+    """The system unit has PrivateTmp=yes: a venv under /tmp would vanish for the service."""
+    from trtd.service.systemd import hidden_by_private_tmp
+
+    assert hidden_by_private_tmp("/tmp/venv/bin/python", "/opt/x") == "/tmp/venv/bin/python"
+    assert hidden_by_private_tmp("/opt/trtd/bin/python", "/var/tmp/src/trtd") == "/var/tmp/src/trtd"
+    assert hidden_by_private_tmp("/opt/trtd/bin/python", "/usr/lib/python3/trtd") is None
+    # Resolved first: a link elsewhere that points into /tmp counts.
+    link = tmp_path / "python"
+    link.symlink_to("/tmp/elsewhere/python")
+    assert hidden_by_private_tmp(str(link)) == "/tmp/elsewhere/python"
