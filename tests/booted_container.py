@@ -65,9 +65,11 @@ def boot_and_run(out: Path, argv: list[str], timeout_s: int = 420) -> subprocess
         # The boot empties /tmp (tmp.conf's `D`): keep it, the checkout may live there.
         "mkdir -p /run/ctr/upper/etc/tmpfiles.d",
         "echo 'd /tmp 1777 root root -' > /run/ctr/upper/etc/tmpfiles.d/tmp.conf",
-        f"exec timeout {timeout_s} systemd-nspawn --quiet -D /run/ctr/root --boot --register=no "
-        f"--keep-unit --link-journal=no --private-network --console=pipe "
-        f"--bind={shlex.quote(str(out))}:{OUT_INSIDE}",
+        # nspawn would mount an empty tmpfs on /tmp: keep the host's view (the checkout may be
+        # there). The journal goes to the console (nspawn's output): what a failure shows.
+        f"SYSTEMD_NSPAWN_TMPFS_TMP=0 exec timeout {timeout_s} systemd-nspawn --quiet -D /run/ctr/root "
+        f"--boot --register=no --keep-unit --link-journal=no --private-network --console=pipe "
+        f"--bind={shlex.quote(str(out))}:{OUT_INSIDE} systemd.journald.forward_to_console=1",
     ])
     return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
                           capture_output=True, text=True, timeout=timeout_s + 30)
