@@ -115,15 +115,17 @@ class Scenario:
         self.client("member_infers", user="alice")
         self.client("outsider_infers", user="bob")
         self.trtd("member_status", "service", "status", user="alice")
+        import grp
+        import pwd
+
         pid = self.main_pid()
-        r["main_pid_user"] = self.run("ps_user", ["ps", "-o", "user=,group=", "-p", str(pid)]).stdout.split()
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        uid, gid = int(status["Uid"].split()[1]), int(status["Gid"].split()[1])  # effective ids
+        r["main_pid_user"] = [pwd.getpwuid(uid).pw_name, grp.getgrgid(gid).gr_name]
         st = os.stat("/run/trtd")
         sock = os.stat("/run/trtd/trtd.sock")
         r["runtime_dir"] = [oct(st.st_mode & 0o7777), st.st_uid, st.st_gid]
         r["socket"] = [oct(sock.st_mode & 0o7777), sock.st_uid, sock.st_gid]
-        import grp
-        import pwd
-
         r["trtd_ids"] = [pwd.getpwnam("trtd").pw_uid, grp.getgrnam("trtd").gr_gid]
         journal = self.run("journal", ["journalctl", "-u", UNIT, "-o", "json", "--no-pager"]).stdout
         r["journal"] = [{"MESSAGE": e.get("MESSAGE"), "PRIORITY": e.get("PRIORITY")}
