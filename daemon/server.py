@@ -143,13 +143,7 @@ class Server:
             # The last replies (the shutdown acknowledgement, requests a timed-out drain gave up
             # on) still go out: the linger bounds how long their flush may take.
             self._socket.close(linger=_CLOSE_LINGER_MS)
-            path = ipc_path(self.endpoint)
-            try:
-                # Only our own socket file: never one a later daemon bound after us.
-                if path is not None and path.stat().st_ino == self._socket_inode:
-                    path.unlink()
-            except OSError:
-                pass
+            self._unlink_socket_file()
         if self._ctx is not None:
             self._ctx.term()
         self.gate.remove_tokens()
@@ -161,18 +155,22 @@ class Server:
     def _remove_names(self) -> None:
         """What a forced exit does instead of close(): remove every name that points at this
         daemon (from the deadline's thread, so nothing that the socket thread may be using)."""
-        path = ipc_path(self.endpoint)
-        try:
-            if path is not None and path.stat().st_ino == self._socket_inode:
-                path.unlink()
-        except OSError:
-            pass
+        self._unlink_socket_file()
         self.gate.remove_tokens()
         if self.core is not None:
             self.core.regions.unlink_names()
             for model in self.core.models:  # no engine build may outlive the daemon
                 if model.swapper is not None:
                     model.swapper.cancel(wait=False)
+
+    def _unlink_socket_file(self) -> None:
+        """Only our own socket file: never one a later daemon bound after us."""
+        path = ipc_path(self.endpoint)
+        try:
+            if path is not None and path.stat().st_ino == self._socket_inode:
+                path.unlink()
+        except OSError:
+            pass
 
     def _what_holds_the_stop(self) -> str:
         if self.core is None:

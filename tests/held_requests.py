@@ -43,3 +43,35 @@ class HeldRequest:
 
     def y(self) -> np.ndarray:
         return self.region.array(self.y_offset, self.x.dtype, self.x.shape).copy()
+
+
+class PendingLoad:
+    """A `load` op sent with the daemon's admin token on its own DEALER socket, answered
+    whenever the daemon answers it (e.g. a model file that is a named pipe not yet written)."""
+
+    def __init__(self, endpoint: str, name: str, path: str, request_id: int):
+        import zmq
+
+        from trtd.protocol.endpoint import ADMIN_TOKEN, token_path
+
+        self.request_id = request_id
+        self._ctx = zmq.Context()
+        self.sock = self._ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        admin = token_path(endpoint, ADMIN_TOKEN).read_text().strip()
+        self.sock.connect(endpoint)
+        self.sock.send(msgpack.packb({"v": 1, "op": "load", "id": request_id, "auth": admin,
+                                      "name": name, "path": path}))
+
+    def answered(self, timeout_ms: int) -> bool:
+        return bool(self.sock.poll(timeout_ms))
+
+    def reply(self, timeout_ms: int = 60_000) -> dict:
+        assert self.answered(timeout_ms), f"no answer to load {self.request_id}"
+        reply = msgpack.unpackb(self.sock.recv())
+        assert reply["id"] == self.request_id, reply
+        return reply
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self._ctx.term()

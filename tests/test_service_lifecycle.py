@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from daemon_process import raw_call, shm_names, start_daemon, wait_until
-from held_requests import HeldRequest
+from held_requests import HeldRequest, PendingLoad
 from slow_models import held, slow_to_load
 from trtd.daemon.notify import Notifier
 from trtd.sdk import Client, TrtdError
@@ -142,36 +142,24 @@ def test_ready_once_the_socket_serves_while_a_model_still_loads(tmp_path, notify
 def test_the_load_op_never_stalls_the_socket(tmp_path):
     """`load` runs on the loader thread: while its model file (a named pipe) has not arrived,
     other clients are served and the load is visible; the op is answered once the model is in."""
-    import msgpack
-    import zmq
-
-    from trtd.protocol.endpoint import ADMIN_TOKEN, token_path
-
     model_bytes = slow_to_load(tmp_path / "piped-source.onnx", nodes_count=50).read_bytes()
     os.mkfifo(tmp_path / "piped.onnx")
     d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
     writer = None
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
+    load = PendingLoad(d.endpoint, "piped", str(tmp_path / "piped.onnx"), request_id=7)
     try:
-        admin = token_path(d.endpoint, ADMIN_TOKEN).read_text().strip()
-        sock.connect(d.endpoint)
-        sock.send(msgpack.packb({"v": 1, "op": "load", "id": 7, "auth": admin, "name": "piped",
-                                 "path": str(tmp_path / "piped.onnx")}))
         with Client(d.endpoint) as c:
             assert wait_until(lambda: {m.name: m.state for m in c.models(wait=False)}.get("piped")
                               == "loading", timeout=10)
             # The socket loop answers while the load waits for its file: another client infers.
             assert c.infer("demo", np.ones((1, 64), np.float32)).shape == (1, 10)
-            assert not sock.poll(200), "the load was answered before its model arrived"
+            assert not load.answered(200), "the load was answered before its model arrived"
             with pytest.raises(TrtdError, match="already loaded"):
                 c.load("piped", str(tmp_path / "piped.onnx"))
             writer = threading.Thread(target=(tmp_path / "piped.onnx").write_bytes, args=(model_bytes,))
             writer.start()
-            assert sock.poll(60_000), "no answer to the load"
-            reply = msgpack.unpackb(sock.recv())
-            assert reply["id"] == 7 and reply["ok"] is True, reply
+            reply = load.reply(timeout_ms=60_000)
+            assert reply["ok"] is True, reply
             assert reply["result"]["model"]["state"] == "ready"
             assert c.infer("piped", np.ones((2, 4), np.float32)).shape == (2, 4)
             # A model that fails to load is answered with the reason and is not left behind.
@@ -183,8 +171,7 @@ def test_the_load_op_never_stalls_the_socket(tmp_path):
                 c.load("zero", "/dev/zero")  # would be read without end
         assert d.stop() == 0
     finally:
-        sock.close(0)
-        ctx.term()
+        load.close()
         if d.alive():
             d.kill()
         if writer is not None:
@@ -278,36 +265,24 @@ def test_past_the_drain_timeout_every_request_is_answered_and_the_daemon_exits(t
 def test_past_the_drain_timeout_a_waiting_load_op_is_answered(tmp_path):
     """A `load` whose model file (a named pipe) never arrives is still answered when a stop
     gives up; the daemon exits without waiting for the loader thread."""
-    import msgpack
-    import zmq
-
-    from trtd.protocol.endpoint import ADMIN_TOKEN, token_path
-
     os.mkfifo(tmp_path / "never.onnx")
     config = tmp_path / "d.toml"
     config.write_text('drain_timeout_s = 0.5\n[models.demo]\npath = "builtin:demo"\n')
     d = start_daemon(tmp_path, "--config", str(config))
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
+    load = PendingLoad(d.endpoint, "never", str(tmp_path / "never.onnx"), request_id=9)
     try:
-        admin = token_path(d.endpoint, ADMIN_TOKEN).read_text().strip()
-        sock.connect(d.endpoint)
-        sock.send(msgpack.packb({"v": 1, "op": "load", "id": 9, "auth": admin, "name": "never",
-                                 "path": str(tmp_path / "never.onnx")}))
         with Client(d.endpoint) as c:
             assert wait_until(lambda: {m.name: m.state for m in c.models(wait=False)}.get("never")
                               == "loading", timeout=10)
         d.proc.send_signal(signal.SIGTERM)
-        assert sock.poll(30_000), f"the waiting load was not answered:\n{d.log()}"
-        reply = msgpack.unpackb(sock.recv())
-        assert reply["id"] == 9 and reply["ok"] is False, reply
+        assert load.answered(30_000), f"the waiting load was not answered:\n{d.log()}"
+        reply = load.reply()
+        assert reply["ok"] is False, reply
         assert reply["error"]["code"] == "OVERLOADED" and "had loaded" in reply["error"]["message"]
         assert d.proc.wait(timeout=30) == 0, d.log()
         assert "took longer" not in d.log()
     finally:
-        sock.close(0)
-        ctx.term()
+        load.close()
         if d.alive():
             d.kill()
 
