@@ -169,18 +169,18 @@ class Step:
 def _group_exists(name: str) -> bool:
     import grp  # POSIX only: imported here so that Windows can use default_config_text
 
-    try:
-        grp.getgrnam(name)
-        return True
-    except KeyError:
-        return False
+    return _known(grp.getgrnam, name)
 
 
 def _user_exists(name: str) -> bool:
     import pwd
 
+    return _known(pwd.getpwnam, name)
+
+
+def _known(lookup, name: str) -> bool:
     try:
-        pwd.getpwnam(name)
+        lookup(name)
         return True
     except KeyError:
         return False

@@ -323,6 +323,13 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+def _demo_daemon(tmp_path, env: dict | None = None):
+    """A daemon serving the demo model from a config file the test then rewrites."""
+    config = tmp_path / "d.toml"
+    _write(config, '[models.demo]\npath = "builtin:demo"\n')
+    return config, start_daemon(tmp_path, "--config", str(config), env=env)
+
+
 def test_reload_loads_replaces_and_unloads_without_dropping_the_others(tmp_path, notify_socket):
     config = tmp_path / "d.toml"
     _write(config, '[models.demo]\npath = "builtin:demo"\n[models.mlp]\npath = "builtin:mlp"\n'
@@ -355,9 +362,7 @@ def test_reload_loads_replaces_and_unloads_without_dropping_the_others(tmp_path,
 
 
 def test_sighup_reloads_and_a_bad_config_changes_nothing(tmp_path, notify_socket):
-    config = tmp_path / "d.toml"
-    _write(config, '[models.demo]\npath = "builtin:demo"\n')
-    d = start_daemon(tmp_path, "--config", str(config), env={"NOTIFY_SOCKET": notify_socket.address})
+    config, d = _demo_daemon(tmp_path, env={"NOTIFY_SOCKET": notify_socket.address})
     try:
         notify_socket.wait_for("READY")
         _write(config, '[models.demo]\npath = "builtin:demo"\n[models.mlp]\npath = "builtin:mlp"\n')
@@ -379,9 +384,7 @@ def test_sighup_reloads_and_a_bad_config_changes_nothing(tmp_path, notify_socket
 
 
 def test_failed_replacement_keeps_the_old_model_serving(tmp_path):
-    config = tmp_path / "d.toml"
-    _write(config, '[models.demo]\npath = "builtin:demo"\n')
-    d = start_daemon(tmp_path, "--config", str(config))
+    config, d = _demo_daemon(tmp_path)
     try:
         with Client(d.endpoint) as c:
             _write(config, '[models.demo]\npath = "missing.onnx"\n')
@@ -395,9 +398,7 @@ def test_failed_replacement_keeps_the_old_model_serving(tmp_path):
 
 
 def test_trtd_reload_command(tmp_path):
-    config = tmp_path / "d.toml"
-    _write(config, '[models.demo]\npath = "builtin:demo"\n')
-    d = start_daemon(tmp_path, "--config", str(config))
+    config, d = _demo_daemon(tmp_path)
     try:
         _write(config, '[models.demo]\npath = "builtin:demo"\n[models.mlp]\npath = "builtin:mlp"\n'
                        '[models.broken]\npath = "nope.onnx"\n')
