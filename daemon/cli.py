@@ -160,8 +160,17 @@ def _demo(args) -> int:
     return run_demo(endpoint=args.endpoint, requests=args.requests)
 
 
+def version_text() -> str:
+    """`trtd --version`: the package's version (trtd.__version__) and the protocol it speaks."""
+    from trtd import __version__
+    from trtd.protocol import PROTOCOL_VERSION
+
+    return f"trtd {__version__} (protocol {PROTOCOL_VERSION})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trtd", description="trtd: a local inference daemon")
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
     endpoint_help = f"daemon endpoint (default: ${ENDPOINT_ENV} or the per-user default)"
 
