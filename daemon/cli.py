@@ -4,20 +4,49 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from trtd.protocol import ENDPOINT_ENV
+
+if TYPE_CHECKING:
+    from .config import DaemonConfig
 
 
 def _serve_config(args):
     """The configuration `trtd serve ARGS` runs with: the file, then the flags over it.
     Called again on `reload` / SIGHUP, so a reload sees the file's new contents."""
-    from .config import DaemonConfig, ModelConfig, load_config, parse_model_flag, validate
+    return _serve_setup(args)[0]
 
-    config = load_config(args.config) if args.config else DaemonConfig()
-    config.models.extend(parse_model_flag(flag) for flag in args.model)
-    if args.endpoint:
-        config.endpoint = args.endpoint
+
+@dataclass(frozen=True, slots=True)
+class StartNote:
+    """Something the daemon starts with anyway, logged once logging is set up."""
+
+    level: int  # a logging level
+    text: str
+
+
+def _serve_setup(args) -> tuple[DaemonConfig, list[StartNote]]:
+    """_serve_config's configuration, and what to say about it at start: the config file's
+    warnings and every model whose file is not there (it will be "failed", the rest serve).
+
+    The file goes through `load_checked`, the checker of `trtd config check`: a problem that
+    stops the daemon raises ConfigFileError with every problem of the file, each with its line."""
+    from .config import DaemonConfig, ModelConfig, parse_model_flag, validate
+    from .config_check import load_checked
+
+    notes: list[StartNote] = []
+    if args.config:
+        config, problems = load_checked(args.config, args.endpoint)
+        notes += [_file_note(problem, args.config) for problem in problems]
+    else:
+        config = DaemonConfig(endpoint=args.endpoint)
+    flagged = [parse_model_flag(flag) for flag in args.model]
+    config.models.extend(flagged)
+    notes += [note for note in map(_missing_flag_model, flagged) if note is not None]
     if args.reclaim_interval is not None:
         config.reclaim_interval_s = args.reclaim_interval
     if args.log_level:
@@ -25,21 +54,50 @@ def _serve_config(args):
     if not config.models and not args.config:
         config.models.append(ModelConfig(name="demo", path="builtin:demo"))
     validate(config)
-    return config
+    return config, notes
+
+
+def _file_note(problem, path: str) -> StartNote:
+    if problem.severity == "warning":
+        return StartNote(logging.WARNING, problem.format(path))
+    return StartNote(logging.ERROR, f"{problem.format(path)}; the daemon serves the other models "
+                                    f"without this one: put the file there (or correct the path in "
+                                    f"{path}), then run `trtd reload`")
+
+
+def _missing_flag_model(model) -> StartNote | None:
+    from pathlib import Path
+
+    from .config import BUILTIN_PREFIX, model_file_problem
+
+    problem = None if model.path.startswith(BUILTIN_PREFIX) else model_file_problem(Path(model.path))
+    if problem is None:
+        return None
+    return StartNote(logging.ERROR, f"model {model.name!r}: {problem}; the daemon serves the other "
+                                    f"models without this one: put the file there and run `trtd "
+                                    f"reload`, or restart with --model {model.name}=CORRECT_PATH")
 
 
 def _serve(args) -> int:
     from .config import ConfigError
+    from .config_check import ConfigFileError
     from .instance import AlreadyRunning, UnsafeDirectory
     from .platform import add_dll_directories
     from .server import configure_logging, run
 
     try:
-        config = _serve_config(args)
+        config, notes = _serve_setup(args)
+    except ConfigFileError as exc:
+        print(exc, file=sys.stderr)
+        print(f"trtd serve: not started because of the problems above in {exc.path} "
+              f"(`trtd config check {exc.path}` lists the same)", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"trtd serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
+    for note in notes:
+        logging.getLogger("trtd.serve").log(note.level, "%s", note.text)
     add_dll_directories()  # Windows: CUDA/TensorRT DLLs are not found through PATH
     try:
         return run(config, reload_source=lambda: _serve_config(args))
@@ -48,24 +106,112 @@ def _serve(args) -> int:
         return 3
 
 
+# `trtd status` exit codes, for scripts and readiness probes (README, `trtd status --help`).
+# 2 is left to argparse, which exits 2 on a usage error.
+STATUS_READY = 0        # the daemon answered and every model is ready
+STATUS_UNREACHABLE = 1  # no daemon answered (not running, not allowed, timed out)
+STATUS_FAILED = 3       # a model failed to load (wins over loading)
+STATUS_LOADING = 4      # a model is still loading (with --wait-ready: still, at the timeout)
+STATUS_EXIT_CODES = (f"exit status: {STATUS_READY} every model ready; {STATUS_UNREACHABLE} no daemon "
+                     f"answered; 2 usage error; {STATUS_FAILED} a model failed to load; "
+                     f"{STATUS_LOADING} a model is still loading")
+_STATUS_TIMEOUT_S = 5.0      # one status call
+_WAIT_READY_TIMEOUT_S = 60.0  # --wait-ready without --timeout
+_WAIT_READY_POLL_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What a status reply says about the models, as an exit status and the models to name."""
+
+    code: int
+    failed: list[str]   # "NAME: error"
+    loading: list[str]  # names
+
+
+def readiness(status) -> Readiness:
+    failed = [f"{s.name}: {s.error or 'failed'}" for s in status.models if s.state == "failed"]
+    # SPEC 2.3: any state other than "ready" is not ready, including ones newer than this client.
+    loading = [s.name for s in status.models if s.state not in ("ready", "failed")]
+    code = STATUS_FAILED if failed else STATUS_LOADING if loading else STATUS_READY
+    return Readiness(code, failed, loading)
+
+
 def _status(args) -> int:
-    return print_status(args.endpoint, args.timeout, args.json)
+    if args.wait_ready:
+        return wait_ready(args.endpoint, args.timeout or _WAIT_READY_TIMEOUT_S, args.json)
+    return print_status(args.endpoint, args.timeout or _STATUS_TIMEOUT_S, args.json)
+
+
+def _fetch_status(endpoint: str | None, timeout: float):
+    from trtd.sdk import Client
+
+    with Client(endpoint=endpoint, timeout=timeout, connect_timeout=timeout) as c:
+        return c.status()
 
 
 def print_status(endpoint: str | None, timeout: float, as_json: bool = False) -> int:
-    from dataclasses import asdict
-
-    from trtd.sdk import Client, TrtdError
+    """Print the daemon's status; the exit status says whether every model is ready."""
+    from trtd.sdk import TrtdError
 
     try:
-        with Client(endpoint=endpoint, timeout=timeout, connect_timeout=timeout) as c:
-            status = c.status()
+        status = _fetch_status(endpoint, timeout)
     except TrtdError as exc:
         print(f"trtd status: {exc}", file=sys.stderr)
-        return 1
+        return STATUS_UNREACHABLE
+    return _show_status(status, as_json)
+
+
+def wait_ready(endpoint: str | None, timeout: float, as_json: bool = False) -> int:
+    """Poll until every model is ready (exit 0), one has failed (at once, 3), or `timeout`
+    passes (4 with models still loading, 1 when no daemon answered); then print the status.
+    A daemon not answering yet is waited for: a probe may start before the daemon does."""
+    import time
+
+    from trtd.sdk import DaemonNotRunning, DaemonTimeout, TrtdError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            status = _fetch_status(endpoint, max(min(_STATUS_TIMEOUT_S, remaining), 0.5))
+        except (DaemonNotRunning, DaemonTimeout) as exc:
+            status, unreachable = None, exc
+        except TrtdError as exc:  # refused, or another protocol: waiting will not change it
+            print(f"trtd status: {exc}", file=sys.stderr)
+            return STATUS_UNREACHABLE
+        if status is not None and readiness(status).code != STATUS_LOADING:
+            break
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(_WAIT_READY_POLL_S, max(deadline - time.monotonic(), 0)))
+    if status is None:
+        print(f"trtd status: no daemon answered within {timeout:g}s: {unreachable}", file=sys.stderr)
+        return STATUS_UNREACHABLE
+    code = _show_status(status, as_json)
+    if code == STATUS_LOADING:
+        names = ", ".join(readiness(status).loading)
+        print(f"trtd status: not ready after {timeout:g}s: still loading: {names}", file=sys.stderr)
+    return code
+
+
+def _show_status(status, as_json: bool) -> int:
+    """Print `status` (a table, or JSON as SPEC 6.8 has it) and the models that are not ready,
+    on stderr; return the exit status."""
+    from dataclasses import asdict
+
     if as_json:
         print(json.dumps(asdict(status), indent=2))
-        return 0
+    else:
+        _print_table(status)
+    ready = readiness(status)
+    if ready.failed:
+        print(f"trtd status: {len(ready.failed)} model(s) failed to load: " + "; ".join(ready.failed),
+              file=sys.stderr)
+    return ready.code
+
+
+def _print_table(status) -> None:
     print(f"daemon   {status.daemon_id}  pid {status.pid}  version {status.server_version}  "
           f"protocol {status.protocol_version}")
     print(f"endpoint {status.endpoint}  up {status.uptime_s:.0f}s  rss {status.rss_bytes / 2**20:.1f} MiB  "
@@ -74,16 +220,16 @@ def print_status(endpoint: str | None, timeout: float, as_json: bool = False) ->
     loading = sum(1 for s in status.models if s.state == "loading")
     if loading:
         print(f"loading  {loading} model(s) in the background")
-    print(f"{'model':<16} {'backend':<12} {'state':<8} {'requests':>9} {'errors':>7} "
+    # requests = ok + errors: a bare "requests" beside "errors" read as the successes only.
+    print(f"{'model':<16} {'backend':<12} {'state':<8} {'requests':>9} {'ok':>9} {'errors':>7} "
           f"{'p50 µs':>9} {'p90 µs':>9} {'p99 µs':>9}")
     for s in status.models:
-        print(f"{s.name:<16} {s.backend:<12} {s.state:<8} {s.requests:>9} {s.errors:>7} "
+        print(f"{s.name:<16} {s.backend:<12} {s.state:<8} {s.total:>9} {s.ok:>9} {s.errors:>7} "
               f"{s.p50_us:>9.0f} {s.p90_us:>9.0f} {s.p99_us:>9.0f}")
         if s.error:
             print(f"  error: {s.error}")
         if s.build:
             print(f"  engine build: {s.build}")
-    return 0
 
 
 def _reload(args) -> int:
@@ -168,6 +314,16 @@ def version_text() -> str:
     return f"trtd {__version__} (protocol {PROTOCOL_VERSION})"
 
 
+def _endpoint_arg(value: str) -> str:
+    """--endpoint, checked as the daemon and SDK check it (a usage error names the remedy)."""
+    from trtd.protocol.endpoint import EndpointError, validate_endpoint
+
+    try:
+        return validate_endpoint(value)
+    except EndpointError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trtd", description="trtd: a local inference daemon")
     parser.add_argument("--version", action="version", version=version_text())
@@ -178,16 +334,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML config file")
     serve.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                        help="serve PATH.onnx (or builtin:NAME) as NAME; repeatable")
-    serve.add_argument("--endpoint", help=endpoint_help)
+    serve.add_argument("--endpoint", type=_endpoint_arg, help=endpoint_help)
     serve.add_argument("--reclaim-interval", type=float, metavar="SECONDS",
                        help="how often dead clients' regions are reclaimed")
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(func=_serve)
 
-    status = sub.add_parser("status", help="show a running daemon's models, regions, clients, latency")
-    status.add_argument("--endpoint", help=endpoint_help)
-    status.add_argument("--json", action="store_true", help="print JSON")
-    status.add_argument("--timeout", type=float, default=5.0)
+    status = sub.add_parser("status", help="show a running daemon's models, regions, clients, latency",
+                            description="Show a running daemon's models (requests = ok + errors), "
+                                        "regions, clients and latency. Models that failed to load "
+                                        "are also named on stderr.",
+                            epilog=STATUS_EXIT_CODES)
+    status.add_argument("--endpoint", type=_endpoint_arg, help=endpoint_help)
+    status.add_argument("--json", action="store_true",
+                        help="print the status reply as JSON (SPEC 6.8: a model's requests there "
+                             "counts the successes)")
+    status.add_argument("--wait-ready", action="store_true",
+                        help="wait until every model is ready (exit 0); exit 3 as soon as one "
+                             "failed, 4 at the timeout naming the models still loading")
+    status.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help=f"how long to wait for the daemon's answer (default "
+                             f"{_STATUS_TIMEOUT_S:g}); with --wait-ready, for every model to be "
+                             f"ready (default {_WAIT_READY_TIMEOUT_S:g})")
     status.set_defaults(func=_status)
 
     reload = sub.add_parser("reload", help="make a running daemon re-read its config file "

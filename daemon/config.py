@@ -16,6 +16,8 @@ Example (trtd.toml):
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
+
+from trtd.protocol.endpoint import ENDPOINT_ENV, EndpointError, default_endpoint, validate_endpoint
 
 from .access import group_problems
 
@@ -121,16 +125,18 @@ def _check_type(where: str, key: str, value: object, expected: type) -> None:
         raise ConfigError(f"{where}: '{key}' must be {expected.__name__}, got {value!r}")
 
 
-def _build(cls: type, where: str, table: dict, allowed: set[str], **fixed):
+def did_you_mean(word: str, choices) -> str:
+    """'; did you mean 'X'?' for the choice closest to a misspelt `word`, '' when none is close."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _build(cls: type, table: dict, **fixed):
+    """`cls` from a table that config_check has already vetted (known keys, right types)."""
     hints = {f.name: f.type for f in dataclasses.fields(cls)}
     kwargs = dict(fixed)
     for key, value in table.items():
-        if key not in allowed:
-            raise ConfigError(f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(allowed))}")
-        expected = {"int": int, "float": float, "str": str, "str | None": str,
-                    "list[str]": list, "bool": bool}[hints[key]]
-        _check_type(where, key, value, expected)
-        kwargs[key] = float(value) if expected is float else value
+        kwargs[key] = float(value) if hints[key] == "float" else value
     return cls(**kwargs)
 
 
@@ -148,26 +154,29 @@ def read_toml(path: Path) -> tuple[str, dict]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
-def load_config(path: str | Path) -> DaemonConfig:
-    path = Path(path)
-    _, data = read_toml(path)
+def load_config(path: str | Path, endpoint: str | None = None) -> DaemonConfig:
+    """The configuration in the file; ConfigFileError listing every problem `trtd config check`
+    finds (with its line) when one of them keeps the daemon from starting. `endpoint` (serve's
+    --endpoint) replaces the file's."""
+    # config_check builds on this module, hence the late import: one checker for both.
+    from .config_check import load_checked
+
+    return load_checked(path, endpoint)[0]
+
+
+def build_config(path: Path, data: dict) -> DaemonConfig:
+    """The DaemonConfig of a parsed file that passed check_text (model paths made absolute)."""
+    data = dict(data)
     models_table = data.pop("models", {})
-    if not isinstance(models_table, dict):
-        raise ConfigError(f"{path}: 'models' must be a table of [models.NAME] sections")
-    config = _build(DaemonConfig, str(path), data, _DAEMON_FIELDS)
+    config = _build(DaemonConfig, data)
     for name, table in models_table.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [models.{name}] must be a table with at least 'path'")
-        if "path" not in table:
-            raise ConfigError(f"{path}: [models.{name}] needs a 'path' (an .onnx file or builtin:NAME)")
-        model = _build(ModelConfig, f"{path} [models.{name}]", table, _MODEL_FIELDS, name=name)
+        model = _build(ModelConfig, table, name=name)
         if not model.path.startswith(BUILTIN_PREFIX):
             # Relative model paths are relative to the config file, not the cwd of a service.
             model.path = str((path.parent / model.path).resolve())
         if model.calibration:
             model.calibration = str((path.parent / model.calibration).resolve())
         config.models.append(model)
-    validate(config)
     return config
 
 
@@ -231,6 +240,7 @@ def config_problems(config: DaemonConfig) -> list[str]:
             validate_model(m)
         except ConfigError as exc:
             problems.append(str(exc))
+    problems += endpoint_problems(config.endpoint)
     if config.reclaim_interval_s <= 0:
         problems.append("reclaim_interval_s must be > 0")
     problems += [message for _, message in group_problems(config.group, config.admin_group)]
@@ -241,6 +251,22 @@ def config_problems(config: DaemonConfig) -> list[str]:
         problems.append("max_region_bytes, max_regions_per_client, max_clients and max_regions "
                         "must be > 0")
     return problems
+
+
+def endpoint_problems(endpoint: str | None) -> list[str]:
+    """What is wrong with the endpoint the daemon would listen on: `endpoint` (the file's key or
+    --endpoint) when set, else $TRTD_ENDPOINT, else the per-user default; named by its source."""
+    if endpoint is not None:
+        source, value = "", endpoint  # the message names the endpoint key already
+    elif os.environ.get(ENDPOINT_ENV):
+        source, value = f"${ENDPOINT_ENV} (the config sets no endpoint): ", os.environ[ENDPOINT_ENV]
+    else:
+        source, value = "the default endpoint (the config sets none): ", default_endpoint()
+    try:
+        validate_endpoint(value)
+    except EndpointError as exc:
+        return [f"{source}{exc}"]
+    return []
 
 
 def validate(config: DaemonConfig) -> None:

@@ -6,20 +6,22 @@ positions only as text offsets of its own document model, and would be a runtime
 this one command), `locate_keys` scans the text for table headers and `key =` lines, which is
 all a line number needs: it runs only on text tomllib has already accepted, so it never has to
 decide what is valid TOML.
+
+The daemon loads its file through `load_checked` too (`load_config`, so serve, reload and the
+services): whatever stops it is what this command reports, in the same words and lines.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import (_DAEMON_FIELDS, _MODEL_FIELDS, BUILTIN_PREFIX, ConfigError, DaemonConfig,
-                     ModelConfig, _check_type, config_problems, model_file_problem, read_toml,
-                     validate_model)
+                     ModelConfig, _check_type, build_config, config_problems, did_you_mean,
+                     model_file_problem, read_toml, validate_model)
 from .access import admin_reach_warning
 
 if sys.version_info >= (3, 11):
@@ -38,6 +40,13 @@ class Problem:
     message: str
     # "warning": the daemon starts with it, but something will not work as configured.
     severity: str = "error"
+    # A file a model needs is not there (yet): that model fails to load ("failed" in status)
+    # and the daemon serves the others, so the file may arrive later (then `trtd reload`).
+    model_unavailable: bool = False
+
+    @property
+    def stops_daemon(self) -> bool:
+        return self.severity == "error" and not self.model_unavailable
 
     def format(self, path: str | Path) -> str:
         text = f"warning: {self.message}" if self.severity == "warning" else self.message
@@ -124,8 +133,7 @@ def locate_keys(text: str) -> dict[tuple[str, ...], int]:
 
 
 def _unknown(key: str, allowed: set[str], where: str) -> str:
-    close = difflib.get_close_matches(key, sorted(allowed), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(allowed))}"
+    hint = did_you_mean(key, allowed) or f"; known keys: {', '.join(sorted(allowed))}"
     return f"{where}unknown key '{key}'{hint}"
 
 
@@ -163,7 +171,8 @@ def _line_for_message(message: str, keys, line_of, default: int) -> int:
     return default
 
 
-def check_text(text: str, base_dir: Path) -> list[Problem]:
+def check_text(text: str, base_dir: Path, endpoint: str | None = None) -> list[Problem]:
+    """Every problem of a config file's text; `endpoint` (serve's --endpoint) replaces the file's."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -178,6 +187,8 @@ def check_text(text: str, base_dir: Path) -> list[Problem]:
     models_table = data.pop("models", {})
     daemon = _typed(DaemonConfig, data, _DAEMON_FIELDS, top_line, "", problems)
     config = DaemonConfig(**daemon)
+    if endpoint is not None:
+        config.endpoint = endpoint
     for message in config_problems(config):
         problems.append(Problem(_line_for_message(message, daemon, top_line, 0), message))
     warning = admin_reach_warning(config.group, config.admin_group)
@@ -186,9 +197,6 @@ def check_text(text: str, base_dir: Path) -> list[Problem]:
     if config.log_level.upper() not in LOG_LEVELS:
         problems.append(Problem(top_line("log_level"),
                                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"))
-    if config.endpoint is not None and not re.fullmatch(r"ipc://.+|tcp://[^:/]+:\d+", config.endpoint):
-        problems.append(Problem(top_line("endpoint"), f"endpoint must be ipc:///PATH or "
-                                                      f"tcp://HOST:PORT, got {config.endpoint!r}"))
     if not isinstance(models_table, dict):
         return problems + [Problem(top_line("models"), "'models' must be a table of [models.NAME] sections")]
     for name, table in models_table.items():
@@ -232,13 +240,15 @@ def _model_files(model: ModelConfig, base_dir: Path, label: str, model_line) -> 
         if problem:
             problems.append(Problem(model_line("path"), f"{label}{problem}"
                                     + (" (relative paths are relative to the config file)"
-                                       if not Path(model.path).is_absolute() else "")))
+                                       if not Path(model.path).is_absolute() else ""),
+                                    model_unavailable=True))
     for key, values in (("calibration", [model.calibration] if model.calibration else []),
                         ("plugins", model.plugins)):
         for value in values:
             path = (base_dir / value).resolve()
             if not path.exists():
-                problems.append(Problem(model_line(key), f"{label}{key} {path} does not exist"))
+                problems.append(Problem(model_line(key), f"{label}{key} {path} does not exist",
+                                        model_unavailable=True))
     return problems
 
 
@@ -261,16 +271,49 @@ def _model_shapes(model: ModelConfig, label: str, model_line) -> list[Problem]:
     from .backends import BACKENDS
 
     if model.backend not in BACKENDS:
-        problems.append(Problem(model_line("backend"), f"{label}unknown backend {model.backend!r}; "
-                                                       f"available: {', '.join(BACKENDS)}"))
+        problems.append(Problem(model_line("backend"), f"{label}unknown backend {model.backend!r}"
+                                                       f"{did_you_mean(model.backend, BACKENDS)} "
+                                                       f"(available: {', '.join(BACKENDS)})"))
     return problems
 
 
-def check_file(path: str | Path) -> list[Problem]:
-    path = Path(path)
+def check_file(path: str | Path, endpoint: str | None = None) -> list[Problem]:
+    """Every problem of the file at `path`, in line order (`endpoint`: see check_text)."""
+    return _read_and_check(Path(path), endpoint)[1]
+
+
+def _read_and_check(path: Path, endpoint: str | None) -> tuple[str | None, list[Problem]]:
+    """The file's text (None when it cannot be read or parsed) and its problems."""
     try:
         text, _ = read_toml(path)
     except ConfigError as exc:
         m = _TOML_LINE.search(str(exc))
-        return [Problem(int(m.group(1)) if m else 0, str(exc).replace(f"{path} is ", "", 1))]
-    return sorted(check_text(text, path.parent), key=lambda p: p.line)
+        return None, [Problem(int(m.group(1)) if m else 0, str(exc).replace(f"{path} is ", "", 1))]
+    return text, sorted(check_text(text, path.parent, endpoint), key=lambda p: p.line)
+
+
+class ConfigFileError(ConfigError):
+    """A config file the daemon does not start with; its text is every problem of the file,
+    one `PATH:LINE: message` a line, as `trtd config check PATH` prints them."""
+
+    def __init__(self, path: Path, problems: list[Problem]):
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(problem.format(path) for problem in problems))
+
+
+def load_checked(path: str | Path, endpoint: str | None = None) -> tuple[DaemonConfig, list[Problem]]:
+    """The configuration the daemon runs with, and the problems it starts with anyway
+    (warnings, model files not there yet); ConfigFileError when one stops it. `endpoint`:
+    the --endpoint flag, which replaces the file's (so only the one in use is checked).
+
+    The text is read once and both checked and built from, so a file being rewritten during a
+    reload cannot pass the check in one version and be loaded in another."""
+    path = Path(path)
+    text, problems = _read_and_check(path, endpoint)
+    if text is None or any(problem.stops_daemon for problem in problems):
+        raise ConfigFileError(path, problems)
+    config = build_config(path, tomllib.loads(text))
+    if endpoint is not None:
+        config.endpoint = endpoint
+    return config, problems

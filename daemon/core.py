@@ -272,7 +272,7 @@ class DaemonCore:
                                              engine=model.engine, deadline_ns=deadline_ns))
         except ProtocolError:
             self.regions.checkin(region)
-            model.stats.errors += 1
+            model.stats.record_error()
             raise
         return PENDING if done is None else self._infer_reply(done)
 
@@ -282,7 +282,7 @@ class DaemonCore:
         self.regions.checkin(job.region)
         model = job.model
         if done.error is not None:
-            model.stats.errors += 1
+            model.stats.record_error()
             raise done.error
         base = job.region.address
         infos = []
@@ -311,7 +311,7 @@ class DaemonCore:
             p50, p90, p99 = model.stats.percentiles()
             models.append(m.ModelStatus(
                 name=model.name, backend=model.config.backend, state=model.state,
-                requests=model.stats.requests, errors=model.stats.errors,
+                requests=model.stats.ok, errors=model.stats.errors,
                 p50_us=p50, p90_us=p90, p99_us=p99, error=model.error,
                 device=model.config.device, instances=model.config.instances, build=model.build,
                 in_flight=model.executor.in_flight if model.executor else 0))

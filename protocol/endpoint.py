@@ -54,6 +54,77 @@ def resolve_endpoint(explicit: str | None = None, discover: bool = False) -> str
     return explicit or os.environ.get(ENDPOINT_ENV) or default_endpoint(discover)
 
 
+# sockaddr_un.sun_path holds 108 bytes on Linux (104 on macOS and the BSDs), one of them the
+# terminating NUL; libzmq refuses longer ipc paths, so say so before it does, with a remedy.
+IPC_PATH_MAX_BYTES = 107 if sys.platform.startswith("linux") else 103
+_SCHEMES = ("ipc://", "tcp://")
+
+
+class EndpointError(ValueError):
+    """An endpoint the daemon cannot listen on, or a client cannot reach; the message says why
+    and what to write instead."""
+
+
+def validate_endpoint(url: str) -> str:
+    """`url` unchanged when the daemon can bind it and clients can find it; else EndpointError.
+
+    Accepted: ipc://ABSOLUTE-PATH (at most IPC_PATH_MAX_BYTES bytes) and tcp://HOST:PORT with
+    PORT 1..65535. Refused although libzmq would take them, because a client could not find the
+    daemon afterwards: port 0 and `*` (libzmq picks a random free port, and an out-of-range
+    port silently becomes one too), host `*` (nothing can connect to it; the daemon's token
+    files are named after the endpoint clients use), abstract ipc names `ipc://@NAME` (no
+    file, so no permissions to guard it), relative ipc paths (relative to the daemon's working
+    directory, not the client's), and IPv6 literals (the daemon's socket is IPv4 only).
+    """
+    if not isinstance(url, str) or not url.startswith(_SCHEMES):
+        raise EndpointError(f"endpoint {url!r}: the scheme must be ipc:// (e.g. ipc:///run/trtd/trtd.sock) "
+                            f"or tcp:// (e.g. tcp://127.0.0.1:{DEFAULT_TCP_PORT})")
+    if url.startswith("ipc://"):
+        _check_ipc(url, url[len("ipc://"):])
+    else:
+        _check_tcp(url, url[len("tcp://"):])
+    return url
+
+
+def _check_ipc(url: str, path: str) -> None:
+    if not path:
+        raise EndpointError(f"endpoint {url!r} names no socket file: write ipc:///PATH/trtd.sock")
+    if path.startswith("@"):
+        raise EndpointError(f"endpoint {url!r}: abstract socket names are not supported (no file "
+                            f"whose permissions could guard the daemon); give a path, e.g. "
+                            f"ipc:///run/trtd/trtd.sock")
+    if not os.path.isabs(path):
+        raise EndpointError(f"endpoint {url!r}: the socket path must be absolute (a relative one "
+                            f"depends on each process's working directory): ipc://{os.path.abspath(path)}")
+    size = len(os.fsencode(path))
+    if size > IPC_PATH_MAX_BYTES:
+        raise EndpointError(f"endpoint {url!r}: the socket path is {size} bytes; this OS allows at most "
+                            f"{IPC_PATH_MAX_BYTES} (sockaddr_un.sun_path): choose a shorter path, "
+                            f"e.g. under /run or /tmp, or set TRTD_RUNTIME_DIR to a shorter folder")
+
+
+def _check_tcp(url: str, rest: str) -> None:
+    example = f"tcp://127.0.0.1:{DEFAULT_TCP_PORT}"
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host:
+        raise EndpointError(f"endpoint {url!r}: a TCP endpoint needs a host and a port, e.g. {example}")
+    if host.startswith("["):
+        raise EndpointError(f"endpoint {url!r}: IPv6 addresses are not supported (the daemon listens "
+                            f"on IPv4); use an IPv4 address or host name, e.g. {example}")
+    if host == "*":
+        raise EndpointError(f"endpoint {url!r}: host '*' is not an address a client can connect to; "
+                            f"name the interface's address, e.g. {example} (loopback only)")
+    if not all(c.isalnum() or c in ".-_" for c in host):
+        raise EndpointError(f"endpoint {url!r}: {host!r} is not a host name or IPv4 address, "
+                            f"e.g. {example}")
+    if port in ("0", "*"):
+        raise EndpointError(f"endpoint {url!r}: port {port} would make libzmq pick a random port, "
+                            f"which clients cannot find; give a fixed port 1..65535, e.g. {example}")
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise EndpointError(f"endpoint {url!r}: the port must be a number 1..65535, got {port!r} "
+                            f"(e.g. {example})")
+
+
 def ipc_path(endpoint: str) -> Path | None:
     """The socket file of an ipc:// endpoint, None for other transports."""
     return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None

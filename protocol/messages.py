@@ -85,6 +85,8 @@ class ModelStatus:
     name: str
     backend: str
     state: str
+    # `requests` counts the infer requests that succeeded (its meaning is fixed in protocol
+    # version 1, SPEC 7.8); `ok` and `total` below say it plainly.
     requests: int = 0
     errors: int = 0
     p50_us: float = 0.0
@@ -95,6 +97,17 @@ class ModelStatus:
     instances: int = 1
     in_flight: int = 0  # requests queued or running on worker instances
     build: str = ""     # background engine build: queued, building, comparing, serving engine ..., failed: ...
+
+    # Read-only views, not wire fields (the codec encodes dataclass fields only).
+    @property
+    def ok(self) -> int:
+        """Infer requests that succeeded."""
+        return self.requests
+
+    @property
+    def total(self) -> int:
+        """Infer requests that reached the model: succeeded plus failed."""
+        return self.requests + self.errors
 
 
 @_wire

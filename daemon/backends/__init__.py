@@ -34,7 +34,10 @@ def create_backend(config: "ModelConfig", path: str, max_batch: int) -> Backend:
         return TensorRTBackend(path, device=config.device if config.device >= 0 else None,
                                max_batch=max_batch, allow_host_code=config.allow_engine_host_code,
                                plugins=config.plugins)
-    raise BackendError(f"unknown backend {config.backend!r}; available: {', '.join(BACKENDS)}")
+    from ..config import did_you_mean
+
+    raise BackendError(f"unknown backend {config.backend!r}{did_you_mean(config.backend, BACKENDS)} "
+                       f"(available: {', '.join(BACKENDS)})")
 
 
 __all__ = ["BACKENDS", "Backend", "BackendError", "OutputTooLarge", "TensorBinding", "create_backend"]
