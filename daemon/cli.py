@@ -401,8 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     precision_export.add_parser(sub)
     precision_commands.add_parser(sub)
     precision_validate.add_parser(sub)
-    doctor = sub.add_parser("doctor", help="check this machine: driver, CUDA, TensorRT, ONNX Runtime, /dev/shm")
-    doctor.set_defaults(func=lambda args: __import__("trtd.daemon.doctor", fromlist=["main"]).main())
+    from . import doctor
+
+    doctor.add_parser(sub)
 
     # Parsed by trtd.bench.harness (see main()); listed here for --help.
     sub.add_parser("bench", help="benchmark: floor, in-process, daemon and peers such as Triton, "

@@ -1,4 +1,10 @@
-"""`trtd doctor`: what this machine has for trtd, checked against the support matrix.
+"""`trtd doctor [--config PATH]`: what this machine has for trtd, judged by what the models need.
+
+A CPU-only machine is a supported set-up: the GPU parts (cuda-python, an NVIDIA driver, TensorRT,
+torch) are optional, and their absence fails the check only when a configured model needs them
+(`device >= 0`, or `backend = "tensorrt"` with an engine to build or run on this machine). The
+models are those of `--config PATH`, else of the default config file (`trtd config paths`), else
+`trtd serve`'s default: the built-in demo model on ONNX Runtime.
 
 Support matrix (what trtd is written for; the README says what was verified where):
   - TensorRT 10.x with CUDA 12 (driver R525+), TensorRT 11.x with CUDA 13 (driver R580+);
@@ -9,20 +15,54 @@ Support matrix (what trtd is written for; the README says what was verified wher
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import platform
 import shutil
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
+
+# The optional parts a model can need. "gpu": cuda-python, a driver and a device.
+GPU, TENSORRT, TENSORRT_BUILD, ONNXRUNTIME, TORCH = "gpu", "tensorrt", "tensorrt-build", "onnxruntime", "torch"
 
 
 @dataclass
 class Check:
     name: str
-    ok: bool | None  # None: informational
+    ok: bool | None  # None: informational (or an optional part no model needs)
     detail: str
     fix: str = ""
+
+
+@dataclass(frozen=True)
+class Need:
+    """One part one configured model needs, and why (for the message when it is missing)."""
+
+    part: str
+    model: str
+    why: str
+
+    def text(self) -> str:
+        return f"model '{self.model}' ({self.why})"
+
+
+@dataclass
+class Probe:
+    """What this machine has of the parts in `answers` (the needs this probe is judged by)."""
+
+    name: str
+    answers: tuple[str, ...]
+    provides: tuple[str, ...]   # of `answers`, what is here
+    detail: str
+    fix: str = ""               # for what is missing of `answers`
+    required: bool = False      # needed whatever the models (e.g. /dev/shm)
+    is_device: bool = False     # a GPU found (not only the software for one)
 
 
 def _version(dist: str) -> str | None:
@@ -32,71 +72,233 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def run_checks() -> list[Check]:
-    checks = [Check("os", None, f"{platform.system()} {platform.release()} ({platform.machine()}), "
-                                f"Python {platform.python_version()}")]
+# -- what the models need --------------------------------------------------------------------------
+
+
+def _tensorrt_use(m: ModelConfig) -> str | None:
+    """TENSORRT_BUILD, TENSORRT (run an engine file) or None for a model config."""
+    if m.backend != "tensorrt":
+        return None
+    from .config import BUILTIN_PREFIX
+
+    if not (m.path.startswith(BUILTIN_PREFIX) or m.path.lower().endswith(".onnx")):
+        return TENSORRT
+    # From ONNX: served by ONNX Runtime first; an engine is built here unless the swap is off or
+    # the "engine" is ONNX Runtime's optimized model (no GPU, no TensorRT).
+    if m.swap == "off" or m.engine_builder != "tensorrt":
+        return None
+    return TENSORRT_BUILD
+
+
+def model_needs(m: ModelConfig) -> list[Need]:
+    needs = []
+    tensorrt = _tensorrt_use(m)
+    if m.device >= 0:
+        needs.append(Need(GPU, m.name, f"device {m.device}"))
+    elif tensorrt:
+        needs.append(Need(GPU, m.name, "backend tensorrt"))
+    if tensorrt == TENSORRT:
+        needs.append(Need(TENSORRT, m.name, "runs a TensorRT engine"))
+    elif tensorrt == TENSORRT_BUILD:
+        needs.append(Need(TENSORRT_BUILD, m.name, "its TensorRT engine is built here"))
+    if m.backend == "torch":
+        needs.append(Need(TORCH, m.name, "backend torch"))
+    elif tensorrt != TENSORRT:
+        needs.append(Need(ONNXRUNTIME, m.name, "served by ONNX Runtime"))
+    return needs
+
+
+def default_config_path() -> Path | None:
+    """The config `trtd serve` would be pointed at by a service: the user's, else the system's."""
+    from . import platform as trtd_platform
+
+    for scope in ("user", "system"):
+        candidate = Path(trtd_platform.config_path(scope))
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def configured_needs(config_path: str | None) -> tuple[Check, list[Need]]:
+    """A line saying which models were judged, and what they need."""
+    from .config import ConfigError, ModelConfig, load_config
+
+    path = Path(config_path) if config_path else default_config_path()
+    if path is None:
+        demo = ModelConfig(name="demo", path="builtin:demo")
+        return (Check("config", None, "no config file: judged for `trtd serve`'s default (the demo "
+                                      "model on ONNX Runtime)"), model_needs(demo))
+    try:
+        models = load_config(path).models
+    except (ConfigError, OSError) as exc:
+        return Check("config", False, f"{path}: {exc}", f"trtd config check {path}"), []
+    needs = [need for m in models for need in model_needs(m)]
+    on_gpu = sorted({n.model for n in needs if n.part == GPU})
+    detail = (f"{path}: {len(models)} model(s)" +
+              (f", on a GPU: {', '.join(on_gpu)}" if on_gpu else ", all on the CPU"))
+    return Check("config", None, detail), needs
+
+
+# -- what the machine has --------------------------------------------------------------------------
+
+
+def _has(present: bool, *parts: str) -> tuple[str, ...]:
+    return parts if present else ()
+
+
+def probe_gpu() -> list[Probe]:
     from . import cuda
 
-    driver_cuda_major = None
+    fix = 'pip install "trtd[cuda]" and the NVIDIA driver (R580+ for CUDA 13, R525+ for CUDA 12)'
     if not cuda.available():
-        checks.append(Check("cuda-python", False, "not installed", 'pip install "trtd[cuda]"'))
-    else:
-        try:
-            v = cuda.versions()
-            if v["driver"] == 0:
-                raise cuda.CudaError("no NVIDIA driver is installed (cudaDriverGetVersion reports 0)")
-            driver_cuda_major = v["driver"] // 1000
-            checks.append(Check("cuda-python", True, f"driver supports CUDA {v['driver'] // 1000}."
-                                f"{v['driver'] % 1000 // 10}, runtime {v['runtime'] // 1000}.{v['runtime'] % 1000 // 10}"))
-            for i in range(cuda.device_count()):
-                props = cuda.device_properties(i)
-                free, total = cuda.memory_info(i)
-                checks.append(Check(f"gpu {i}", True, f"{props['name']}, compute capability "
-                                    f"{props['major']}.{props['minor']}, {free / 2**30:.1f} of "
-                                    f"{total / 2**30:.1f} GiB free"))
-        except cuda.CudaError as exc:
-            checks.append(Check("cuda", False, str(exc),
-                                "install the NVIDIA driver (R580+ for CUDA 13, R525+ for CUDA 12)"))
-    from .engines.trt import TensorRTUnavailable, import_tensorrt
+        return [Probe("cuda-python", (GPU,), (), "not installed", fix)]
+    try:
+        v = cuda.versions()
+        if v["driver"] == 0:
+            raise cuda.CudaError("no NVIDIA driver is installed (cudaDriverGetVersion reports 0)")
+        count = cuda.device_count()
+        probes = [Probe("cuda-python", (GPU,), _has(count > 0, GPU),
+                        f"driver supports CUDA {v['driver'] // 1000}.{v['driver'] % 1000 // 10}, "
+                        f"runtime {v['runtime'] // 1000}.{v['runtime'] % 1000 // 10}"
+                        + ("" if count else "; the driver sees no GPU"), fix)]
+        for i in range(count):
+            props = cuda.device_properties(i)
+            free, total = cuda.memory_info(i)
+            probes.append(Probe(f"gpu {i}", (GPU,), (GPU,),
+                                f"{props['name']}, compute capability {props['major']}.{props['minor']}, "
+                                f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB free", is_device=True))
+        return probes
+    except cuda.CudaError as exc:
+        return [Probe("cuda", (GPU,), (), str(exc), fix)]
+
+
+def _driver_cuda_major() -> int | None:
+    from . import cuda
 
     try:
-        trt = import_tensorrt()
-        # Drivers run older CUDA versions too: only a TensorRT 11 on a pre-CUDA-13 driver is a problem.
-        ok = driver_cuda_major is None or not (trt.major >= 11 and driver_cuda_major < 13)
-        checks.append(Check("tensorrt", ok, f"{trt.version} ({trt.flavor}{', can build' if trt.can_build else ', runtime only'})",
-                            "" if ok else "TensorRT 11 needs a CUDA 13 driver (R580+): update the driver"))
-    except TensorRTUnavailable as exc:
-        checks.append(Check("tensorrt", False, "not installed",
-                            str(exc).split("; ", 1)[-1]))
-    ort = _version("onnxruntime") or _version("onnxruntime-gpu")
-    if ort:
-        import onnxruntime
+        return cuda.versions()["driver"] // 1000 if cuda.available() else None
+    except cuda.CudaError:
+        return None
 
-        checks.append(Check("onnxruntime", True, f"{ort}, providers: {', '.join(onnxruntime.get_available_providers())}"))
-    else:
-        checks.append(Check("onnxruntime", False, "not installed", 'pip install "trtd[onnx]"'))
-    torch = _version("torch")
-    checks.append(Check("torch", None if torch is None else True, torch or "not installed (optional)"))
+
+def probe_tensorrt() -> Probe:
+    from .engines.trt import TensorRTUnavailable, import_tensorrt
+
+    answers = (TENSORRT, TENSORRT_BUILD)
+    try:
+        trt = import_tensorrt()
+    except TensorRTUnavailable:
+        return Probe("tensorrt", answers, (), "not installed",
+                     'pip install "trtd[tensorrt-lean]" to run version-compatible engines, the full '
+                     "tensorrt package (NVIDIA's index) to build them")
+    driver_major = _driver_cuda_major()
+    # Drivers run older CUDA versions too: only a TensorRT 11 on a pre-CUDA-13 driver is a problem.
+    if driver_major is not None and trt.major >= 11 and driver_major < 13:
+        return Probe("tensorrt", answers, (), f"{trt.version} ({trt.flavor}) on a CUDA "
+                     f"{driver_major} driver", "TensorRT 11 needs a CUDA 13 driver (R580+): update the driver")
+    if trt.can_build:
+        return Probe("tensorrt", answers, answers, f"{trt.version} ({trt.flavor}, can build)")
+    return Probe("tensorrt", answers, (TENSORRT,), f"{trt.version} ({trt.flavor}, runtime only)",
+                 "building engines needs the full tensorrt package (NVIDIA's index); or set "
+                 'engine_builder = "onnxruntime" or swap = "off" for the model')
+
+
+def probe_onnxruntime() -> Probe:
+    if not (_version("onnxruntime") or _version("onnxruntime-gpu")):
+        return Probe("onnxruntime", (ONNXRUNTIME,), (), "not installed", 'pip install "trtd[onnx]"')
+    import onnxruntime
+
+    return Probe("onnxruntime", (ONNXRUNTIME,), (ONNXRUNTIME,), f"{onnxruntime.__version__}, "
+                 f"providers: {', '.join(onnxruntime.get_available_providers())}")
+
+
+def probe_torch() -> Probe:
+    version = _version("torch")
+    return Probe("torch", (TORCH,), _has(version is not None, TORCH), version or "not installed",
+                 'pip install "trtd[torch]"')
+
+
+def probe_shm() -> list[Probe]:
+    if not os.path.isdir("/dev/shm"):
+        return []
+    usage = shutil.disk_usage("/dev/shm")
+    return [Probe("/dev/shm", ("shm",), _has(usage.free > 1 << 30, "shm"),
+                  f"{usage.free / 2**30:.1f} of {usage.total / 2**30:.1f} GiB free",
+                  "enlarge it (mount -o remount,size=8G /dev/shm); regions live there", required=True)]
+
+
+def probe_machine() -> list[Probe]:
+    probes = probe_gpu() + [probe_tensorrt(), probe_onnxruntime(), probe_torch()]
     if sys.platform == "win32":
         from trtd.service.tdr import describe_tdr
 
         ok, detail = describe_tdr()
-        checks.append(Check("gpu watchdog", ok, detail, "" if ok is not False else detail.split(". ", 1)[-1]))
-    if os.path.isdir("/dev/shm"):
-        usage = shutil.disk_usage("/dev/shm")
-        checks.append(Check("/dev/shm", usage.free > 1 << 30, f"{usage.free / 2**30:.1f} of "
-                            f"{usage.total / 2**30:.1f} GiB free",
-                            "enlarge it (mount -o remount,size=8G /dev/shm); regions live there"))
+        # A GPU watchdog that resets long kernels matters only for GPU models.
+        probes.append(Probe("gpu watchdog", (GPU,), _has(ok is not False, GPU), detail,
+                            detail.split(". ", 1)[-1]))
+    return probes + probe_shm()
+
+
+# -- the verdict -----------------------------------------------------------------------------------
+
+
+def judge(probe: Probe, needs: list[Need]) -> Check:
+    """A probe as a check: what is missing fails only when a configured model needs it."""
+    unmet = [n for n in needs if n.part in probe.answers and n.part not in probe.provides]
+    if unmet:
+        return Check(probe.name, False, probe.detail,
+                     f"needed by {', '.join(n.text() for n in unmet)}: {probe.fix}")
+    if probe.required and set(probe.provides) != set(probe.answers):
+        return Check(probe.name, False, probe.detail, probe.fix)
+    if probe.provides:
+        return Check(probe.name, True, probe.detail)
+    return Check(probe.name, None, f"{probe.detail} (optional: no configured model needs it)")
+
+
+def run_checks(config_path: str | None = None) -> list[Check]:
+    checks = [Check("os", None, f"{platform.system()} {platform.release()} ({platform.machine()}), "
+                                f"Python {platform.python_version()}")]
+    config_check, needs = configured_needs(config_path)
+    checks.append(config_check)
+    probes = probe_machine()
+    checks += [judge(probe, needs) for probe in probes]
+    gpu_present = any(probe.is_device for probe in probes)
+    checks.append(verdict(checks, needs, gpu_present))
     return checks
 
 
-def main() -> int:
-    checks = run_checks()
+def verdict(checks: list[Check], needs: list[Need], gpu_present: bool) -> Check:
+    if any(c.ok is False for c in checks):
+        return Check("verdict", False, "what the configured models need is missing (see above)")
+    if not gpu_present and not any(n.part == GPU for n in needs):
+        return Check("verdict", True, "CPU-only: OK (no configured model needs a GPU)")
+    return Check("verdict", True, "OK")
+
+
+def print_checks(checks: list[Check]) -> None:
     for c in checks:
         mark = {True: "ok  ", False: "FAIL", None: "    "}[c.ok]
         print(f"{mark} {c.name:<12} {c.detail}")
         if c.ok is False and c.fix:
             print(f"     {'':<12} -> {c.fix}")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("doctor", help="check this machine for what the configured models need: "
+                                      "driver, CUDA, TensorRT, ONNX Runtime, /dev/shm")
+    p.add_argument("--config", metavar="PATH",
+                   help="judge for this config's models (default: the default config file, else "
+                        "the demo model `trtd serve` starts with)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace | None = None) -> int:
+    config_path = getattr(args, "config", None)
+    if config_path and not Path(config_path).is_file():
+        print(f"trtd doctor: {config_path} does not exist", file=sys.stderr)
+        return 2
+    checks = run_checks(config_path)
+    print_checks(checks)
     return 0 if all(c.ok is not False for c in checks) else 1
 
 
