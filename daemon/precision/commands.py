@@ -6,7 +6,7 @@ import argparse
 import shutil
 import sys
 
-from .convert import CALIBRATION_METHODS, PRECISIONS, ConvertError, convert
+from .convert import CALIBRATION_METHODS, INT8_TARGETS, PRECISIONS, ConvertError, convert
 from .samples import SampleError
 
 
@@ -16,6 +16,10 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", required=True, choices=PRECISIONS)
     p.add_argument("--calibration", help="INT8: samples (.npz, or a folder of .npy files)")
     p.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax")
+    p.add_argument("--target", choices=INT8_TARGETS, default="portable",
+                   help="INT8: 'portable' (default) runs accurately on ONNX Runtime on every x86 CPU and "
+                        "builds in TensorRT (7-bit weights); 'tensorrt' keeps 8-bit weights for a TensorRT "
+                        "engine, but ONNX Runtime on x86 CPUs without VNNI computes it with saturated sums")
     p.add_argument("--fp16-io", action="store_true", help="FP16: also make inputs/outputs FP16")
     p.add_argument("-o", "--output", help="also copy the variant here")
     p.add_argument("--cache-dir", help="cache root (default: TRTD_CACHE_DIR or the user's cache)")
@@ -25,11 +29,15 @@ def add_parser(sub) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         variant = convert(args.onnx, args.precision, args.calibration, args.calibration_method,
-                          args.cache_dir, keep_io_types=not args.fp16_io)
+                          args.cache_dir, keep_io_types=not args.fp16_io, int8_target=args.target)
     except (ConvertError, SampleError) as exc:
         print(f"trtd convert: {exc}", file=sys.stderr)
         return 1
     print(f"{'cached' if variant.cached else 'converted'}: {variant.path}")
+    if args.precision == "int8":
+        meta = variant.metadata
+        print(f"int8 target {meta['trtd.int8_target']}: weights {meta['trtd.int8_weight_range']}, "
+              f"pre-processed: {meta.get('trtd.int8_preprocessed', 'unknown')}")
     if args.output:
         shutil.copyfile(variant.path, args.output)
     return 0

@@ -48,6 +48,19 @@ def _kind_of(path: str, given: str | None) -> str:
     return "torch" if path.endswith((".pt", ".ts", ".pth")) else "onnxruntime"
 
 
+def _notes(candidate: str, kind: str) -> list[str]:
+    """What a reader of the figures must know about where they were measured."""
+    from .convert import provenance
+
+    if kind != "onnxruntime" or not candidate.endswith(".onnx"):
+        return []
+    if provenance(candidate).get("trtd.int8_target") == "tensorrt":
+        return ["this INT8 variant's target is tensorrt (8-bit weights): ONNX Runtime on an x86 CPU without "
+                "VNNI adds its products with saturation, so these figures can be worse than its engine's; "
+                "validate the engine (--backend tensorrt) or convert with --target portable"]
+    return []
+
+
 def run_validation(args) -> dict:
     from ..compare import _run
     from .convert import provenance
@@ -76,7 +89,8 @@ def run_validation(args) -> dict:
                 raise ValidateError(f"the candidate has no output {name!r}")
             per_output.setdefault(name, []).append((got[name], expected))
     report = {"candidate": args.candidate, "reference": reference, "samples": len(samples),
-              "data": args.data or f"seeded random (seed {args.seed})", "outputs": {}}
+              "data": args.data or f"seeded random (seed {args.seed})", "outputs": {},
+              "notes": _notes(args.candidate, _kind_of(args.candidate, args.backend))}
     for name, pairs in per_output.items():
         got = np.concatenate([g for g, _ in pairs])
         want = np.concatenate([w for _, w in pairs])
@@ -110,6 +124,7 @@ def render(report: dict) -> str:
              f"{'output':<16}" + "".join(f"{c:>12}" for c in cols)]
     for name, m in report["outputs"].items():
         lines.append(f"{name:<16}" + "".join(f"{m[c]:>12.4g}" if c in m else f"{'-':>12}" for c in cols))
+    lines.extend(f"note: {note}" for note in report.get("notes", []))
     lines.append("")
     lines.append("PASS" if report["passed"] else "FAIL: " + "; ".join(report["failures"]))
     return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""INT8 variants are accurate on every x86 CPU ONNX Runtime runs on, checked on an emulated one.
+
+ONNX Runtime picks its 8-bit kernels by the CPU's instruction set: with VNNI (most AVX-512
+servers since Cascade Lake) products are summed exactly, without it (AVX2-only CPUs such as
+AMD EPYC Rome, which CI's VMs sometimes are) VPMADDUBSW sums pairs into a saturating int16.
+A test that only ran on the CPU it got would pass or fail by the luck of the draw, so the
+CPU-dependent part runs `trtd validate` under qemu's user-mode emulator with an AVX2 CPU
+model that has no AVX-512 and no VNNI (Debian's qemu-user; `.ci/run` installs it): the same
+instructions, and so the same figures, on whatever host runs the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trtd.daemon.precision.convert import convert
+from trtd.daemon.precision.datasets import shapes
+
+MODEL = Path(__file__).parent.parent / "bench" / "models" / "shapes_classifier.onnx"
+# Zen 2: AVX2 and FMA, no AVX-512, no VNNI (qemu -cpu help lists the models).
+AVX2_ONLY_CPU = "EPYC-Rome-v1"
+
+pytestmark = pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64") or shutil.which("qemu-x86_64") is None,
+    reason="needs an x86_64 host with qemu-x86_64 (Debian: apt-get install qemu-user)")
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    """The classifier's two INT8 variants, and calibration and test samples from its data."""
+    folder = tmp_path_factory.mktemp("int8")
+    np.savez(folder / "calib.npz", x=shapes(64, seed=6)[0])
+    np.savez(folder / "test.npz", x=shapes(128, seed=5)[0])
+    made = {target: convert(MODEL, "int8", folder / "calib.npz", cache_root=folder, int8_target=target)
+            for target in ("portable", "tensorrt")}
+    return folder, made
+
+
+def _validate(candidate: Path, folder: Path, emulated_cpu: str | None) -> dict:
+    """`trtd validate` with the gate the precision tests use; natively or on an emulated CPU."""
+    report = folder / f"report-{candidate.stem}-{emulated_cpu or 'native'}.json"
+    command = [sys.executable, "-m", "trtd.daemon", "validate", str(candidate), "--data", str(folder / "test.npz"),
+               "--min-cosine", "0.999", "--min-top1", "0.95", "--json", str(report)]
+    if emulated_cpu:
+        # -0 keeps argv[0] the virtual environment's interpreter, so it finds its packages.
+        command = ["qemu-x86_64", "-cpu", emulated_cpu, "-0", sys.executable, os.path.realpath(sys.executable),
+                   *command[1:]]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert out.returncode in (0, 1) and report.is_file(), out.stdout + out.stderr
+    result = json.loads(report.read_text())
+    assert result["passed"] == (out.returncode == 0), out.stdout
+    return result
+
+
+def test_portable_int8_gives_the_same_answers_on_an_avx2_cpu_as_on_this_one(variants):
+    folder, made = variants
+    native = _validate(made["portable"].path, folder, None)
+    emulated = _validate(made["portable"].path, folder, AVX2_ONLY_CPU)
+    assert native["passed"] and emulated["passed"], (native, emulated)
+    # No saturation: the emulated CPU's integer sums are exact, as VNNI's and ARM's are.
+    assert abs(native["outputs"]["output"]["rel_l2"] - emulated["outputs"]["output"]["rel_l2"]) < 1e-4
+
+
+def test_full_range_int8_saturates_on_an_avx2_cpu_and_the_gate_rejects_it(variants):
+    """The 8-bit-weight (tensorrt target) variant is really wrong on ONNX Runtime on that CPU:
+    the gate must say so. Also the proof that the emulated CPU lacks VNNI, without which the
+    test above would show nothing."""
+    folder, made = variants
+    emulated = _validate(made["tensorrt"].path, folder, AVX2_ONLY_CPU)
+    assert not emulated["passed"], emulated
+    assert emulated["outputs"]["output"]["rel_l2"] > 0.1
+    assert any("target is tensorrt" in note for note in emulated["notes"])
+
+
+def test_variants_say_their_target_and_stay_tensorrt_qdq(variants):
+    import onnx
+    from onnx import numpy_helper
+
+    _, made = variants
+    for target, weight_limit in (("portable", 64), ("tensorrt", 127)):
+        meta = made[target].metadata
+        assert meta["trtd.int8_target"] == target and meta["trtd.int8_preprocessed"] == "yes"
+        assert meta["trtd.int8_weight_range"] == f"-{weight_limit}..{weight_limit}"
+        model = onnx.load(str(made[target].path))
+        constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        weights = [constants[n.input[0]] for n in model.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in constants]
+        assert weights and all(w.dtype == np.int8 for w in weights)
+        assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == weight_limit
+        for node in model.graph.node:  # signed, symmetric: TensorRT's explicit quantization
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+                zero_point = constants[node.input[2]]
+                assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
