@@ -107,14 +107,14 @@ def _serve(args) -> int:
 
 
 # `trtd status` exit codes, for scripts and readiness probes (README, `trtd status --help`).
-# 2 is left to argparse, which exits 2 on a usage error.
 STATUS_READY = 0        # the daemon answered and every model is ready
 STATUS_UNREACHABLE = 1  # no daemon answered (not running, not allowed, timed out)
+STATUS_USAGE = 2        # a bad option or endpoint (argparse's code for a usage error)
 STATUS_FAILED = 3       # a model failed to load (wins over loading)
 STATUS_LOADING = 4      # a model is still loading (with --wait-ready: still, at the timeout)
 STATUS_EXIT_CODES = (f"exit status: {STATUS_READY} every model ready; {STATUS_UNREACHABLE} no daemon "
-                     f"answered; 2 usage error; {STATUS_FAILED} a model failed to load; "
-                     f"{STATUS_LOADING} a model is still loading")
+                     f"answered; {STATUS_USAGE} usage error (an option, or the endpoint); "
+                     f"{STATUS_FAILED} a model failed to load; {STATUS_LOADING} a model is still loading")
 _STATUS_TIMEOUT_S = 5.0      # one status call
 _WAIT_READY_TIMEOUT_S = 60.0  # --wait-ready without --timeout
 _WAIT_READY_POLL_S = 0.2
@@ -152,10 +152,14 @@ def _fetch_status(endpoint: str | None, timeout: float):
 
 def print_status(endpoint: str | None, timeout: float, as_json: bool = False) -> int:
     """Print the daemon's status; the exit status says whether every model is ready."""
+    from trtd.protocol.endpoint import EndpointError
     from trtd.sdk import TrtdError
 
     try:
         status = _fetch_status(endpoint, timeout)
+    except EndpointError as exc:  # e.g. $TRTD_ENDPOINT: no daemon can be there
+        print(f"trtd status: {exc}", file=sys.stderr)
+        return STATUS_USAGE
     except TrtdError as exc:
         print(f"trtd status: {exc}", file=sys.stderr)
         return STATUS_UNREACHABLE
@@ -168,6 +172,7 @@ def wait_ready(endpoint: str | None, timeout: float, as_json: bool = False) -> i
     A daemon not answering yet is waited for: a probe may start before the daemon does."""
     import time
 
+    from trtd.protocol.endpoint import EndpointError
     from trtd.sdk import DaemonNotRunning, DaemonTimeout, TrtdError
 
     deadline = time.monotonic() + timeout
@@ -175,6 +180,9 @@ def wait_ready(endpoint: str | None, timeout: float, as_json: bool = False) -> i
         remaining = deadline - time.monotonic()
         try:
             status = _fetch_status(endpoint, max(min(_STATUS_TIMEOUT_S, remaining), 0.5))
+        except EndpointError as exc:
+            print(f"trtd status: {exc}", file=sys.stderr)
+            return STATUS_USAGE
         except (DaemonNotRunning, DaemonTimeout) as exc:
             status, unreachable = None, exc
         except TrtdError as exc:  # refused, or another protocol: waiting will not change it

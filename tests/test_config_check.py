@@ -196,3 +196,78 @@ def test_a_device_is_not_a_model_file(tmp_path):
     assert "is a directory" in model_file_problem(tmp_path)
     (tmp_path / "m.onnx").write_bytes(b"x")
     assert model_file_problem(tmp_path / "m.onnx") is None
+
+
+# -- serve reports what config check reports ---------------------------------------------------------
+
+SERVE_BAD = """\
+endpoint = "tcp://127.0.0.1:99999"
+reclaim_intervall_s = 2
+
+[models.a]
+path = "builtin:demo"
+backend = "tensort"
+max_batch = -1
+"""
+
+
+def test_an_unknown_backend_gets_a_suggestion(tmp_path):
+    path = tmp_path / "b.toml"
+    path.write_text('[models.a]\npath = "builtin:demo"\nbackend = "tensort"\n')
+    (problem,) = check_file(path)
+    assert problem.line == 3
+    assert "unknown backend 'tensort'; did you mean 'tensorrt'?" in problem.message
+
+
+def test_the_load_op_backend_error_suggests_too():
+    from trtd.daemon.backends import BackendError, create_backend
+    from trtd.daemon.config import ModelConfig
+
+    with pytest.raises(BackendError, match="did you mean 'torch'"):
+        create_backend(ModelConfig(name="a", path="a.pt", backend="torhc"), "a.pt", max_batch=0)
+
+
+def test_the_daemon_refuses_a_file_with_every_line_config_check_prints(tmp_path):
+    from trtd.daemon.config_check import ConfigFileError
+
+    path = tmp_path / "bad.toml"
+    path.write_text(SERVE_BAD)
+    with pytest.raises(ConfigFileError) as e:
+        load_config(path)  # what serve, reload and the services load files with
+    assert str(e.value) == "\n".join(p.format(path) for p in check_file(path))
+    assert len(e.value.problems) == 4
+
+
+def test_serve_reports_exactly_what_config_check_reports(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(SERVE_BAD)
+    check = _config_check(path)
+    reported = [line for line in check.stdout.splitlines() if line.startswith(f"{path}:")]
+    assert len(reported) == 4, check.stdout
+    env = dict(os.environ, TRTD_RUNTIME_DIR=str(tmp_path / "run"))
+    serve = subprocess.run([sys.executable, "-m", "trtd.daemon", "serve", "--config", str(path)],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert serve.returncode == 2, serve
+    assert [line for line in serve.stderr.splitlines() if line.startswith(f"{path}:")] == reported
+    assert f"{path}:6: [models.a] unknown backend 'tensort'; did you mean 'tensorrt'?" in serve.stderr
+    assert f"trtd config check {path}" in serve.stderr.splitlines()[-1]
+
+
+def test_a_missing_model_file_does_not_stop_serve_and_is_logged_with_its_line(tmp_path):
+    from daemon_process import start_daemon
+    from trtd.sdk import Client
+
+    path = tmp_path / "m.toml"
+    path.write_text('[models.demo]\npath = "builtin:demo"\n\n[models.later]\npath = "later.onnx"\n')
+    (problem,) = check_file(path)
+    assert problem.line == 5 and problem.model_unavailable and not problem.stops_daemon
+    assert _config_check(path).returncode == 1  # the check still fails: the model will not load
+    d = start_daemon(tmp_path, "--config", str(path))
+    try:
+        with Client(d.endpoint) as c:
+            assert {m.name: m.state for m in c.models()} == {"demo": "ready", "later": "failed"}
+        logged = next(line for line in d.log().splitlines() if f"{path}:5:" in line)
+        assert " ERROR " in logged and str(tmp_path / "later.onnx") in logged
+        assert "trtd reload" in logged
+    finally:
+        assert d.stop() == 0, d.log()
