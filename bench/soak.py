@@ -53,7 +53,10 @@ MIN_STEADY_SAMPLES = 5
 # -- clients (separate processes) ------------------------------------------------------------------
 
 
-def _client(endpoint: str, seed: int, until: float, out: "mp.Queue") -> None:
+def _client(endpoint: str, seed: int, duration_s: float, out: "mp.Queue", start) -> None:
+    """One soak client. Its clock starts at `start` (set once every client is ready): starting a
+    spawned process and its ONNX Runtime references takes seconds on a small machine, which
+    once ate a whole short soak before its first request."""
     from trtd.daemon.backends.onnxruntime import create_session
     from trtd.daemon.builtin_models import builtin_model_path
     from trtd.sdk import Client, InvalidInput, Overloaded
@@ -64,8 +67,11 @@ def _client(endpoint: str, seed: int, until: float, out: "mp.Queue") -> None:
     rng = np.random.default_rng(seed)
     window = _Window(time.time())
     client = Client(endpoint, timeout=30, name=f"soak-{seed}")
+    out.put(("ready", seed))
+    start.wait()
+    until = time.time() + duration_s
     try:
-        while time.time() < until:
+        while True:  # at least one request, however short the soak
             roll = rng.random()
             start = time.perf_counter()
             kind = "infer"
@@ -115,6 +121,8 @@ def _client(endpoint: str, seed: int, until: float, out: "mp.Queue") -> None:
             if time.time() - window.start >= WINDOW_S:
                 out.put(window.summary(seed))
                 window = _Window(time.time())
+            if time.time() >= until:
+                break
         out.put(window.summary(seed))
     finally:
         client.close()
@@ -144,6 +152,29 @@ class _Window:
 
 
 # -- the daemon's side -----------------------------------------------------------------------------
+
+
+def _wait_ready(queue, workers, timeout_s: float = 300.0) -> None:
+    """Until every client has said "ready"; a client that died while starting ends the soak."""
+    import queue as queues
+
+    ready, deadline = 0, time.monotonic() + timeout_s
+    while ready < len(workers):
+        try:
+            item = queue.get(timeout=0.5)
+        except queues.Empty:
+            dead = [w for w in workers if w.exitcode is not None]
+            if dead or time.monotonic() > deadline:
+                for w in workers:
+                    w.kill()
+                raise SystemExit(f"soak: {len(dead)} client(s) exited before starting (exit codes "
+                                 f"{[w.exitcode for w in dead]})" if dead else
+                                 f"soak: clients not ready after {timeout_s:.0f} s")
+            continue
+        if item[0] == "ready":
+            ready += 1
+        else:  # a client that could not start sends its "done" without "ready"
+            raise SystemExit(f"soak: client {item[1]} stopped before starting")
 
 
 def _sample(client, proc, prefix: str, t0: float) -> dict:
@@ -255,12 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     proc = psutil.Process(watcher.status().pid)
     prefix = endpoint_prefix(endpoint)
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    t0 = time.time()
-    until = t0 + args.minutes * 60
-    workers = [ctx.Process(target=_client, args=(endpoint, i, until, queue)) for i in range(args.clients)]
+    queue, start = ctx.Queue(), ctx.Event()
+    workers = [ctx.Process(target=_client, args=(endpoint, i, args.minutes * 60, queue, start))
+               for i in range(args.clients)]
     for w in workers:
         w.start()
+    _wait_ready(queue, workers)
+    t0 = time.time()
+    start.set()
     samples, windows, done = [], [], 0
     next_sample = t0
     while done < args.clients:

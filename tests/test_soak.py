@@ -42,8 +42,10 @@ def test_failed_requests_and_leftover_regions_fail():
 
 def test_a_soak_too_short_to_judge_exits_non_zero(tmp_path):
     """A real (seconds-long) soak against a real daemon: it runs its clients, then fails because
-    no sample fell after the warm-up, instead of reporting PASS."""
-    out = subprocess.run([sys.executable, "-m", "trtd.bench.soak", "--clients", "1", "--minutes", "0.03",
+    no sample fell after the warm-up, instead of reporting PASS. 0.12 s is far less than starting
+    a client process takes: the soak's clock must start when its clients are ready (it once
+    started at spawn, and a slow start left a 1.8 s soak with no request at all)."""
+    out = subprocess.run([sys.executable, "-m", "trtd.bench.soak", "--clients", "2", "--minutes", "0.002",
                           "--sample-s", "0.5", "--warmup-s", "60", "--out-dir", str(tmp_path),
                           "--tag", "short"], capture_output=True, text=True, timeout=180,
                          env={**os.environ, "TMPDIR": str(tmp_path)})
@@ -51,5 +53,5 @@ def test_a_soak_too_short_to_judge_exits_non_zero(tmp_path):
     assert "FAIL" in out.stdout and "growth not judged" in out.stdout
     result = json.loads(next(tmp_path.glob("*-soak-short.json")).read_text())
     assert result["pass"] is False and result["failed_correct_requests"] == 0
-    assert sum(result["requests"].values()) > 0  # the clients did run
+    assert sum(result["requests"].values()) >= 2  # both clients did run
     assert any("growth not judged" in p for p in result["problems"])
