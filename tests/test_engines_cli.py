@@ -40,7 +40,8 @@ def test_build_then_cached_then_verify_list_clear(tmp_path):
     other = _trtd("build", str(model), "--builder", "onnxruntime", "--name", "other", cache=tmp_path, check=True)
     assert other.stdout.startswith("cached: ")
     assert _trtd("cache", "verify", cache=tmp_path, check=True).stdout.startswith("ok ")
-    engine = next((tmp_path / "engines").glob("*.engine"))
+    (engine,) = (tmp_path / "engines").glob("*.onnx")  # named for what it is: an ONNX model
+    assert not list((tmp_path / "engines").glob("*.engine"))
     engine.write_bytes(engine.read_bytes()[:100])  # truncated on disk
     bad = _trtd("cache", "verify", cache=tmp_path)
     assert bad.returncode == 1 and "checksum mismatch" in bad.stdout
@@ -69,7 +70,7 @@ def test_corrupt_onnx_is_a_clear_build_error(tmp_path):
         build(BuildJob("bad", str(bad), builder="onnxruntime", cache_root=str(tmp_path / "c")))
     out = _trtd("build", str(bad), "--builder", "onnxruntime", cache=tmp_path / "c")
     assert out.returncode == 1 and "trtd build:" in out.stderr
-    assert not list((tmp_path / "c" / "engines").glob("*.engine"))
+    assert not list((tmp_path / "c" / "engines").glob("*.onnx"))
 
 
 def test_profile_that_contradicts_the_model_is_refused_before_building(tmp_path):
@@ -107,6 +108,72 @@ def test_two_processes_build_one_engine_once(tmp_path):
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert sorted(o.split(":")[0] for o in outs) == ["built", "cached"], outs
     assert len(EngineCache(tmp_path).entries()) == 1
+
+
+def _can_build_tensorrt() -> bool:
+    from trtd.daemon.engines.commands import tensorrt_build_problem
+
+    return tensorrt_build_problem("m.onnx", 0) is None
+
+
+@pytest.mark.skipif(_can_build_tensorrt(), reason="this machine can build TensorRT engines")
+def test_trtd_build_where_tensorrt_cannot_build_says_what_is_missing_and_what_works(tmp_path):
+    model = str(builtin_model_path("demo"))
+    out = _trtd("build", model, "--profile", "x:1x64,4x64,8x64", cache=tmp_path)
+    assert out.returncode == 1 and out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert lines[0] == "trtd build: a TensorRT engine cannot be built on this machine. Missing:"
+    missing = [line for line in lines if line.startswith("  - ")]
+    assert missing and all(("TensorRT library" in m or "GPU" in m) for m in missing)
+    assert any(line.split() == ["trtd", "build", model, "--builder", "onnxruntime", *line.split()[5:]]
+               for line in lines)
+    assert any(line.strip().startswith(f"trtd serve --model NAME={model}") for line in lines)
+    # ... and what it points to works here.
+    instead = _trtd("build", model, "--builder", "onnxruntime", cache=tmp_path)
+    assert instead.returncode == 0, instead.stderr
+
+
+def test_a_wrong_profile_and_a_machine_that_cannot_build_are_reported_together(tmp_path):
+    out = _trtd("build", str(builtin_model_path("resnet18")), "--profile",
+                "x:1x3x256x256,2x3x256x256,4x3x256x256", cache=tmp_path)
+    assert out.returncode == 1 and out.stderr.startswith("trtd build: profile 0: input 'x' dimension 2 "
+                                                         "is fixed at 224")
+    assert ("cannot be built on this machine" in out.stderr) != _can_build_tensorrt()
+
+
+def test_the_onnxruntime_builder_writes_a_portable_onnx_model_quietly(tmp_path):
+    """The artifact is named .onnx, keeps no CPU-specific layout (NCHWc: a cache shared with
+    another CPU would serve it), and ONNX Runtime's warnings do not reach the terminal."""
+    import onnx
+
+    model = tmp_path / "conv.onnx"
+    onnx.save(_conv_model(), model)
+    out = _trtd("build", str(model), "--builder", "onnxruntime", cache=tmp_path / "c", check=True)
+    (artifact,) = (tmp_path / "c" / "engines").glob("*.onnx")
+    assert out.stdout.startswith(f"built: {artifact} ")
+    assert out.stderr.splitlines() == [f"optimized with ONNX Runtime {_ort_version()}"]
+    domains = {node.domain for node in onnx.load(str(artifact)).graph.node}
+    assert not any("nchwc" in d for d in domains), domains
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _conv_model():
+    """A convolution with enough channels for ONNX Runtime's NCHWc layout transform (on ALL)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 16, 3, 3), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 32, 32])], initializer=[w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
 def test_tensorrt_build_without_tensorrt_says_what_to_install(tmp_path):

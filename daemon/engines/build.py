@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .builders import BuildError
+from .builders import ARTIFACT_SUFFIX, BuildError
 from .cache import CacheEntry, EngineCache
 from .fingerprint import (BuildEnvironment, BuildOptions, file_sha256, fingerprint,
                           fingerprint_inputs, options_to_json)
@@ -62,8 +62,10 @@ def default_cache_root() -> str:
 
 def build(job: BuildJob, log: Callable[[str], None] = lambda m: None,
           env: BuildEnvironment | None = None, on_start=None) -> tuple[CacheEntry, bool]:
-    """on_start(proc) receives the build process (so that a caller can cancel it)."""
-    """(cache entry, built now?) — a cached engine for the same fingerprint is reused."""
+    """(cache entry, built now?) — a cached engine for the same fingerprint is reused.
+
+    on_start(proc) receives the build process (so that a caller can cancel it).
+    """
     if not Path(job.onnx_path).is_file():
         raise BuildError(f"{job.onnx_path} does not exist")
     for plugin in job.options.plugins:
@@ -74,12 +76,14 @@ def build(job: BuildJob, log: Callable[[str], None] = lambda m: None,
     onnx_sha = onnx_sha256(job.onnx_path)
     fp = fingerprint(onnx_sha, env, job.options)
     cache = EngineCache(job.cache_root or default_cache_root())
-    entry = cache.lookup(fp)
+    suffix = ARTIFACT_SUFFIX[job.builder]
+    entry = cache.lookup(fp, suffix=suffix)
     if entry is not None:
         log(f"cached: {entry.engine_path}")
         return entry, False
     with cache.building(fp):
-        entry = cache.lookup(fp, repair=True)  # another process may have built it while we waited
+        # Another process may have built it while we waited.
+        entry = cache.lookup(fp, repair=True, suffix=suffix)
         if entry is not None:
             return entry, False
         timing_cache = job.timing_cache or str(cache.dir / f"timing-{_safe(env.gpu_name)}-"
@@ -88,7 +92,7 @@ def build(job: BuildJob, log: Callable[[str], None] = lambda m: None,
         metadata = {"builder": job.builder, "onnx_path": str(Path(job.onnx_path).resolve()),
                     "build_seconds": round(seconds, 3),
                     "depends_on": fingerprint_inputs(onnx_sha, env, job.options)}
-        return cache.store(job.model, fp, data, metadata), True
+        return cache.store(job.model, fp, data, metadata, suffix=suffix), True
 
 
 def onnx_sha256(path: str) -> str:

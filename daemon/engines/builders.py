@@ -121,15 +121,27 @@ def inspect_engine(engine_bytes: bytes) -> str:
 # -- ONNX Runtime ----------------------------------------------------------------------------------
 
 
+# ONNX Runtime's severity levels: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal.
+_ORT_ERROR = 3
+
+
 def build_onnxruntime_optimized(onnx_path: str, options: BuildOptions, timing_cache: str | None,
                                 log: Callable[[str], None]) -> bytes:
     import onnxruntime as ort
 
+    # This runs in the build process only, so the process-wide logger may be quietened: what
+    # ONNX Runtime warns about here reached the user's terminal as coloured noise. Errors
+    # still raise (and are reported with the build's failure).
+    ort.set_default_logger_severity(_ORT_ERROR)
+    # EXTENDED, not ALL: the layout transforms of ALL (NCHWc) are specific to this CPU's vector
+    # width, and a serialized model keeps them, so a cache shared with another CPU would serve a
+    # model made for this one. The session that loads the optimized model applies ALL itself.
     level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if options.optimization_level <= 1
-             else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+             else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "optimized.onnx")
         so = ort.SessionOptions()
+        so.log_severity_level = _ORT_ERROR
         so.graph_optimization_level = level
         so.optimized_model_filepath = out
         try:
@@ -141,6 +153,8 @@ def build_onnxruntime_optimized(onnx_path: str, options: BuildOptions, timing_ca
 
 
 BUILDERS = {"tensorrt": build_tensorrt, "onnxruntime": build_onnxruntime_optimized}
+# What each builder's bytes are, as the cache names them: an ONNX model is not an engine.
+ARTIFACT_SUFFIX = {"tensorrt": ".engine", "onnxruntime": ".onnx"}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -1,9 +1,11 @@
 """The engine cache: one file per fingerprint, written atomically, checked before use.
 
-    <cache>/engines/<fingerprint>.engine   the serialized engine
-    <cache>/engines/<fingerprint>.json     metadata (model name, what it depends on), written last,
-                                           with the engine's sha256
-    <cache>/engines/<fingerprint>.lock             held while that engine is being built
+    <cache>/engines/<fingerprint>.engine   the serialized engine (TensorRT)
+    <cache>/engines/<fingerprint>.onnx     or the optimized ONNX model (the ONNX Runtime builder):
+                                           each artifact is named for what it is
+    <cache>/engines/<fingerprint>.json     metadata (model name, what it depends on, the artifact's
+                                           file name), written last, with the artifact's sha256
+    <cache>/engines/<fingerprint>.lock     held while that engine is being built
 
 An engine without metadata, or whose bytes do not match the recorded checksum
 (a crash mid-write, a full disk, bit rot), is treated as absent and removed,
@@ -29,6 +31,7 @@ from ..filelock import lock_fd
 log = logging.getLogger("trtd.engines")
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+ENGINE_SUFFIX = ".engine"  # the default artifact, and what entries written before "file" existed use
 
 
 class CacheError(RuntimeError):
@@ -67,11 +70,15 @@ class EngineCache:
     def __init__(self, root: str | Path):
         self.dir = Path(root) / "engines"
 
-    def _paths(self, fp: str) -> tuple[Path, Path]:
+    def _paths(self, fp: str, suffix: str = ENGINE_SUFFIX) -> tuple[Path, Path]:
         # By fingerprint alone: the same ONNX and options give the same engine whatever
         # a model is called, so `trtd build` and a daemon share it.
         stem = _SAFE.sub("_", fp)
-        return self.dir / f"{stem}.engine", self.dir / f"{stem}.json"
+        return self.dir / f"{stem}{suffix}", self.dir / f"{stem}.json"
+
+    def _artifact(self, meta: Path, metadata: dict) -> Path:
+        # Only a bare name from the file: metadata never points outside the cache.
+        return self.dir / Path(metadata.get("file") or meta.with_suffix(ENGINE_SUFFIX).name).name
 
     def _ensure_dir(self) -> None:
         try:
@@ -82,13 +89,13 @@ class EngineCache:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def lookup(self, fp: str, repair: bool = False) -> CacheEntry | None:
-        """The entry for this fingerprint if it is complete and intact.
+    def lookup(self, fp: str, repair: bool = False, suffix: str = ENGINE_SUFFIX) -> CacheEntry | None:
+        """The entry for this fingerprint if it is complete and intact (`suffix`: the artifact's).
 
         A broken entry is removed only with repair=True, which callers pass while they
         hold the build lock: without it, a writer between its two writes would lose its engine.
         """
-        engine, meta = self._paths(fp)
+        engine, meta = self._paths(fp, suffix)
         if not engine.exists() and not meta.exists():
             return None
         problem = self._check(engine, meta)
@@ -134,7 +141,7 @@ class EngineCache:
                 metadata = json.loads(meta.read_text())
             except (OSError, ValueError):
                 metadata = {}
-            found.append(CacheEntry(metadata.get("fingerprint", "?"), meta.with_suffix(".engine"),
+            found.append(CacheEntry(metadata.get("fingerprint", "?"), self._artifact(meta, metadata),
                                     meta, metadata))
         return found
 
@@ -144,10 +151,11 @@ class EngineCache:
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def store(self, model: str, fp: str, engine_bytes: bytes, metadata: dict) -> CacheEntry:
+    def store(self, model: str, fp: str, engine_bytes: bytes, metadata: dict,
+              suffix: str = ENGINE_SUFFIX) -> CacheEntry:
         self._ensure_dir()
-        engine, meta = self._paths(fp)
-        record = dict(metadata, model=model, fingerprint=fp, bytes=len(engine_bytes),
+        engine, meta = self._paths(fp, suffix)
+        record = dict(metadata, model=model, fingerprint=fp, bytes=len(engine_bytes), file=engine.name,
                       sha256=hashlib.sha256(engine_bytes).hexdigest(),
                       stored_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         try:
@@ -188,6 +196,7 @@ class EngineCache:
         entries = self.entries()
         for entry in entries:
             self.remove(entry)
-        for stray in list(self.dir.glob("*.engine")) + list(self.dir.glob(".*.tmp")) if self.dir.is_dir() else []:
+        patterns = ("*.engine", "*.onnx", ".*.tmp")  # artifacts whose metadata never got written
+        for stray in [p for pattern in patterns for p in self.dir.glob(pattern)] if self.dir.is_dir() else []:
             self._remove(stray)
         return len(entries)

@@ -33,7 +33,7 @@ def add_build_parser(sub) -> None:
     p.add_argument("--exclude-lean-runtime", action="store_true",
                    help="with --version-compatible: do not embed the lean runtime")
     p.add_argument("--builder", choices=["tensorrt", "onnxruntime"], default="tensorrt",
-                   help="onnxruntime writes an optimized ONNX model instead (no TensorRT needed)")
+                   help="onnxruntime writes an optimized ONNX model (.onnx) instead: no TensorRT, no GPU")
     p.add_argument("--device", type=int, default=0)
     p.add_argument("--inspect", action="store_true", help="print per-layer precision and tactics")
     p.add_argument("-o", "--output", help="also copy the result here")
@@ -65,26 +65,80 @@ def _onnx_inputs(path: str) -> dict[str, list[int]]:
     return inputs
 
 
-def run_build(args: argparse.Namespace) -> int:
+def _missing_library() -> str | None:
+    from .trt import TensorRTUnavailable, import_tensorrt
+
+    install = "pip install tensorrt, from NVIDIA's package index"
     try:
-        profiles = parse_profiles(_profile_groups(args.profile))
-        if args.builder == "tensorrt":
-            check_against_model(profiles, _onnx_inputs(args.onnx))
-        options = BuildOptions(profiles=tuple(profiles), workspace_bytes=args.workspace * 2**20,
-                               optimization_level=args.opt_level,
-                               hardware_compatible=args.hardware_compatible,
-                               version_compatible=args.version_compatible,
-                               exclude_lean_runtime=args.exclude_lean_runtime,
-                               plugins=tuple(str(Path(p).resolve()) for p in args.plugin))
-        job = BuildJob(model=args.name or Path(args.onnx).stem, onnx_path=args.onnx, options=options,
-                       builder=args.builder, cache_root=args.cache_dir,
-                       timing_cache=args.timing_cache, device=args.device)
-        entry, built = build(job, log=lambda line: print(line, file=sys.stderr))
+        trt = import_tensorrt()
+    except TensorRTUnavailable:
+        return f"the TensorRT library: {install}"
+    if not trt.can_build:
+        return (f"the full TensorRT library: only the lean runtime {trt.version} is here (it runs "
+                f"engines, it cannot build them); {install}")
+    return None
+
+
+def _missing_gpu(device: int) -> str | None:
+    from .. import cuda
+
+    if not cuda.available():
+        return 'a GPU: cuda-python is not installed (pip install "trtd[cuda]"), so no GPU can be used'
+    try:
+        count = cuda.device_count()
+    except cuda.CudaError as exc:
+        return f"a GPU: {exc}"
+    if device >= count:
+        return f"GPU {device}: this machine has {count} GPU(s)" + (" (choose one with --device)" if count else "")
+    return None
+
+
+def tensorrt_build_problem(onnx: str, device: int) -> str | None:
+    """Why a TensorRT engine cannot be built here, and what works instead; None if it can."""
+    missing = [m for m in (_missing_library(), _missing_gpu(device)) if m]
+    if not missing:
+        return None
+    instead = [(f"trtd build {onnx} --builder onnxruntime", "an optimized ONNX model for the CPU, cached the same way"),
+               (f"trtd serve --model NAME={onnx}", "serves the ONNX model with ONNX Runtime as it is")]
+    width = max(len(command) for command, _ in instead)
+    return "\n".join(["a TensorRT engine cannot be built on this machine. Missing:",
+                      *(f"  - {m}" for m in missing), "What works without them:",
+                      *(f"  {command.ljust(width)}   {what}" for command, what in instead)])
+
+
+def build_job(args: argparse.Namespace) -> BuildJob:
+    """The job `trtd build ARGS` asks for; for TensorRT, its profiles checked against the model."""
+    profiles = parse_profiles(_profile_groups(args.profile))
+    if args.builder == "tensorrt":
+        check_against_model(profiles, _onnx_inputs(args.onnx))
+    options = BuildOptions(profiles=tuple(profiles), workspace_bytes=args.workspace * 2**20,
+                           optimization_level=args.opt_level,
+                           hardware_compatible=args.hardware_compatible,
+                           version_compatible=args.version_compatible,
+                           exclude_lean_runtime=args.exclude_lean_runtime,
+                           plugins=tuple(str(Path(p).resolve()) for p in args.plugin))
+    return BuildJob(model=args.name or Path(args.onnx).stem, onnx_path=args.onnx, options=options,
+                    builder=args.builder, cache_root=args.cache_dir,
+                    timing_cache=args.timing_cache, device=args.device)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    # Every problem at once: a wrong profile and a machine that cannot build are both worth
+    # knowing before the next try.
+    problems = []
+    blocked = tensorrt_build_problem(args.onnx, args.device) if args.builder == "tensorrt" else None
+    try:
+        job = build_job(args)
+        if blocked is None:
+            entry, built = build(job, log=lambda line: print(line, file=sys.stderr))
     except (ProfileError, ValueError, BuildError, CacheError, ImportError) as exc:
-        print(f"trtd build: {exc}", file=sys.stderr)
-        return 1
+        problems.append(str(exc))
     except Exception as exc:  # e.g. onnx's own errors for a corrupt file
-        print(f"trtd build: {args.onnx}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        problems.append(f"{args.onnx}: {type(exc).__name__}: {exc}")
+    problems += [blocked] if blocked else []
+    for problem in problems:
+        print(f"trtd build: {problem}", file=sys.stderr)
+    if problems:
         return 1
     print(f"{'built' if built else 'cached'}: {entry.engine_path} ({entry.metadata['bytes']} bytes, "
           f"fingerprint {entry.fingerprint})")
