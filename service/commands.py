@@ -2,7 +2,8 @@
 
 Linux: a systemd unit (service/systemd.py). Windows: a service on pywin32's framework
 (service/windows.py). Where systemd is not running (a container, a chroot, CI), install prints
-the unit and the steps instead of running them.
+the unit and the steps instead of running them, and exits 1: nothing was installed. `--print`
+prints them anywhere and exits 0.
 """
 
 from __future__ import annotations

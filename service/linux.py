@@ -63,19 +63,15 @@ def _install(args, scope: str) -> int:
                   f"service, so it could not start; install trtd outside /tmp and /var/tmp "
                   f"(e.g. python3 -m venv /opt/trtd)", file=sys.stderr)
     steps = systemd.install_steps(opts, config_exists=config.exists())
-    if args.print_only or not systemd.systemd_running() or (scope == "system" and not systemd.is_root()):
-        why = ("as asked" if args.print_only else
-               "systemd is not running on this machine" if not systemd.systemd_running()
-               else "a system-wide install needs root (sudo)")
-        print(f"# Not installing ({why}). The unit, {systemd.unit_path(scope)}:\n")
-        print(systemd.render_unit(opts))
-        print("# Steps:")
-        for i, step in enumerate(steps, 1):
-            print(f"#  {i}. {step.describe()}")
-        if not config.exists():
-            print(f"\n# The configuration, {config}:\n")
-            print(systemd.default_config_text(scope))
-        return 0 if args.print_only or not systemd.systemd_running() else 1
+    blocked, remedy = _install_blocked(scope, config)
+    if args.print_only or blocked:
+        _print_plan(opts, steps, config, "as asked" if args.print_only else blocked)
+        if args.print_only:
+            return 0
+        # Nothing was installed: a script (or a person reading only the exit status) must know.
+        print(f"trtd service install: nothing was installed: {blocked}. The plan is above (`--print` "
+              f"prints it without this error); {remedy}", file=sys.stderr)
+        return 1
     rc = _run_steps(steps, "install", scope)
     if rc == 0:
         print(f"\ntrtd is installed and started ({scope} service). `trtd service status` shows it; "
@@ -83,6 +79,31 @@ def _install(args, scope: str) -> int:
         if scope == "system":
             print("Users in the 'trtd' group can use it: usermod -aG trtd USER (then log in again).")
     return rc
+
+
+def _install_blocked(scope: str, config: Path) -> tuple[str, str]:
+    """Why install cannot run its steps here, and what to do instead (("", "") when it can)."""
+    from . import systemd
+
+    if not systemd.systemd_running():
+        return ("systemd is not running on this machine",
+                f"without systemd, run the daemon in the foreground: trtd serve --config {config}")
+    if scope == "system" and not systemd.is_root():
+        return "a system-wide install needs root", "run it with sudo, or install a user service (--user)"
+    return "", ""
+
+
+def _print_plan(opts, steps, config: Path, why: str) -> None:
+    from . import systemd
+
+    print(f"# Not installing ({why}). The unit, {systemd.unit_path(opts.scope)}:\n")
+    print(systemd.render_unit(opts))
+    print("# Steps:")
+    for i, step in enumerate(steps, 1):
+        print(f"#  {i}. {step.describe()}")
+    if not config.exists():
+        print(f"\n# The configuration, {config}:\n")
+        print(systemd.default_config_text(opts.scope))
 
 
 def _run_steps(steps, what: str, scope: str) -> int:

@@ -82,19 +82,33 @@ def test_install_steps_create_group_and_account_and_enable_lingering(tmp_path):
     assert user_steps[-1].startswith("systemctl --user enable --now")
 
 
-def test_install_without_systemd_prints_the_unit_and_the_steps(tmp_path):
+@pytest.mark.parametrize("scope", [[], ["--user"]], ids=["system", "user"])
+def test_install_without_systemd_prints_the_plan_and_fails(tmp_path, scope):
     if systemd.systemd_running():
         pytest.skip("systemd runs here: install would really install")
     config = tmp_path / "etc" / "trtd.toml"
-    run = subprocess.run([sys.executable, "-m", "trtd.daemon", "service", "install", "--config", str(config)],
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run
+    run = subprocess.run([sys.executable, "-m", "trtd.daemon", "service", "install", *scope, "--config",
+                          str(config)], capture_output=True, text=True, timeout=60)
+    # Nothing was installed, so a script must not read success.
+    assert run.returncode == 1, run
     assert "systemd is not running on this machine" in run.stdout
     assert "Type=notify" in run.stdout and "enable --now trtd.service" in run.stdout
+    assert run.stderr.startswith("trtd service install: nothing was installed: systemd is not running")
+    assert f"trtd serve --config {config}" in run.stderr
     assert not config.exists()  # printed, not written
     status = subprocess.run([sys.executable, "-m", "trtd.daemon", "service", "status", "--user",
                              "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert status.returncode == 1 and "no user service is installed" in status.stdout
+
+
+def test_install_print_prints_the_plan_and_succeeds_wherever_it_runs(tmp_path):
+    config = tmp_path / "etc" / "trtd.toml"
+    run = subprocess.run([sys.executable, "-m", "trtd.daemon", "service", "install", "--user", "--print",
+                          "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stderr == "", run
+    assert run.stdout.startswith("# Not installing (as asked).")
+    assert "Type=notify" in run.stdout and "systemctl --user enable --now" in run.stdout
+    assert not config.exists()
 
 
 @pytest.mark.parametrize("scope", ["system", "user"])
