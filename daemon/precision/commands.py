@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import shutil
 import sys
 
@@ -28,8 +30,11 @@ def add_parser(sub) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        variant = convert(args.onnx, args.precision, args.calibration, args.calibration_method,
-                          args.cache_dir, keep_io_types=not args.fp16_io, int8_target=args.target)
+        # ONNX Runtime's histogram calibrators print their progress (entropy, percentile): not
+        # this command's output, which scripts read.
+        with contextlib.redirect_stdout(io.StringIO()):
+            variant = convert(args.onnx, args.precision, args.calibration, args.calibration_method,
+                              args.cache_dir, keep_io_types=not args.fp16_io, int8_target=args.target)
     except (ConvertError, SampleError) as exc:
         print(f"trtd convert: {exc}", file=sys.stderr)
         return 1
