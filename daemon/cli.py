@@ -140,7 +140,7 @@ def readiness(status) -> Readiness:
 def _status(args) -> int:
     if args.wait_ready:
         return wait_ready(args.endpoint, args.timeout or _WAIT_READY_TIMEOUT_S, args.json)
-    return print_status(args.endpoint, args.timeout or _STATUS_TIMEOUT_S, args.json)
+    return print_status(args.endpoint, args.timeout or _STATUS_TIMEOUT_S, args.json, readiness_exit=True)
 
 
 def _fetch_status(endpoint: str | None, timeout: float):
@@ -150,8 +150,11 @@ def _fetch_status(endpoint: str | None, timeout: float):
         return c.status()
 
 
-def print_status(endpoint: str | None, timeout: float, as_json: bool = False) -> int:
-    """Print the daemon's status; the exit status says whether every model is ready."""
+def print_status(endpoint: str | None, timeout: float, as_json: bool = False,
+                 readiness_exit: bool = False) -> int:
+    """Print the daemon's status. The exit status: with readiness_exit (`trtd status`) whether
+    every model is ready (STATUS_*); without (`trtd service status`, which says whether the
+    service serves, right after a start too, while models may still load) 0 once it answered."""
     from trtd.protocol.endpoint import EndpointError
     from trtd.sdk import TrtdError
 
@@ -163,7 +166,8 @@ def print_status(endpoint: str | None, timeout: float, as_json: bool = False) ->
     except TrtdError as exc:
         print(f"trtd status: {exc}", file=sys.stderr)
         return STATUS_UNREACHABLE
-    return _show_status(status, as_json)
+    code = _show_status(status, as_json)
+    return code if readiness_exit else STATUS_READY
 
 
 def wait_ready(endpoint: str | None, timeout: float, as_json: bool = False) -> int:
