@@ -179,26 +179,16 @@ def wait_ready(endpoint: str | None, timeout: float, as_json: bool = False) -> i
     from trtd.protocol.endpoint import EndpointError
     from trtd.sdk import DaemonNotRunning, DaemonTimeout, TrtdError
 
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            status = _fetch_status(endpoint, max(min(_STATUS_TIMEOUT_S, remaining), 0.5))
-        except EndpointError as exc:
-            print(f"trtd status: {exc}", file=sys.stderr)
-            return STATUS_USAGE
-        except (DaemonNotRunning, DaemonTimeout) as exc:
-            status, unreachable = None, exc
-        except TrtdError as exc:  # refused, or another protocol: waiting will not change it
-            print(f"trtd status: {exc}", file=sys.stderr)
-            return STATUS_UNREACHABLE
-        if status is not None and readiness(status).code != STATUS_LOADING:
-            break
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(min(_WAIT_READY_POLL_S, max(deadline - time.monotonic(), 0)))
-    if status is None:
-        print(f"trtd status: no daemon answered within {timeout:g}s: {unreachable}", file=sys.stderr)
+    try:
+        status = _poll_until_settled(endpoint, time.monotonic() + timeout)
+    except EndpointError as exc:
+        print(f"trtd status: {exc}", file=sys.stderr)
+        return STATUS_USAGE
+    except (DaemonNotRunning, DaemonTimeout) as exc:
+        print(f"trtd status: no daemon answered within {timeout:g}s: {exc}", file=sys.stderr)
+        return STATUS_UNREACHABLE
+    except TrtdError as exc:  # refused, or another protocol: waiting would not change it
+        print(f"trtd status: {exc}", file=sys.stderr)
         return STATUS_UNREACHABLE
     code = _show_status(status, as_json)
     if code == STATUS_LOADING:
@@ -207,9 +197,28 @@ def wait_ready(endpoint: str | None, timeout: float, as_json: bool = False) -> i
     return code
 
 
+def _poll_until_settled(endpoint: str | None, deadline: float):
+    """The first status in which no model is loading any more, else the last one at `deadline`;
+    a daemon that is not there (yet) is asked again until then, and its error raised after."""
+    import time
+
+    from trtd.sdk import DaemonNotRunning, DaemonTimeout
+
+    while True:
+        try:
+            status = _fetch_status(endpoint, max(min(_STATUS_TIMEOUT_S, deadline - time.monotonic()), 0.5))
+        except (DaemonNotRunning, DaemonTimeout):
+            if time.monotonic() >= deadline:
+                raise
+        else:
+            if readiness(status).code != STATUS_LOADING or time.monotonic() >= deadline:
+                return status
+        time.sleep(min(_WAIT_READY_POLL_S, max(deadline - time.monotonic(), 0)))
+
+
 def _show_status(status, as_json: bool) -> int:
-    """Print `status` (a table, or JSON as SPEC 6.8 has it) and the models that are not ready,
-    on stderr; return the exit status."""
+    """Print `status` (a table, or JSON as SPEC 6.8 has it) and, on stderr, the models that
+    failed to load; return the readiness exit status."""
     from dataclasses import asdict
 
     if as_json:
