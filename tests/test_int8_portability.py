@@ -11,22 +11,15 @@ instructions, and so the same figures, on whatever host runs the suite.
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from trtd.daemon.precision.convert import convert
-from trtd.daemon.precision.datasets import shapes
+from trtd.bench.int8_portability import make_variants, validate_on
 
-MODEL = Path(__file__).parent.parent / "bench" / "models" / "shapes_classifier.onnx"
-# Zen 2: AVX2 and FMA, no AVX-512, no VNNI (qemu -cpu help lists the models).
+# Zen 2: AVX2 and FMA, no AVX-512, no VNNI (qemu-x86_64 -cpu help lists the models).
 AVX2_ONLY_CPU = "EPYC-Rome-v1"
 
 pytestmark = pytest.mark.skipif(
@@ -38,33 +31,13 @@ pytestmark = pytest.mark.skipif(
 def variants(tmp_path_factory):
     """The classifier's two INT8 variants, and calibration and test samples from its data."""
     folder = tmp_path_factory.mktemp("int8")
-    np.savez(folder / "calib.npz", x=shapes(64, seed=6)[0])
-    np.savez(folder / "test.npz", x=shapes(128, seed=5)[0])
-    made = {target: convert(MODEL, "int8", folder / "calib.npz", cache_root=folder, int8_target=target)
-            for target in ("portable", "tensorrt")}
-    return folder, made
-
-
-def _validate(candidate: Path, folder: Path, emulated_cpu: str | None) -> dict:
-    """`trtd validate` with the gate the precision tests use; natively or on an emulated CPU."""
-    report = folder / f"report-{candidate.stem}-{emulated_cpu or 'native'}.json"
-    command = [sys.executable, "-m", "trtd.daemon", "validate", str(candidate), "--data", str(folder / "test.npz"),
-               "--min-cosine", "0.999", "--min-top1", "0.95", "--json", str(report)]
-    if emulated_cpu:
-        # -0 keeps argv[0] the virtual environment's interpreter, so it finds its packages.
-        command = ["qemu-x86_64", "-cpu", emulated_cpu, "-0", sys.executable, os.path.realpath(sys.executable),
-                   *command[1:]]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert out.returncode in (0, 1) and report.is_file(), out.stdout + out.stderr
-    result = json.loads(report.read_text())
-    assert result["passed"] == (out.returncode == 0), out.stdout
-    return result
+    return folder, make_variants(folder)
 
 
 def test_portable_int8_gives_the_same_answers_on_an_avx2_cpu_as_on_this_one(variants):
     folder, made = variants
-    native = _validate(made["portable"].path, folder, None)
-    emulated = _validate(made["portable"].path, folder, AVX2_ONLY_CPU)
+    native = validate_on(made["portable"].path, folder, None)
+    emulated = validate_on(made["portable"].path, folder, AVX2_ONLY_CPU)
     assert native["passed"] and emulated["passed"], (native, emulated)
     # No saturation: the emulated CPU's integer sums are exact, as VNNI's and ARM's are.
     assert abs(native["outputs"]["output"]["rel_l2"] - emulated["outputs"]["output"]["rel_l2"]) < 1e-4
@@ -75,7 +48,7 @@ def test_full_range_int8_saturates_on_an_avx2_cpu_and_the_gate_rejects_it(varian
     the gate must say so. Also the proof that the emulated CPU lacks VNNI, without which the
     test above would show nothing."""
     folder, made = variants
-    emulated = _validate(made["tensorrt"].path, folder, AVX2_ONLY_CPU)
+    emulated = validate_on(made["tensorrt"].path, folder, AVX2_ONLY_CPU)
     assert not emulated["passed"], emulated
     assert emulated["outputs"]["output"]["rel_l2"] > 0.1
     assert any("target is tensorrt" in note for note in emulated["notes"])
