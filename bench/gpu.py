@@ -165,7 +165,7 @@ def bench_workload(w: Workload, client, floor: Floor, plan: Plan, torch, device,
         t = handle.last_timing
         daemon_splits.append((t.h2d_us, t.compute_us, t.d2h_us))
 
-    bench_model = BenchModel(w.model, w.input_shape, w.output_shape, heavy=True)
+    bench_model = BenchModel.builtin(w.model, w.input_shape, w.output_shape, heavy=True)
     steps = {"floor": floor.step(x, infer_message(bench_model)), "in_process": in_process,
              "daemon_copy": lambda: handle(x), "daemon_zero_copy": zero_copy}
     progress.start(f"{w.label}: {plan.iterations} timed x {len(steps)} systems")

@@ -1,9 +1,14 @@
 """`trtd bench`: the daemon side by side with in-process execution and peer servers, in one run.
 
-    trtd bench [--models mlp,nearzero224,resnet18] [--concurrency 1,2,4,8]
-               [--duration S | --count N] [--peers triton] [--out DIR]
+    trtd bench [--models mlp,nearzero224,resnet18] [--model NAME=PATH [--shape NAME:INPUT=DIMS]]
+               [--concurrency 1,2,4,8] [--duration S | --count N] [--peers triton] [--out DIR]
                [--json PATH] [--markdown PATH] [--plots DIR] [--compare OLD.json]
                [--device cuda:0]
+
+Your own ONNX model: `--model NAME=PATH` (repeatable; alone it replaces the default built-ins,
+add --models to run both). Its inputs come from the model; a dynamic first dimension is 1, any
+other dynamic dimension needs `--shape NAME:INPUT=DIMS` (DIMS like 1x3x224x224). See
+trtd.bench.workloads.
 
 Two parts, both on this machine in this run:
 
@@ -36,6 +41,7 @@ from pathlib import Path
 
 from . import latency as single
 from .sweep import Point, PointFailed, run_point
+from .workloads import own_models
 
 TRTD_SYSTEMS = ("in_process", "daemon_copy", "daemon_zero_copy")
 TRITON_SYSTEMS = ("triton_http", "triton_grpc", "triton_grpc_shm")
@@ -109,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trtd bench", description=__doc__.split("\n\n")[0].split("`trtd bench`: ")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Floor = " + single.FLOOR_DEFINITION + ".")
-    parser.add_argument("--models", default=DEFAULT_MODELS,
-                        help=f"comma-separated subset of {','.join(single.MODELS)} (default: {DEFAULT_MODELS})")
+    parser.add_argument("--models", default=None,
+                        help=f"comma-separated subset of {','.join(single.MODELS)} (default: "
+                             f"{DEFAULT_MODELS}; none when --model is given)")
+    single.add_own_model_options(parser)
     parser.add_argument("--concurrency", type=_int_list, default=[1, 2, 4, 8], metavar="N,N,...",
                         help="client processes per sweep point (default: 1,2,4,8)")
     run = parser.add_mutually_exclusive_group()
@@ -164,13 +172,11 @@ def _ort_settings() -> dict:
 def run_sweep(report: BenchReport, args, plans: list[single.Plan]) -> None:
     import psutil
 
-    from trtd.daemon.builtin_models import builtin_model_path
-
     duration = 0.0 if args.count else (args.duration if args.duration is not None else 2.0)
     count = args.count or 0
     models = [plan.model for plan in plans]
     for model in models:
-        builtin_model_path(model.name)
+        model.source()  # a built-in is generated here, once, not by every client process
     with ExitStack() as stack:
         tmpdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trtd-bench-sweep-")))
         endpoint, daemon = stack.enter_context(single.started_daemon(plans, tmpdir))
@@ -183,6 +189,10 @@ def run_sweep(report: BenchReport, args, plans: list[single.Plan]) -> None:
         bar = stack.enter_context(_progress_bar(len(models) * len(systems) * len(args.concurrency)))
         for model in models:
             for system in systems:
+                if system.startswith("triton_") and not _triton_can_run(model):
+                    report.failed_points.append(f"{model.name} {system}: not run: {TRITON_LIMIT}")
+                    bar.update(len(args.concurrency))
+                    continue
                 for n in args.concurrency:
                     bar.set_description(f"{model.name} {system} x{n}")
                     if system.startswith("triton_"):
@@ -194,7 +204,7 @@ def run_sweep(report: BenchReport, args, plans: list[single.Plan]) -> None:
                         env, serving = triton.worker_env(), (lambda: server_processes(triton))
                     else:
                         argv = [sys.executable, "-m", "trtd.bench.load_worker", "--system", system,
-                                "--model", model.name, "--endpoint", endpoint, "--warmup",
+                                "--model", model.to_json(), "--endpoint", endpoint, "--warmup",
                                 str(args.warmup), "--duration", str(duration), "--count", str(count)]
                         env = None
                         serving = (lambda: []) if system == "in_process" else (lambda: [daemon_proc])
@@ -206,15 +216,26 @@ def run_sweep(report: BenchReport, args, plans: list[single.Plan]) -> None:
                     bar.update(1)
 
 
-def _start_triton(report: BenchReport, args, models, stack):
-    from trtd.daemon.builtin_models import builtin_model_path
+# The Triton peer's server and clients speak one float32 tensor "x" in and "y" out.
+TRITON_LIMIT = "the Triton peer runs the built-in models only (one float32 input x, one output y)"
 
+
+def _triton_can_run(model) -> bool:
+    return not model.path and model.single_float32_io
+
+
+def _start_triton(report: BenchReport, args, models, stack):
     from .peers import triton as peer
 
     env_dir = args.peer_env or peer.default_env_dir()
+    models = [m for m in models if _triton_can_run(m)]
+    if not models:
+        for system in TRITON_SYSTEMS:
+            report.unavailable[system] = TRITON_LIMIT
+        return None
     try:
         python = peer.ensure_env(env_dir, log=lambda msg: print(f"trtd bench: {msg}", file=sys.stderr))
-        specs = [{"name": m.name, "path": str(builtin_model_path(m.name)), "input": "x", "output": "y",
+        specs = [{"name": m.name, "path": m.source(), "input": "x", "output": "y",
                   "shape": list(m.input_shape), "output_shape": list(m.output_shape)} for m in models]
         print("trtd bench: starting Triton (PyTriton)...", file=sys.stderr)
         server = stack.enter_context(peer.triton_server(python, specs, _ort_settings(),
@@ -241,7 +262,8 @@ def judge_targets(report: BenchReport) -> None:
                                          f"{r.floor_p50_us:.1f} µs"))
     small = "mlp"
     tri = report.point(small, "triton_grpc_shm", 1)
-    for path in ("daemon_copy", "daemon_zero_copy"):
+    ran_small = any(p.model == small for p in report.points)
+    for path in ("daemon_copy", "daemon_zero_copy") if ran_small else ():
         ours = report.point(small, path, 1)
         value = (tri.latency.p50_us / ours.latency.p50_us) if tri and ours and tri.latency and ours.latency else None
         report.targets.append(Target(
@@ -295,12 +317,18 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     if args.device != "cpu":
+        if args.model or args.shape:
+            print("trtd bench: --model/--shape run in the CPU comparison; --device runs the GPU "
+                  "comparison on its own workloads", file=sys.stderr)
+            return 2
         from .gpu_compare import main as gpu_main
 
         return gpu_main(args, argv)
     try:
-        plans = single.make_plans(argparse.Namespace(models=args.models, iterations=args.iterations,
-                                                     warmup=None, block=None, settle=single.DEFAULT_SETTLE))
+        own = tuple(own_models(args.model, args.shape, single.MODELS))
+        plans = single.make_plans(argparse.Namespace(models=single.selected_models(args, DEFAULT_MODELS),
+                                                     iterations=args.iterations, warmup=None, block=None,
+                                                     settle=single.DEFAULT_SETTLE), own)
     except ValueError as exc:
         print(f"trtd bench: {exc}", file=sys.stderr)
         return 2

@@ -1,12 +1,14 @@
 """Latency benchmark: trtd vs in-process ONNX Runtime vs the transport floor.
 
     python -m trtd.bench.latency [--models mlp,nearzero224,resnet18,volume3d]
+                                 [--model NAME=PATH [--shape NAME:INPUT=DIMS]]
                                  [--iterations N] [--warmup N] [--block N] [--settle N]
                                  [--json PATH] [--markdown PATH] [--endpoint URL]
     trtd bench [the same options]
 
-For each selected built-in model, one run on one machine measures four systems
-on the same seeded float32 input:
+For each selected model (a built-in one, or your own ONNX file with --model
+NAME=PATH, see trtd.bench.workloads), one run on one machine measures four
+systems on the same seeded inputs:
 
 floor
     The least any out-of-process design with this transport could cost: a bare
@@ -86,6 +88,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .workloads import BenchModel, own_models
+
 TOLERANCE = 1e-5
 TARGET_RATIO = 2.0  # overhead p50 must be at most this many floor p50s
 
@@ -109,26 +113,14 @@ ZERO_COPY_NOTE = ("the zero-copy row excludes the client's write of the input: i
                   "into the zero_copy_inputs() views before timing")
 
 
-@dataclass(frozen=True)
-class BenchModel:
-    """A built-in model the benchmark knows: its input shape and how heavy one call is."""
-
-    name: str
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
-    heavy: bool  # tens of milliseconds a call: fewer iterations and smaller blocks
-
-    @property
-    def input_bytes(self) -> int:
-        return int(np.prod(self.input_shape)) * 4  # float32
-
-
+# The built-in models the benchmark knows: their shapes and how heavy one call is. A user's own
+# ONNX model (`trtd bench --model NAME=PATH`) is described from its file (trtd.bench.workloads).
 MODELS: dict[str, BenchModel] = {
     m.name: m for m in (
-        BenchModel("mlp", (1, 64), (1, 10), heavy=False),
-        BenchModel("nearzero224", (1, 3, 224, 224), (1, 3), heavy=False),
-        BenchModel("resnet18", (1, 3, 224, 224), (1, 5), heavy=True),
-        BenchModel("volume3d", (1, 1, 128, 256, 256), (1, 1, 128, 256, 256), heavy=True),
+        BenchModel.builtin("mlp", (1, 64), (1, 10), heavy=False),
+        BenchModel.builtin("nearzero224", (1, 3, 224, 224), (1, 3), heavy=False),
+        BenchModel.builtin("resnet18", (1, 3, 224, 224), (1, 5), heavy=True),
+        BenchModel.builtin("volume3d", (1, 1, 128, 256, 256), (1, 1, 128, 256, 256), heavy=True),
     )
 }
 DEFAULT_ITERATIONS = {False: 2000, True: 200}  # by BenchModel.heavy
@@ -196,7 +188,7 @@ class Correctness:
 @dataclass
 class ModelResult:
     model: str
-    input_shape: list[int]
+    input_shape: list[int]   # the first input's and output's (a built-in model has one of each)
     output_shape: list[int]
     input_bytes: int
     request_bytes: int  # the msgpack message the floor sends
@@ -211,6 +203,8 @@ class ModelResult:
     # over its recent requests of this model on both paths, warm-up included; None on --endpoint
     # (other clients' requests would be mixed in).
     daemon_side_p50_us: float | None = None
+    signature: str = ""  # every input and output: "x float32[1,64] -> y float32[1,10]"
+    path: str = ""       # the user's ONNX file ("" for a built-in model)
 
     @property
     def floor_p50_us(self) -> float:
@@ -242,8 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "transport floor, interleaved in one run.",
         epilog=f"Floor = {FLOOR_DEFINITION}. Target: daemon p50 - in-process p50 <= "
                f"{TARGET_RATIO:g} x floor p50.")
-    parser.add_argument("--models", default=",".join(MODELS),
-                        help=f"comma-separated subset of {','.join(MODELS)} (default: all)")
+    parser.add_argument("--models", default=None,
+                        help=f"comma-separated subset of {','.join(MODELS)} (default: all, or none "
+                             f"when --model is given)")
+    add_own_model_options(parser)
     parser.add_argument("--iterations", type=_positive_int, metavar="N",
                         help="timed iterations per system and model (default: "
                              f"{DEFAULT_ITERATIONS[False]}, {DEFAULT_ITERATIONS[True]} for "
@@ -264,6 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_own_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model NAME=PATH and --shape NAME:INPUT=DIMS: the user's own ONNX models, beside the built-ins."""
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="also benchmark your own ONNX model PATH, served as NAME; repeatable. Its "
+                             "inputs come from the model (seeded random data); a dynamic first "
+                             "dimension is 1 unless --shape says otherwise")
+    parser.add_argument("--shape", action="append", default=[], metavar="NAME:INPUT=DIMS",
+                        help="the shape INPUT of model NAME runs with, e.g. mine:x=1x3x224x224; "
+                             "needed for every dynamic dimension but the first; repeatable")
+
+
+def selected_models(args: argparse.Namespace, default: str) -> str:
+    """--models as given; else `default`, or no built-in at all when the user brought models."""
+    if args.models is not None:
+        return args.models
+    return "" if args.model else default
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -278,15 +292,19 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def make_plans(args: argparse.Namespace) -> list[Plan]:
+def make_plans(args: argparse.Namespace, own: tuple[BenchModel, ...] = ()) -> list[Plan]:
+    """Plans for the built-in models named in args.models, then for `own` (the user's models)."""
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
-    if unknown or not names:
+    if unknown or not (names or own):
+        files = [n for n in unknown if n.lower().endswith(".onnx") or "/" in n]
+        hint = (f"; to benchmark your own ONNX model use --model NAME=PATH, e.g. --model "
+                f"{Path(files[0]).stem}={files[0]}" if files else
+                "; your own ONNX model: --model NAME=PATH")
         raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(MODELS)}")
+                         f"choose from {', '.join(MODELS)}{hint}")
     plans = []
-    for name in dict.fromkeys(names):  # keeps order, drops repeats
-        model = MODELS[name]
+    for model in [MODELS[name] for name in dict.fromkeys(names)] + list(own):  # dict: drops repeats
         iterations = args.iterations or DEFAULT_ITERATIONS[model.heavy]
         warmup = args.warmup if args.warmup is not None else max(10, iterations // 10)
         block = min(args.block or DEFAULT_BLOCK[model.heavy], iterations)
@@ -347,7 +365,7 @@ def started_daemon(plans: list[Plan], tmpdir: Path) -> Iterator[tuple[str, subpr
     endpoint = _private_endpoint(tmpdir, "bench.sock")
     argv = [sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", endpoint, "--log-level", "WARNING"]
     for plan in plans:
-        argv += ["--model", f"{plan.model.name}=builtin:{plan.model.name}"]
+        argv += ["--model", plan.model.serve_flag()]
     # The lock file goes with the socket into our temp dir instead of accumulating, one per
     # temp endpoint, in the user's runtime dir.
     env = dict(os.environ, TRTD_RUNTIME_DIR=str(tmpdir))
@@ -462,12 +480,28 @@ class Floor:
         name = f"trtd_bench_{os.getpid()}_{secrets.token_hex(2)}"
         self._shm = shared_memory.SharedMemory(name=name, create=True, size=nbytes)
 
-    def step(self, x: np.ndarray, message: bytes) -> Callable[[], None]:
-        """One floor sample: memcpy x into the block, send, wait for the echo."""
-        dst = np.ndarray(x.shape, x.dtype, buffer=self._shm.buf)
-        send, recv, copyto = self._sock.send, self._sock.recv, np.copyto
+    def step(self, inputs: np.ndarray | list[np.ndarray], message: bytes) -> Callable[[], None]:
+        """One floor sample: memcpy the inputs into the block (at aligned offsets, as in a
+        region), send, wait for the echo."""
+        from trtd.protocol import align_up
 
-        def run() -> None:
+        arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+        pairs, offset = [], 0
+        for a in arrays:
+            pairs.append((np.ndarray(a.shape, a.dtype, buffer=self._shm.buf, offset=offset), a))
+            offset = align_up(offset + a.nbytes)
+        send, recv, copyto = self._sock.send, self._sock.recv, np.copyto
+        if len(pairs) > 1:
+            def run_many() -> None:
+                for dst, src in pairs:
+                    copyto(dst, src)
+                send(message)
+                recv()
+
+            return run_many
+        ((dst, x),) = pairs
+
+        def run() -> None:  # one input: no loop in the timed section
             copyto(dst, x)
             send(message)
             recv()
@@ -487,15 +521,16 @@ class Floor:
 
 def infer_message(model: BenchModel) -> bytes:
     """The bytes of an infer request like the SDK sends for this model (client-side encoded)."""
-    from trtd.protocol import InputRef, OutputRef, encode_request
+    from trtd.protocol import InputRef, OutputRef, encode_request, plan_slots
     from trtd.protocol import messages as m
 
-    out_bytes = int(np.prod(model.output_shape)) * 4
+    in_slots, end = plan_slots((t.name, t.nbytes) for t in model.inputs)
+    out_slots, _ = plan_slots(((t.name, t.nbytes) for t in model.outputs), start=end)
     request = m.Infer(
         client_id=1, model=model.name, region="trtd_0123abcd_ab12_1", token=secrets.token_hex(16),
-        inputs=[InputRef(name="x", dtype="float32", shape=list(model.input_shape), offset=0,
-                         nbytes=model.input_bytes)],
-        outputs=[OutputRef(name="y", offset=model.input_bytes, nbytes=out_bytes)],
+        inputs=[InputRef(name=t.name, dtype=t.dtype, shape=list(t.shape), offset=s.offset, nbytes=s.nbytes)
+                for t, s in zip(model.inputs, in_slots)],
+        outputs=[OutputRef(name=s.name, offset=s.offset, nbytes=s.nbytes) for s in out_slots],
     )
     return encode_request(request, 1)
 
@@ -570,31 +605,42 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
 
 
+def _by_name(result, names: list[str]) -> dict[str, np.ndarray]:
+    """The SDK's result (an array for one output, else a dict) as {output name: array}."""
+    return result if isinstance(result, dict) else {names[0]: result}
+
+
+def max_output_diff(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> float:
+    if set(got) != set(expected):
+        return float("inf")
+    return max((max_abs_diff(got[name], expected[name]) for name in expected), default=0.0)
+
+
 def bench_model(plan: Plan, client, floor: Floor, progress: Progress, own_daemon: bool) -> ModelResult:
     from trtd.daemon.backends.onnxruntime import create_session
-    from trtd.daemon.builtin_models import builtin_model_path
 
     model = plan.model
-    x = np.random.default_rng(0).standard_normal(model.input_shape, dtype=np.float32)
-    session = create_session(builtin_model_path(model.name))
-    feed = {session.get_inputs()[0].name: x}
+    feed = model.make_inputs()
+    session = create_session(model.source())
     handle = client.model(model.name)
+    # One input goes as the array itself, as applications with one input call it.
+    arg = next(iter(feed.values())) if len(feed) == 1 else feed
+    names = [o.name for o in session.get_outputs()]
 
     # Correctness, once, before timing: both daemon paths against ONNX Runtime in this process.
-    (expected,) = session.run(None, feed)
-    diff_copy = max_abs_diff(handle(x), expected)
-    slots = handle.zero_copy_inputs()
-    (slot,) = slots.values()
-    slot[...] = x  # the zero-copy input is written once, outside every timed section
-    (zero_copy_out,) = handle.run_zero_copy().values()
-    diff_zero_copy = max_abs_diff(zero_copy_out, expected)
-    del expected, zero_copy_out, slots, slot
+    expected = dict(zip(names, session.run(None, feed)))
+    diff_copy = max_output_diff(_by_name(handle(arg), names), expected)
+    slots = handle.zero_copy_inputs({t.name: t.shape for t in model.inputs})
+    for name, slot in slots.items():
+        slot[...] = feed[name]  # the zero-copy inputs are written once, outside every timed section
+    diff_zero_copy = max_output_diff(handle.run_zero_copy(), expected)
+    del expected, slots
 
     message = infer_message(model)
     steps: dict[str, Callable[[], object]] = {
-        "floor": floor.step(x, message),
+        "floor": floor.step(list(feed.values()), message),
         "in_process": lambda: session.run(None, feed),
-        "daemon_copy": lambda: handle(x),
+        "daemon_copy": lambda: handle(arg),
         "daemon_zero_copy": handle.run_zero_copy,
     }
     progress.start(f"{model.name}: {plan.warmup} warm-up + {plan.iterations} timed x {len(steps)} "
@@ -610,6 +656,7 @@ def bench_model(plan: Plan, client, floor: Floor, progress: Progress, own_daemon
         correctness=Correctness(diff_copy, diff_zero_copy), systems=systems,
         overheads={name: Overhead.of(systems[name], systems["in_process"], systems["floor"])
                    for name in DAEMON_SYSTEMS},
+        signature=model.signature(), path=model.path,
     )
     if own_daemon:
         for status in client.status().models:
@@ -619,11 +666,9 @@ def bench_model(plan: Plan, client, floor: Floor, progress: Progress, own_daemon
 
 
 def run_benchmark(plans: list[Plan], endpoint: str | None, progress: Progress) -> list[ModelResult]:
-    from trtd.daemon.builtin_models import builtin_model_path
-
     # Generate model files here first, so the daemon only reads finished files from the cache.
     for plan in plans:
-        builtin_model_path(plan.model.name)
+        plan.model.source()
     results = []
     with ExitStack() as stack:
         tmpdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trtd-bench-")))
@@ -634,7 +679,7 @@ def run_benchmark(plans: list[Plan], endpoint: str | None, progress: Progress) -
         floor_endpoint = stack.enter_context(echo_server(
             _private_endpoint(tmpdir, "floor.sock") if endpoint.startswith("ipc://")
             else "tcp://127.0.0.1:*"))
-        floor = Floor(floor_endpoint, max(plan.model.input_bytes for plan in plans))
+        floor = Floor(floor_endpoint, max(plan.model.input_region_bytes for plan in plans))
         stack.callback(floor.close)
         progress.start(f"connecting to the daemon at {endpoint}")
         client = stack.enter_context(connect(endpoint, daemon))
@@ -696,6 +741,9 @@ def collect_meta(argv: list[str], plans: list[Plan], endpoint: str | None) -> di
         },
         "iterations": {p.model.name: {"timed": p.iterations, "warmup": p.warmup, "block": p.block,
                                       "settle": p.settle} for p in plans},
+        # The user's own models: which file, and the shapes they ran with.
+        "own_models": {p.model.name: {"path": p.model.path, "signature": p.model.signature()}
+                       for p in plans if p.model.path},
         "definitions": {
             "floor": FLOOR_DEFINITION,
             "overhead": "daemon p50 - in-process p50, per daemon path",
@@ -717,6 +765,15 @@ def _shape(shape: list[int]) -> str:
     return "[" + ",".join(map(str, shape)) + "]"
 
 
+def _io(r: ModelResult) -> str:
+    """Inputs -> outputs; results written before `signature` existed were float32 x -> y."""
+    return r.signature or f"float32 {_shape(r.input_shape)} -> {_shape(r.output_shape)}"
+
+
+def inputs_text(r: ModelResult) -> str:
+    return r.signature.split(" -> ")[0] if r.signature else _shape(r.input_shape)
+
+
 def _bytes(n: int) -> str:
     for unit, size in (("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
@@ -733,7 +790,7 @@ def render_text(results: list[ModelResult]) -> str:
     lines = []
     header = f"  {'system':<24} {'p50':>9} {'p90':>9} {'p99':>9} {'mean':>9} {'max':>9}   (µs)"
     for r in results:
-        lines.append(f"\n{r.model}: float32 {_shape(r.input_shape)} -> {_shape(r.output_shape)}, "
+        lines.append(f"\n{r.model}: {_io(r)}, "
                      f"input {_bytes(r.input_bytes)}, request {r.request_bytes} B; "
                      f"{r.iterations} timed (+{r.warmup} warm-up) per system, blocks of {r.block} "
                      f"(+{r.settle} settle)")
@@ -757,7 +814,7 @@ def render_text(results: list[ModelResult]) -> str:
 
 
 def _markdown_summary_row(r: ModelResult) -> str:
-    cells = [r.model, f"{_shape(r.input_shape)} ({_bytes(r.input_bytes)})"]
+    cells = [r.model, f"{inputs_text(r)} ({_bytes(r.input_bytes)})"]
     cells += [_us(r.systems[name].p50_us) for name in SYSTEMS]
     cells += [f"{_us(r.overheads[n].overhead_p50_us)} µs ({r.overheads[n].ratio_to_floor:.2f}×)"
               for n in DAEMON_SYSTEMS]
@@ -780,7 +837,7 @@ def render_markdown(results: list[ModelResult], meta: dict) -> str:
     out += [_markdown_summary_row(r) for r in results]
     out += ["", f"\\* {ZERO_COPY_NOTE}.", "", "## Per model"]
     for r in results:
-        out += ["", f"### {r.model}: float32 {_shape(r.input_shape)} → {_shape(r.output_shape)}", "",
+        out += ["", f"### {r.model}: {_io(r).replace(' -> ', ' → ')}", "",
                 f"{r.iterations} timed iterations per system (+{r.warmup} warm-up), interleaved in "
                 f"blocks of {r.block}, each after {r.settle} untimed settle iterations; floor request "
                 f"{r.request_bytes} bytes."
@@ -838,7 +895,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error argparse already printed
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        plans = make_plans(args)
+        own = tuple(own_models(args.model, args.shape, MODELS))
+        args.models = selected_models(args, ",".join(MODELS))
+        plans = make_plans(args, own)
     except ValueError as exc:
         print(f"trtd bench: {exc}", file=sys.stderr)
         return 2

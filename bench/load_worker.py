@@ -3,6 +3,9 @@
     python -m trtd.bench.load_worker --system daemon_zero_copy --model mlp --endpoint ipc://...
                                      [--warmup N] [--duration S | --count N]
 
+--model is a built-in model's name, or a model as BenchModel.to_json() writes it (the user's
+own ONNX models, with the shapes the parent resolved).
+
 Systems: in_process (ONNX Runtime in this process, the daemon's session settings),
 daemon_copy (handle(x) through the SDK) and daemon_zero_copy (handle.run_zero_copy()
 with the input written once beforehand). See trtd.bench.load_loop for the
@@ -15,32 +18,39 @@ import argparse
 import sys
 from typing import Callable
 
-import numpy as np
-
 from .latency import MODELS
 from .load_loop import run_worker
+from .workloads import BenchModel
 
 SYSTEMS = ("in_process", "daemon_copy", "daemon_zero_copy")
 
 
-def make_call(system: str, model: str, endpoint: str) -> Callable[[], Callable[[], object]]:
+def model_arg(text: str) -> BenchModel:
+    if text.lstrip().startswith("{"):
+        return BenchModel.from_json(text)
+    try:
+        return MODELS[text]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"unknown model {text!r}; built-in: {', '.join(MODELS)}") from None
+
+
+def make_call(system: str, model: BenchModel, endpoint: str) -> Callable[[], Callable[[], object]]:
     def setup() -> Callable[[], object]:
-        x = np.random.default_rng(0).standard_normal(MODELS[model].input_shape, dtype=np.float32)
+        feed = model.make_inputs()  # the parent's seed: the same inputs in every process
         if system == "in_process":
             from trtd.daemon.backends.onnxruntime import create_session
-            from trtd.daemon.builtin_models import builtin_model_path
 
-            session = create_session(builtin_model_path(model))
-            feed = {session.get_inputs()[0].name: x}
+            session = create_session(model.source())
             return lambda: session.run(None, feed)
         from trtd.sdk import Client
 
         client = Client(endpoint=endpoint, timeout=60.0, name=f"trtd-bench-{system}")
-        handle = client.model(model)
+        handle = client.model(model.name)
         if system == "daemon_copy":
-            return lambda: handle(x)
-        (slot,) = handle.zero_copy_inputs().values()
-        slot[...] = x
+            arg = next(iter(feed.values())) if len(feed) == 1 else feed
+            return lambda: handle(arg)
+        for name, slot in handle.zero_copy_inputs({t.name: t.shape for t in model.inputs}).items():
+            slot[...] = feed[name]
         return handle.run_zero_copy
 
     return setup
@@ -49,7 +59,7 @@ def make_call(system: str, model: str, endpoint: str) -> Callable[[], Callable[[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trtd.bench.load_worker")
     parser.add_argument("--system", choices=SYSTEMS, required=True)
-    parser.add_argument("--model", choices=sorted(MODELS), required=True)
+    parser.add_argument("--model", type=model_arg, required=True, metavar="NAME|JSON")
     parser.add_argument("--endpoint", default="")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--duration", type=float, default=0.0)

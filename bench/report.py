@@ -75,7 +75,7 @@ def markdown(report: BenchReport, folder: Path) -> str:
                 "process (see Method).", ""]
         out += _md_table(("model", "input", "floor p50 µs", "in-process p50 µs", "trtd copy p50 µs",
                           "trtd zero-copy* p50 µs", "overhead copy", "overhead zero-copy*"),
-                         [(r.model, f"{single._shape(r.input_shape)} ({single._bytes(r.input_bytes)})",
+                         [(r.model, f"{single.inputs_text(r)} ({single._bytes(r.input_bytes)})",
                            *(single._us(r.systems[s].p50_us) for s in single.SYSTEMS),
                            *(f"{single._us(r.overheads[s].overhead_p50_us)} µs "
                              f"({r.overheads[s].ratio_to_floor:.2f}× floor)" for s in single.DAEMON_SYSTEMS))

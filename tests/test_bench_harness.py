@@ -130,3 +130,77 @@ def test_triton_peer_for_real(tmp_path):
         (point,) = [p for p in data["sweep"] if p["system"] == system]
         assert point["requests"] == 20 and point["errors"] == 0
     assert data["meta"]["peers"]["triton"]["triton"]
+
+
+# -- the user's own models -------------------------------------------------------------------------
+
+
+def _own_model(path: Path) -> Path:
+    """Two inputs sharing a dynamic batch N, H and W dynamic too: y[N,3] = mean(x) + table[ids]."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(30, dtype=np.float32).reshape(10, 3), "table")
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0),
+             helper.make_node("Add", ["flat", "rows"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "own",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], initializer=[table])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    return path
+
+
+def test_an_own_model_is_benched_beside_a_builtin(tmp_path):
+    model = _own_model(tmp_path / "own.onnx")
+    report = tmp_path / "r.json"
+    code = harness.main(["--models", "mlp", "--model", f"own={model}", "--shape", "own:x=2x3x8x8",
+                         "--concurrency", "1", "--count", "10", "--warmup", "2", "--iterations", "20",
+                         "--json", str(report)])
+    assert code == 0
+    data = json.loads(report.read_text())
+    own = data["single_client"]["own"]
+    # ids takes N from x's shape; the daemon's answers equal in-process ONNX Runtime's.
+    assert own["signature"] == "x float32[2,3,8,8], ids int64[2] -> y float32[2,3]"
+    assert own["correctness"]["ok"] and own["correctness"]["max_abs_diff_copy"] == 0.0
+    assert set(data["single_client"]) == {"mlp", "own"}
+    points = {(p["model"], p["system"]): p for p in data["sweep"]}
+    for system in SYSTEMS:
+        assert points[("own", system)]["requests"] == 10 and points[("own", system)]["errors"] == 0
+    assert data["meta"]["own_models"] == {"own": {"path": str(model.resolve()), "signature": own["signature"]}}
+    assert "--model own=" in data["meta"]["command"]
+
+
+def _bench(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "trtd.daemon", "bench", *args], capture_output=True,
+                          text=True, timeout=60, cwd=cwd)
+
+
+def test_a_dynamic_dimension_without_a_size_is_named(tmp_path):
+    model = _own_model(tmp_path / "own.onnx")
+    done = _bench("--model", f"own={model}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("trtd bench: model 'own': input 'x' [N, 3, H, W]: dimension 2 ('H') is "
+                                   "dynamic and no size was given; give the whole shape with "
+                                   "--shape own:x=1x3x<H>x<W>")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "tiny.onnx"], "use --model NAME=PATH, e.g. --model tiny=tiny.onnx"),
+    (["--model", "own={model}", "--shape", "own:x=2x4x8x8"], "dimension 1 is fixed at 3"),
+    (["--model", "own={model}", "--shape", "own:x=2x3x8x8", "--shape", "own:ids=3"],
+     "dimension 'N' is 2 in input 'x' and 3 here"),
+    (["--model", "own={model}", "--shape", "own:z=1"], "has no input 'z' (its inputs: x, ids)"),
+    (["--model", "own={model}", "--shape", "own:x=2x3xax8"], "whole numbers separated by 'x'"),
+    (["--model", "mlp={model}"], "'mlp' is a built-in model's name"),
+    (["--model", "own=missing.onnx"], "missing.onnx does not exist"),
+    (["--shape", "mlp:x=1x64"], "built-in models have fixed shapes"),
+])
+def test_own_model_usage_errors(args, message, tmp_path):
+    model = _own_model(tmp_path / "own.onnx")
+    done = _bench(*(a.format(model=model) for a in args), cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
