@@ -59,6 +59,9 @@ class DaemonCore:
         self.stop_requested = False
         # Set on stop: running requests finish and are answered, new work is refused.
         self.draining = False
+        self.refused_while_draining = 0  # new work answered OVERLOADED since, for the stop's log
+        # Connections sent a reply during the stop that they may not have read yet.
+        self.unread_replies: set[bytes] = set()
         self.shutdown_requester: bytes | None = None  # the connection that sent `shutdown`
         self.shutdown_acknowledged = False            # ... and has said goodbye since
         self.in_flight = 0  # requests a worker instance will answer (PENDING, not yet finished)
@@ -105,10 +108,13 @@ class DaemonCore:
 
     def handle(self, request: m.Request, call: Call):
         """The reply payload, or PENDING when a worker instance will finish the request."""
-        if self.draining and isinstance(request, _REFUSED_WHILE_DRAINING):
-            raise ProtocolError(ErrorCode.OVERLOADED,
-                                "the daemon is stopping (finishing the requests it has); "
-                                "retry when it is back")
+        if self.draining:
+            # A connection that sends again has read its earlier replies (an SDK connection
+            # waits for each): the stop need not keep the socket open for it.
+            self.unread_replies.discard(call.identity)
+            if isinstance(request, _REFUSED_WHILE_DRAINING):
+                self.refused_while_draining += 1
+                raise stopping.refused(request.OP)
         result = self._handlers[type(request)](request, call)
         if result is PENDING:
             self.in_flight += 1

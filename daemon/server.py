@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -28,14 +29,15 @@ from .core import PENDING, Call, DaemonCore
 from .instance import InstanceLock
 from .loader import Loaded
 from .notify import Notifier
-from .stopping import StopDeadline, exit_now
+from .stopping import DrainReport, StopDeadline, exit_now
 
 log = logging.getLogger("trtd.server")
 
 # Longest the loop sleeps before looking at signals and the reclaim timer.
 _TICK_S = 0.2
-# How long a `shutdown` requester that does not say goodbye has to read the acknowledgement.
-_SHUTDOWN_GRACE_S = 1.0
+# How long a client answered during a stop has to read that reply before the socket closes
+# (ended early once every such client has sent again, see _drain).
+_STOP_GRACE_S = 1.0
 # Upper bound on flushing the last replies at close (reached only for peers that read nothing).
 _CLOSE_LINGER_MS = 500
 
@@ -62,6 +64,9 @@ class Server:
         self.stop_deadline = StopDeadline(self._what_holds_the_stop, self._remove_names,
                                           enforce=own_process)
         self.abandoned = False  # the drain timed out and requests were answered unfinished
+        # The signal that asked for the stop, for the log. Written by a Python-level handler,
+        # which must take no lock (a second signal may interrupt it): a plain assignment.
+        self._stop_signal: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -134,16 +139,45 @@ class Server:
 
     def install_signal_handlers(self) -> None:
         handled = platform.install_signal_handlers(self.request_stop, self.request_reload)
+        self._note_stop_signals()
         log.debug("handling %s", ", ".join(handled))
 
+    def _note_stop_signals(self) -> None:
+        """Remember which signal stopped the daemon, for the log. The stop itself stays with
+        the handlers platform installed (a watcher thread acts on POSIX signals at once): the
+        wrapper only records the number, on the main thread, before the loop can reach the
+        drain (the interpreter runs it as soon as that thread runs Python again)."""
+        for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            previous = signal.getsignal(sig)
+
+            def note(signum, frame, previous=previous):
+                self._stop_signal = signum
+                if callable(previous):
+                    previous(signum, frame)
+
+            signal.signal(sig, note)
+
+    def _stop_cause(self, core: DaemonCore) -> str:
+        if self._stop_signal is not None:
+            return f"got {signal.Signals(self._stop_signal).name}"
+        if core.shutdown_requester is not None:
+            return "a client sent `shutdown`"
+        return "stop requested"
+
     def close(self) -> None:
-        if self.core is not None:
-            self.core.close(wait=not self.abandoned)
+        # The socket before the models: a request sent from here on is never read, and its
+        # client learns so when the connection closes (the SDK watches it), not after models
+        # have unloaded (a model being loaded is waited for) or at its own timeout.
         if self._socket is not None:
             # The last replies (the shutdown acknowledgement, requests a timed-out drain gave up
-            # on) still go out: the linger bounds how long their flush may take.
+            # on) still go out: the linger bounds how long their flush may take (in ctx.term()).
             self._socket.close(linger=_CLOSE_LINGER_MS)
             self._unlink_socket_file()
+        if self.core is not None:
+            self.core.close(wait=not self.abandoned)
         if self._ctx is not None:
             self._ctx.term()
         self.gate.remove_tokens()
@@ -213,8 +247,9 @@ class Server:
             self.notifier.watchdog_due(now)
         self._drain(poller, sock, tick_ms)
 
-    def _turn(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int) -> None:
-        """One poll: answer finished work, then every request that is waiting."""
+    def _turn(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int, stopping: bool = False) -> None:
+        """One poll: answer finished work, then every request that is waiting. stopping: the
+        drain's turns, which note whom they answered (see _drain)."""
         core, _ = self._started()
         if poller.poll(tick_ms):
             for done in core.completions.drain():
@@ -227,6 +262,8 @@ class Server:
                     # An infer a worker finished, or a `load` op whose model is in (Loaded).
                     request_id = done.answer[1] if isinstance(done, Loaded) else done.job.request_id
                     self._send(sock, *answer, request_id)
+                    if stopping:
+                        core.unread_replies.add(answer[0])
             # Drain what is queued before looking at timers again.
             while not core.stop_requested:
                 try:
@@ -244,28 +281,32 @@ class Server:
         self.notifier.stopping(f"stopping: finishing {core.in_flight} request(s)")
         self.stop_deadline.arm(self.config.drain_timeout_s)  # a `shutdown` op starts it here
         deadline = self.stop_deadline.drain_ends(self.config.drain_timeout_s)
-        if core.in_flight:
-            log.info("stopping: finishing %d request(s) in flight (up to %g s)",
-                     core.in_flight, self.config.drain_timeout_s)
+        report = DrainReport.begin(self._stop_cause(core), core.in_flight, self.config.drain_timeout_s)
+        if core.shutdown_requester is not None and not core.shutdown_acknowledged:
+            core.unread_replies.add(core.shutdown_requester)
         while core.in_flight > 0 and time.monotonic() < deadline:
-            self._turn(poller, sock, min(tick_ms, 50))
+            self._turn(poller, sock, min(tick_ms, 50), stopping=True)
             self.notifier.watchdog_due()
+        unfinished = core.in_flight
         if core.in_flight > 0:
             log.warning("stopping with %d request(s) unanswered after drain_timeout_s = %.1f: "
                         "answering them as not finished", core.in_flight, self.config.drain_timeout_s)
             self.abandoned = True
             for identity, reply, request_id in core.give_up_in_flight():
                 self._send(sock, identity, reply, request_id)
-        # A `shutdown` op's acknowledgement must reach its client before the socket closes: a
-        # DEALER discards unread messages from a peer that disconnects (seen under load, where
-        # `trtd shutdown` then waited its whole timeout). The SDK says goodbye as soon as it has
-        # the reply; a client that does not gets a short grace period.
-        # Replies to requests given up on need the same: their clients say no goodbye, so they
-        # get the whole grace period (seen: one of three such replies lost without it).
-        grace_end = time.monotonic() + _SHUTDOWN_GRACE_S
-        while ((self.abandoned or (core.shutdown_requester is not None and not core.shutdown_acknowledged))
-               and time.monotonic() < grace_end):
-            self._turn(poller, sock, 20)
+                core.unread_replies.add(identity)
+        # The replies of the stop (requests drained or given up on, the `shutdown` op's
+        # acknowledgement) must be read before the socket closes: a DEALER with ZMQ_IMMEDIATE
+        # (the SDK's) discards unread messages from a peer that disconnects (seen: `trtd
+        # shutdown` waiting its whole timeout, one of three given-up replies lost, a drained
+        # request's reply lost). A connection that sends again (the SDK's goodbye, a looping
+        # client's next request) has read its reply; the others get a short grace period.
+        grace_end = time.monotonic() + _STOP_GRACE_S
+        while core.unread_replies and time.monotonic() < grace_end:
+            self._turn(poller, sock, 20, stopping=True)
+        # What arrived since the last look is answered too (refused): close() follows at once.
+        self._turn(poller, sock, 0, stopping=True)
+        report.end(unfinished, core.refused_while_draining)
         core.stop_requested = True
 
     def _reload_now(self) -> None:

@@ -8,6 +8,9 @@ bound passes with the process still here, it logs what holds the stop, removes w
 this daemon (socket file, token files, region names: mappings stay, the exit unmaps them),
 flushes the log and exits. systemd's TimeoutStopSec and the Windows stop wait hint leave
 more time than this, so a stop is never ended by SIGKILL or a hung service.
+
+It also words what a stop tells clients (new work refused, queued work not started, running
+work abandoned: OVERLOADED with `stopping` in the details) and logs how the drain went.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from trtd.protocol import ErrorCode, ProtocolError
@@ -29,6 +33,35 @@ CLOSE_GRACE_S = 10.0
 # (a log handler blocked on a full pipe, a thread holding the GIL in a backend call), printing
 # every thread's stack to stderr (the journal) and exiting with status 1.
 BACKSTOP_S = 5.0
+
+
+def refused(op: str) -> ProtocolError:
+    """The answer to new work while the daemon drains. `stopping` in the details lets a client
+    tell it from a full queue (the SDK raises DaemonStopping, an Overloaded)."""
+    return ProtocolError(ErrorCode.OVERLOADED, (
+        f"the daemon is stopping (finishing the requests it has, then exiting); this '{op}' was "
+        f"not run: retry when the daemon is back"), {"stopping": True, "started": False})
+
+
+@dataclass(slots=True)
+class DrainReport:
+    """The drain's two log lines: why the daemon stops and what it found in flight, then how
+    the drain ended. Counts are of requests (and `load` ops) a worker was to answer."""
+
+    in_flight: int
+    began: float
+
+    @classmethod
+    def begin(cls, cause: str, in_flight: int, drain_timeout_s: float) -> "DrainReport":
+        work = (f"finishing {in_flight} request(s) in flight (up to {drain_timeout_s:g} s)"
+                if in_flight else "no request in flight")
+        log.info("%s: stopping: %s; new work is answered OVERLOADED (stopping)", cause, work)
+        return cls(in_flight, time.monotonic())
+
+    def end(self, unfinished: int, refused: int) -> None:
+        log.info("stopping: drain done in %.2f s: %d of %d request(s) in flight finished, "
+                 "%d new request(s) refused; closing", time.monotonic() - self.began,
+                 self.in_flight - unfinished, self.in_flight, refused)
 
 
 def not_started(model: str, drain_timeout_s: float) -> ProtocolError:

@@ -3,9 +3,9 @@
     from trtd.sdk import Client
     with Client() as c:
         y = c.infer("demo", x)            # numpy in, numpy out
-        m = c.model("demo")               # a handle keeps its region: steady state allocates nothing
+        m = c.model("demo")               # the client's cached handle: it keeps its region
         y = m(x)
-        slots = m.zero_copy_inputs()      # writable views of the input slots
+        slots = m.zero_copy_inputs()      # writable views of the input slots (shapes checked here)
         slots["x"][:] = x
         out = m.run_zero_copy()           # read-only views, valid until the next request on m
 
@@ -25,12 +25,15 @@ from typing import Mapping
 import numpy as np
 import psutil
 
-from trtd.protocol import (WIRE_DTYPES, ErrorCode, InputRef, ModelInfo, OutputRef, align_up,
-                           from_numpy, messages as m, plan_slots, resolve_endpoint)
+from trtd.protocol import (ENDPOINT_ENV, WIRE_DTYPES, ErrorCode, InputRef, ModelInfo, OutputRef,
+                           align_up, from_numpy, messages as m, plan_slots, resolve_endpoint)
 
-from trtd.protocol.endpoint import ADMIN_TOKEN, CONNECTION_TOKEN, find_token, ipc_path
+from trtd.protocol.endpoint import (ADMIN_TOKEN, CONNECTION_TOKEN, EndpointError, find_token, ipc_path,
+                                    validate_endpoint)
 
-from .errors import AccessDenied, DaemonRestarted, DeadlineExceeded, InvalidInput, ModelNotReady, RegionError, TrtdError
+from .checks import expected, zero_copy_shapes
+from .errors import (AccessDenied, DaemonRestarted, DeadlineExceeded, InvalidEndpoint, InvalidInput,
+                     ModelNotReady, RegionError, TrtdError)
 from .shm import AttachedRegion
 from .transport import Connection
 
@@ -50,7 +53,8 @@ class Client:
         while waiting; saves the wake-up of a sleeping thread, see trtd.bench.wakeup).
         admin_token: for load/unload/shutdown; by default read from the daemon's admin token
         file when this user may read it."""
-        self.endpoint = resolve_endpoint(endpoint, discover=True)
+        self.endpoint = _valid_endpoint(resolve_endpoint(endpoint, discover=True),
+                                        "" if endpoint else os.environ.get(ENDPOINT_ENV, ""))
         self.timeout = timeout
         self._name = name
         self._admin_token = admin_token
@@ -192,6 +196,10 @@ class Client:
         return self._call(m.Reload())
 
     def model(self, name: str) -> "ModelHandle":
+        """The handle for model `name`, cached: every call with the same name returns the same
+        handle (and c.infer(name, ...) uses it), so its region is leased once per client.
+        Closing it (handle.close() or a `with` block) releases the region now; the handle
+        stays the cached one and leases a region again on its next request."""
         with self._handles_lock:
             handle = self._handles.get(name)
             if handle is None:
@@ -285,6 +293,16 @@ class Client:
         self.close()
 
 
+def _valid_endpoint(endpoint: str, from_env: str) -> str:
+    """The endpoint, or InvalidEndpoint now: a bad one would otherwise show up only as a
+    daemon that never answers. from_env: TRTD_ENDPOINT's value when that is where it came from."""
+    try:
+        return validate_endpoint(endpoint)
+    except EndpointError as exc:
+        where = f" (from {ENDPOINT_ENV})" if from_env else ""
+        raise InvalidEndpoint(f"{exc}{where}") from None
+
+
 def read_token(path) -> tuple[str, str]:
     """(token, "") from a daemon's token file, or ("", why not) when this user cannot read it."""
     try:
@@ -309,7 +327,10 @@ class _Plan:
 
 
 class ModelHandle:
-    """A model plus a region of its own; calls on one handle are serialized."""
+    """A model plus a region of its own; calls on one handle are serialized.
+
+    Client.model(name) caches one handle per name. `with c.model(name) as m:` (or m.close())
+    releases the region when done; the handle remains usable and leases again when used."""
 
     def __init__(self, client: Client, info: ModelInfo):
         self._client = client
@@ -323,6 +344,8 @@ class ModelHandle:
         self._plans: dict[tuple, _Plan] = {}
         self._output_capacity: dict[str, int] = {}
         self._zero_copy_plan: _Plan | None = None
+        # Why the last zero-copy views stopped being valid, for run_zero_copy()'s message.
+        self._views_lost = "call zero_copy_inputs() first"
         # The daemon's timing of the last request on this handle (queue, H2D, compute, D2H, total),
         # and which backend (and engine fingerprint) answered it.
         self.last_timing: m.Timing | None = None
@@ -358,7 +381,8 @@ class ModelHandle:
                     raise  # it did not run: the region is still ours alone
                 except TimeoutError:
                     # The daemon may still write into this region: never reuse it.
-                    self._retire_region(wait=False)
+                    self._retire_region(wait=False, why="a request timed out, so the daemon may "
+                                        "still write into its region, which was given up")
                     raise
                 self.last_timing, self.last_backend = reply.timing, (reply.backend, reply.engine)
                 outs = {}
@@ -395,38 +419,43 @@ class ModelHandle:
 
     def zero_copy_inputs(self, shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
         """Writable views of the input slots in the region, for shapes (default: the model's
-        static shapes, batch 1). Fill them, then call run_zero_copy()."""
-        shapes = dict(shapes or {})
-        fake = {}
-        for spec in self.info.inputs:
-            shape = tuple(shapes.pop(spec.name, None) or
-                          [1 if (d < 0 and i == 0) else d for i, d in enumerate(spec.shape)])
-            if any(d < 0 for d in shape):
-                raise InvalidInput(f"input {spec.name!r} has dynamic dimensions {spec.shape}; "
-                                   f"pass its shape: zero_copy_inputs({{{spec.name!r}: (...)}})")
-            fake[spec.name] = np.lib.stride_tricks.as_strided(np.zeros(1, spec.dtype), shape,
-                                                              [0] * len(shape))
-        if shapes:
-            raise InvalidInput(f"model {self.name!r} has no input(s) {sorted(shapes)}")
+        static shapes, batch 1). Fill them, then call run_zero_copy() as often as you like.
+
+        Shapes are checked against the model here (names, fixed and dynamic dimensions, its
+        max batch): a wrong one raises InvalidInput and leaves earlier views valid."""
+        checked = zero_copy_shapes(self.info, shapes)
+        fake = {spec.name: np.lib.stride_tricks.as_strided(np.zeros(1, spec.dtype), checked[spec.name],
+                                                           [0] * len(checked[spec.name]))
+                for spec in self.info.inputs}
         with self._lock:
             plan = self._zero_copy_plan = self._prepare(fake)
             return {name: self._region.array(offset, dtype, shape)
                     for name, dtype, shape, offset in plan.inputs}
 
     def run_zero_copy(self, timeout: float | None = None, deadline_ms: int = 0) -> dict[str, np.ndarray]:
-        """Run on what is in the input slots; returns read-only views of the outputs."""
+        """Run on what is in the input slots; returns read-only views of the outputs.
+
+        A request the daemon refuses (overloaded, stopping, model not ready, deadline) leaves
+        the views valid: run again once the cause is gone."""
         with self._lock:
             plan = self._zero_copy_plan
-            if plan is None or plan is not self._plan or self._generation != self._client.generation:
-                raise InvalidInput("call zero_copy_inputs() first (again after a daemon restart or a "
-                                   "request with other shapes on this handle)")
+            if self._generation != self._client.generation:
+                self._invalidate_views("the daemon restarted since zero_copy_inputs(): its region "
+                                       "is gone; call zero_copy_inputs() again")
+            elif plan is not None and plan is not self._plan:
+                self._invalidate_views("a request with other shapes ran on this handle since "
+                                       "zero_copy_inputs(); call it again for views of this layout")
+            plan = self._zero_copy_plan
+            if plan is None:
+                raise InvalidInput(self._views_lost)
             plan.request.deadline_ms = deadline_ms
             try:
                 reply = self._client._call(plan.request, timeout)
             except DeadlineExceeded:
                 raise  # it did not run: the region is still ours alone
             except TimeoutError:
-                self._retire_region(wait=False)
+                self._retire_region(wait=False, why="the last request timed out, so the daemon may "
+                                    "still write into its region, which was given up")
                 raise
             self.last_timing, self.last_backend = reply.timing, (reply.backend, reply.engine)
             outs = {}
@@ -435,6 +464,10 @@ class ModelHandle:
                 view.flags.writeable = False
                 outs[o.name] = view
             return outs
+
+    def _invalidate_views(self, why: str) -> None:
+        self._zero_copy_plan = None
+        self._views_lost = f"the zero-copy views are no longer valid: {why}"
 
     # -- planning ------------------------------------------------------------------------------------
 
@@ -470,12 +503,14 @@ class ModelHandle:
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
             plan = self._plans[key] = self._make_plan(arrays, key)
-        self._plan = plan
         if self._region is None or self._region.nbytes < plan.nbytes:
             old = self._region.nbytes if self._region is not None else 0
-            self._retire_region()
+            self._retire_region(why="the handle needed a larger region for other shapes")
             self._region = self._client.lease(max(plan.nbytes, 2 * old))
             self._generation = self._client.generation
+        # Only after the re-lease above, which forgets the current plan: set before it, a
+        # zero-copy plan whose region had to grow was refused as stale at its first run.
+        self._plan = plan
         plan.request.client_id = self._client.client_id
         plan.request.region = self._region.name
         plan.request.token = self._region.token
@@ -520,10 +555,11 @@ class ModelHandle:
 
     # -- region lifetime -----------------------------------------------------------------------------
 
-    def _retire_region(self, wait: bool = True) -> None:
+    def _retire_region(self, wait: bool = True, why: str = "the handle was closed") -> None:
         if self._region is not None:
             region, self._region = self._region, None
-            self._plan = self._zero_copy_plan = None
+            self._plan = None
+            self._invalidate_views(f"{why}; call zero_copy_inputs() again")
             self._client.release(region, wait=wait)
 
     def _forget_region(self) -> None:
@@ -531,13 +567,36 @@ class ModelHandle:
         if self._region is not None:
             self._region.close()
             self._region = None
-        self._plan = self._zero_copy_plan = None
+        self._plan = None
+        self._invalidate_views("the daemon restarted: its region is gone; call zero_copy_inputs() again")
         self._generation = self._client.generation
 
     def close(self, release: bool = True) -> None:
+        """Release the handle's region now (zero-copy views become invalid). The handle can
+        still be used: its next request leases a new region. release=False only unmaps it
+        (Client.close(): the client's goodbye frees every lease at once)."""
         with self._lock:
             if release:
                 self._retire_region()
             elif self._region is not None:
                 self._region.close()
                 self._region = None
+                self._plan = None
+                self._invalidate_views("the client was closed")
+
+    def __enter__(self) -> "ModelHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        region = (f"region {self._region.name} ({self._region.nbytes} bytes)" if self._region is not None
+                  else "no region")
+        batch = f", max_batch {self.info.max_batch}" if self.info.max_batch else ""
+        return (f"<ModelHandle {self.name!r} ({self.info.backend}): in {_describe(self.info.inputs)}; "
+                f"out {_describe(self.info.outputs)}{batch}; {region}>")
+
+
+def _describe(specs) -> str:
+    return ", ".join(f"{s.name} {expected(s)}" for s in specs) or "-"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trtd.protocol import ErrorCode
+from trtd.protocol.endpoint import EndpointError
 
 
 class TrtdError(Exception):
@@ -18,6 +19,11 @@ class TrtdError(Exception):
 
 class DaemonNotRunning(TrtdError, ConnectionError):
     pass
+
+
+class InvalidEndpoint(TrtdError, EndpointError):
+    """The endpoint given to Client (or in TRTD_ENDPOINT) is not one a daemon can listen on;
+    the message says what to write instead. Also an EndpointError (a ValueError)."""
 
 
 class DaemonTimeout(TrtdError, TimeoutError):
@@ -51,6 +57,15 @@ class ProtocolMismatch(TrtdError):
 
 class Overloaded(TrtdError):
     """The model's queue is full; retry later (with back-off)."""
+
+
+class DaemonStopping(Overloaded):
+    """The daemon is stopping or has stopped: it refused this request (it did not run), gave up
+    on it at the end of its drain, or closed the connection before answering.
+
+    `details["started"]` says whether the request ran: False (it did not), True (it ran but its
+    outputs are incomplete), None (the connection closed first: unknown). A subclass of
+    Overloaded, since "retry later, when a daemon is back" is the remedy for both."""
 
 
 class AccessDenied(TrtdError, PermissionError):
@@ -88,4 +103,6 @@ _BY_CODE: dict[str, type[TrtdError]] = {
 
 
 def error_from_reply(code: str, message: str, details: dict) -> TrtdError:
+    if code == ErrorCode.OVERLOADED and details.get("stopping"):
+        return DaemonStopping(message, code=code, details=details)
     return _BY_CODE.get(code, ServerError)(message, code=code, details=details)

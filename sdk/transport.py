@@ -3,27 +3,31 @@
 Every request carries an id and the reply echoes it, so a reply that arrives
 after its request timed out is recognised and dropped instead of being taken
 for the answer to the next request. ZMQ_IMMEDIATE keeps messages from queueing
-while no daemon is connected, so "not running" is detected rather than hidden.
+while no daemon is connected, so "not running" is detected rather than hidden,
+and a daemon that closes the connection while a request waits (it stopped) is
+noticed within _LIVENESS_S instead of at the request's timeout.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 
 import zmq
 
-from trtd.protocol import (MAX_REPLY_BYTES, MAX_REQUEST_BYTES, ProtocolError, Request, decode_reply,
-                           encode_request)
+from trtd.protocol import (MAX_REPLY_BYTES, MAX_REQUEST_BYTES, ErrorCode, ProtocolError, Request,
+                           decode_reply, encode_request)
 from trtd.protocol.endpoint import ipc_path
 
-import os
-
-from .errors import (AccessDenied, DaemonNotRunning, DaemonTimeout, InvalidInput, ProtocolMismatch,
-                     error_from_reply)
+from .errors import (AccessDenied, DaemonNotRunning, DaemonStopping, DaemonTimeout, InvalidInput,
+                     ProtocolMismatch, TrtdError, error_from_reply)
 
 _HOW_TO_START = "start one with `trtd serve` (or `trtd demo`), or point TRTD_ENDPOINT at a running one"
+# While waiting, look this often whether the daemon is still connected: a daemon that stopped
+# closed the connection, and no answer will come (libzmq drops an unread reply with it).
+_LIVENESS_S = 0.25
 
 
 class Connection:
@@ -64,13 +68,14 @@ class Connection:
                 self._spin_for_reply()
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._socket.poll(int(remaining * 1000) + 1, zmq.POLLIN):
-                    raise DaemonTimeout(
-                        f"no reply to '{request.OP}' from the daemon at {self.endpoint} within "
-                        f"{timeout_s:g}s; it may be busy with a long request or hung "
-                        f"(`trtd status` shows its state); raise the client's timeout if requests "
-                        f"are expected to take longer"
-                    )
+                if remaining <= 0:
+                    raise self._silence(request.OP, timeout_s)
+                # In slices: a reply within one costs a single poll, as before; between slices,
+                # a connection the daemon closed (it stopped) ends the wait: no reply can come.
+                if not self._socket.poll(int(min(remaining, _LIVENESS_S) * 1000) + 1, zmq.POLLIN):
+                    if not self._connected():
+                        raise self._connection_lost(request.OP)
+                    continue
                 data = self._socket.recv()
                 try:
                     reply = decode_reply(data, type(request), request_id)
@@ -94,15 +99,49 @@ class Connection:
         # With IMMEDIATE, the socket is writable only while a daemon is connected;
         # the common case (connected) costs one non-blocking check.
         if not self._socket.poll(0, zmq.POLLOUT):
-            path = ipc_path(self.endpoint)
+            self._wait_connected(op, connect_timeout_s)
+        self._socket.send(data, zmq.NOBLOCK)
+
+    def _wait_connected(self, op: str, timeout_s: float) -> None:
+        """Wait for a daemon to accept the connection, looking again between slices whether
+        its socket file exists: a daemon that is stopping removes it, and then none will."""
+        path = ipc_path(self.endpoint)
+        deadline = time.monotonic() + timeout_s
+        while True:
             if path is not None:
                 _check_socket(path, self.endpoint)
-            if not self._socket.poll(int(connect_timeout_s * 1000), zmq.POLLOUT):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise DaemonNotRunning(
-                    f"no trtd daemon answers at {self.endpoint} (waited {connect_timeout_s:g}s "
+                    f"no trtd daemon answers at {self.endpoint} (waited {timeout_s:g}s "
                     f"to connect for '{op}'); {_HOW_TO_START}"
                 )
-        self._socket.send(data, zmq.NOBLOCK)
+            if self._socket.poll(int(min(remaining, _LIVENESS_S) * 1000) + 1, zmq.POLLOUT):
+                return
+
+    def _connected(self) -> bool:
+        # With IMMEDIATE a DEALER is writable only while it has a connected peer: a daemon
+        # that closed its socket (stopped, crashed) leaves it unwritable.
+        return bool(self._socket.poll(0, zmq.POLLOUT))
+
+    def _connection_lost(self, op: str) -> DaemonStopping:
+        return DaemonStopping(
+            f"the daemon at {self.endpoint} stopped (it closed the connection) before answering "
+            f"'{op}'; the request may or may not have run; retry when a daemon is back "
+            f"(`trtd status` tells)", code=ErrorCode.OVERLOADED,
+            details={"stopping": True, "started": None})
+
+    def _silence(self, op: str, timeout_s: float) -> TrtdError:
+        """The error for no reply within timeout_s: say "stopped" when the daemon is gone."""
+        path = ipc_path(self.endpoint)
+        if not self._connected() or (path is not None and not path.exists()):
+            return self._connection_lost(op)
+        return DaemonTimeout(
+            f"no reply to '{op}' from the daemon at {self.endpoint} within "
+            f"{timeout_s:g}s; it may be busy with a long request or hung "
+            f"(`trtd status` shows its state); raise the client's timeout if requests "
+            f"are expected to take longer"
+        )
 
     def send_nowait(self, request: Request) -> None:
         """Send without waiting for the reply (its late reply is dropped by request id)."""

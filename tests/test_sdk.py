@@ -9,7 +9,8 @@ import pytest
 from daemon_process import run_threads
 from trtd.daemon.backends.onnxruntime import create_session
 from trtd.daemon.builtin_models import builtin_model_path
-from trtd.sdk import Client, DaemonTimeout, InvalidInput, UnknownModel
+from trtd.protocol.endpoint import EndpointError
+from trtd.sdk import Client, DaemonTimeout, InvalidEndpoint, InvalidInput, TrtdError, UnknownModel
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
@@ -104,6 +105,112 @@ def test_zero_copy_views(client):
         out["y"][0, 0] = 1.0  # outputs are read-only views
     slots["x"][...] = 0  # the same slots run again without a new call to zero_copy_inputs
     np.testing.assert_array_equal(handle.run_zero_copy()["y"], session.run(None, {"x": x * 0})[0])
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((1, 65), r"input 'x' expects float32\[\?,64\], got \[1,65\] \(dimension 1 must be 64\)"),
+    ((65, 64), r"input 'x' has batch 65; model 'demo' accepts at most 64"),
+    ((0, 64), r"input 'x': dimension 0 is 0; dynamic dimensions must be at least 1"),
+    ((1, 64, 1), r"input 'x' expects float32\[\?,64\] \(rank 2\), got \[1,64,1\] \(rank 3\)"),
+    (("one", 64), r"input 'x': the shape must be a tuple of ints"),
+])
+def test_zero_copy_shapes_are_checked_when_the_views_are_made(client, shape, message):
+    session = create_session(builtin_model_path("demo"))
+    handle = client.model("demo")
+    with pytest.raises(InvalidInput, match=message):
+        handle.zero_copy_inputs({"x": shape})
+    assert "no region" in repr(handle)  # refused before anything was leased
+    slots = handle.zero_copy_inputs({"x": (2, 64)})
+    x = np.random.default_rng(6).standard_normal((2, 64), dtype=np.float32)
+    slots["x"][...] = x
+    with pytest.raises(InvalidInput, match=message):
+        handle.zero_copy_inputs({"x": shape})
+    # The views made before the refused call are still the ones that run.
+    np.testing.assert_array_equal(handle.run_zero_copy()["y"], session.run(None, {"x": x})[0])
+
+
+def test_zero_copy_unknown_input_name_is_refused_with_the_model_inputs(client):
+    with pytest.raises(InvalidInput, match=r"model 'demo' has no input\(s\) \['nope'\]; its inputs are: x"):
+        client.model("demo").zero_copy_inputs({"nope": (1, 64)})
+
+
+def test_zero_copy_views_that_needed_a_larger_region_run_at_once(client):
+    """The region grows for a larger batch; the views made with it run without a second call."""
+    session = create_session(builtin_model_path("demo"))
+    handle = client.model("demo")
+    handle(np.ones((1, 64), np.float32))  # a region sized for batch 1
+    small = handle._region.nbytes
+    slots = handle.zero_copy_inputs({"x": (64, 64)})
+    assert handle._region.nbytes > small
+    x = np.random.default_rng(7).standard_normal((64, 64), dtype=np.float32)
+    slots["x"][...] = x
+    np.testing.assert_array_equal(handle.run_zero_copy()["y"], session.run(None, {"x": x})[0])
+
+
+def test_a_refused_zero_copy_run_leaves_the_views_valid(client, daemon):
+    """The daemon refuses a run (here: the model is not loaded); once it is back the same views
+    run again, with what was written into them, without a new zero_copy_inputs()."""
+    session = create_session(builtin_model_path("demo"))
+    client.load("zc", "builtin:demo")
+    with Client(daemon.endpoint, timeout=10) as admin:
+        try:
+            handle = client.model("zc")
+            slots = handle.zero_copy_inputs({"x": (3, 64)})
+            x = np.random.default_rng(8).standard_normal((3, 64), dtype=np.float32)
+            slots["x"][...] = x
+            expected = session.run(None, {"x": x})[0]
+            np.testing.assert_array_equal(handle.run_zero_copy()["y"], expected)
+            admin.unload("zc")
+            with pytest.raises(UnknownModel, match="zc"):
+                handle.run_zero_copy()
+            with pytest.raises(UnknownModel, match="zc"):  # still the daemon's answer, not the SDK's
+                handle.run_zero_copy()
+            admin.load("zc", "builtin:demo")
+            np.testing.assert_array_equal(handle.run_zero_copy()["y"], expected)
+        finally:
+            if "zc" in {m.name for m in admin.models(wait=False)}:
+                admin.unload("zc")
+
+
+def test_a_handle_is_cached_and_its_context_manager_releases_its_region(client):
+    x = np.random.default_rng(9).standard_normal((1, 64), dtype=np.float32)
+    regions = client.status().regions
+    with client.model("demo") as handle:
+        assert client.model("demo") is handle  # the cache: one handle, one region per client
+        expected = handle(x)
+        slots = handle.zero_copy_inputs()
+        assert client.status().regions == regions + 1
+        text = repr(handle)
+        assert text.startswith("<ModelHandle 'demo' (onnxruntime)"), text
+        assert "in x float32[?,64]" in text and "out y float32[?,10]" in text, text
+        assert "max_batch 64" in text and f"region {handle._region.name}" in text, text
+    assert client.status().regions == regions
+    assert "no region" in repr(handle)
+    slots["x"][...] = 0  # the old views are plain memory now, no longer the daemon's region
+    with pytest.raises(InvalidInput, match="no longer valid: the handle was closed; call zero_copy_inputs"):
+        handle.run_zero_copy()
+    # Closing a cached handle leaves it the cached one, and it works again: it leases anew.
+    again = client.model("demo")
+    assert again is handle
+    np.testing.assert_array_equal(again(x), expected)
+    assert client.status().regions == regions + 1
+
+
+@pytest.mark.parametrize("endpoint, message", [
+    ("tcp://127.0.0.1:99999", r"the port must be a number 1\.\.65535"),
+    ("http://localhost:8000", r"the scheme must be ipc:// .* or tcp://"),
+    ("ipc://relative.sock", r"must be absolute"),
+])
+def test_client_refuses_a_bad_endpoint_when_it_is_made(endpoint, message):
+    with pytest.raises(InvalidEndpoint, match=message) as e:
+        Client(endpoint, connect_timeout=0.1)
+    assert isinstance(e.value, EndpointError) and isinstance(e.value, TrtdError)
+
+
+def test_client_names_trtd_endpoint_when_the_bad_endpoint_came_from_it(monkeypatch):
+    monkeypatch.setenv("TRTD_ENDPOINT", "tcp://127.0.0.1:0")
+    with pytest.raises(InvalidEndpoint, match=r"random port.*\(from TRTD_ENDPOINT\)"):
+        Client(connect_timeout=0.1)
 
 
 def test_multi_input_multi_output_and_growing_data_dependent_output(client, two_by_two):
