@@ -93,13 +93,32 @@ def _source_copy(dest: Path) -> Path:
     return Path(shutil.copytree(ROOT, dest, ignore=ignore))
 
 
+def _build_requirements_met() -> bool:
+    """Whether this environment's own build tools satisfy pyproject's [build-system] requires."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    for text in requires:
+        req = Requirement(text)
+        try:
+            if importlib.metadata.version(req.name) not in req.specifier:
+                return False
+        except importlib.metadata.PackageNotFoundError:
+            return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     source = _source_copy(tmp / "src")
-    # No build isolation: the test venv's setuptools, so that no package index is needed.
+    # Without build isolation where this venv's setuptools will do, so that no package index is
+    # needed; else pip fetches the build tools as `pip install` of this project itself did.
+    no_isolation = ["--no-build-isolation"] if _build_requirements_met() else []
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
-                           "--no-build-isolation", "-w", str(tmp / "dist")],
+                           *no_isolation, "-w", str(tmp / "dist")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     (built,) = (tmp / "dist").glob("trtd-*.whl")
