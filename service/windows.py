@@ -58,6 +58,19 @@ def _prepare_service_host() -> str:
     return str(PureWindowsPath(sys.exec_prefix) / "pythonservice.exe")
 
 
+def install_plan(config: Path, config_exists: bool, exec_prefix: str) -> list[str]:
+    """What `trtd service install` does on Windows, step by step (`--print` shows it)."""
+    exe = PureWindowsPath(exec_prefix) / "pythonservice.exe"
+    steps = [] if config_exists else [f"write {config} (the demo model)"]
+    steps += [f"copy pythonservice.exe and the Python/pywin32 DLLs into {PureWindowsPath(exec_prefix)}",
+              f"install the service {SERVICE_NAME} ({DISPLAY_NAME}), automatic start, host {exe}",
+              f"set its {CONFIG_OPTION} option to {config}",
+              f"sc.exe failure {SERVICE_NAME}: restart after 5 s, 5 s, 30 s",
+              f"start {SERVICE_NAME}"]
+    return ["# Not installing (as asked). Steps (an elevated prompt runs them):",
+            *(f"#  {i}. {step}" for i, step in enumerate(steps, 1))]
+
+
 if sys.platform == "win32":
     import servicemanager
     import win32service
@@ -145,6 +158,9 @@ if sys.platform == "win32":
                   f'schtasks /Create /SC ONLOGON /TN trtd /TR "{sys.executable} -m trtd.daemon serve"')
             return 2
         config = config_of(args)
+        if args.action == "install" and args.print_only:
+            print("\n".join(install_plan(config, config.exists(), sys.exec_prefix)))
+            return 0
         if args.action == "install":
             if not config.exists():
                 config.parent.mkdir(parents=True, exist_ok=True)

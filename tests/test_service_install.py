@@ -244,3 +244,15 @@ def test_an_interpreter_under_tmp_is_reported_as_hidden_by_private_tmp(tmp_path)
     link = tmp_path / "python"
     link.symlink_to("/tmp/elsewhere/python")
     assert hidden_by_private_tmp(str(link)) == "/tmp/elsewhere/python"
+
+
+def test_windows_install_print_lists_the_steps_without_running_them(tmp_path):
+    """On Windows `--print` printed nothing and installed; its plan is plain data, checked here."""
+    from trtd.service import windows
+
+    plan = windows.install_plan(tmp_path / "trtd.toml", config_exists=False, exec_prefix=r"C:\venv")
+    assert plan[0] == "# Not installing (as asked). Steps (an elevated prompt runs them):"
+    assert plan[1] == f"#  1. write {tmp_path / 'trtd.toml'} (the demo model)"
+    assert any(r"host C:\venv\pythonservice.exe" in line for line in plan)
+    assert plan[-1].endswith(f"start {windows.SERVICE_NAME}")
+    assert not any("write" in line for line in windows.install_plan(tmp_path / "t.toml", True, r"C:\v"))
