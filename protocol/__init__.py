@@ -13,4 +13,5 @@ from .messages import *  # noqa: F401,F403  (the message classes are the module'
 from .messages import REQUEST_TYPES, Request
 from .version import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 
-SERVER_VERSION = "0.1.0"
+# The package version, written once in trtd/__init__.py (daemon/_trtd/); hello and status send it.
+from trtd import __version__ as SERVER_VERSION  # noqa: E402
