@@ -591,11 +591,11 @@ class ModelHandle:
         self.close()
 
     def __repr__(self) -> str:
-        region = (f"region {self._region.name} ({self._region.nbytes} bytes)" if self._region is not None
-                  else "no region")
+        region = self._region  # once: another thread may close the handle meanwhile
+        held = f"region {region.name} ({region.nbytes} bytes)" if region is not None else "no region"
         batch = f", max_batch {self.info.max_batch}" if self.info.max_batch else ""
         return (f"<ModelHandle {self.name!r} ({self.info.backend}): in {_describe(self.info.inputs)}; "
-                f"out {_describe(self.info.outputs)}{batch}; {region}>")
+                f"out {_describe(self.info.outputs)}{batch}; {held}>")
 
 
 def _describe(specs) -> str:

@@ -76,7 +76,12 @@ class Connection:
                     if not self._connected():
                         raise self._connection_lost(request.OP)
                     continue
-                data = self._socket.recv()
+                try:
+                    # Not blocking: a connection that closes right now takes the unread reply
+                    # with it (ZMQ_IMMEDIATE), and a blocking recv would then wait for ever.
+                    data = self._socket.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
                 try:
                     reply = decode_reply(data, type(request), request_id)
                 except ProtocolError as exc:
@@ -100,7 +105,17 @@ class Connection:
         # the common case (connected) costs one non-blocking check.
         if not self._socket.poll(0, zmq.POLLOUT):
             self._wait_connected(op, connect_timeout_s)
-        self._socket.send(data, zmq.NOBLOCK)
+        try:
+            self._socket.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            # The connection closed between the check and the send (a daemon stopping now):
+            # wait for one as above, which says "not running" when its socket file is gone.
+            self._wait_connected(op, connect_timeout_s)
+            try:
+                self._socket.send(data, zmq.NOBLOCK)
+            except zmq.Again:
+                raise DaemonNotRunning(f"the daemon at {self.endpoint} closed the connection while "
+                                       f"'{op}' was being sent, twice; {_HOW_TO_START}") from None
 
     def _wait_connected(self, op: str, timeout_s: float) -> None:
         """Wait for a daemon to accept the connection, looking again between slices whether
@@ -166,12 +181,18 @@ def _check_socket(path, endpoint: str) -> None:
     try:
         os.stat(path)
     except FileNotFoundError:
-        raise DaemonNotRunning(f"no trtd daemon at {endpoint} (no socket file); {_HOW_TO_START}") from None
+        raise _no_socket_file(endpoint) from None
     except PermissionError:
         raise AccessDenied(f"this user (uid {os.getuid()}) may not enter {path.parent}, the folder of "
                            f"the daemon's socket; ask its administrator to add you to the daemon's "
                            f"group (config key 'group')") from None
     if not os.access(path, os.R_OK | os.W_OK):
+        if not os.path.lexists(path):  # removed since the stat above: the daemon stopped
+            raise _no_socket_file(endpoint)
         raise AccessDenied(f"this user (uid {os.getuid()}) may not connect to the daemon's socket "
                            f"{path}; ask its administrator to add you to the daemon's group "
                            f"(config key 'group')")
+
+
+def _no_socket_file(endpoint: str) -> DaemonNotRunning:
+    return DaemonNotRunning(f"no trtd daemon at {endpoint} (no socket file); {_HOW_TO_START}")
