@@ -40,11 +40,22 @@ def test_the_version_has_one_source():
     assert SERVER_VERSION == trtd.__version__
 
 
-@pytest.mark.parametrize("command", [
-    [sys.executable, "-m", "trtd.daemon", "--version"],
-    [str(Path(sys.executable).with_name("trtd")), "--version"],   # the installed console script
-])
-def test_trtd_version_prints_the_package_and_protocol_versions(command):
+def _console_script() -> str | None:
+    """The `trtd` script pip installed beside this interpreter, else the one on PATH (an install
+    with --target, as on the GPU host, puts it in TARGET/bin)."""
+    beside = Path(sys.executable).with_name("trtd")
+    return str(beside) if beside.is_file() else shutil.which("trtd")
+
+
+@pytest.mark.parametrize("how", ["module", "console script"])
+def test_trtd_version_prints_the_package_and_protocol_versions(how):
+    if how == "module":
+        command = [sys.executable, "-m", "trtd.daemon", "--version"]
+    else:
+        script = _console_script()
+        if script is None:
+            pytest.skip("no trtd console script is installed for this interpreter")
+        command = [script, "--version"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == VERSION_LINE + "\n"
@@ -141,8 +152,9 @@ def test_the_installed_wheel_imports_and_answers_version(wheel, tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     # PYTHONPATH comes before this venv's site-packages (and its editable install's finder),
-    # so `trtd` is the copy pip just installed; numpy, pyzmq, ... come from the venv.
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    # so `trtd` is the copy pip just installed; numpy, pyzmq, ... come from the venv, or from
+    # the PYTHONPATH entries already set (the GPU host's packages live there).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), *filter(None, [os.environ.get("PYTHONPATH")])])}
     probe = ("import importlib.resources, trtd, trtd.daemon.cli, trtd.sdk, trtd.service.commands; "
              "print(trtd.__file__); print(trtd.sdk.__file__); "
              "print(importlib.resources.files('trtd').joinpath('py.typed').is_file())")
