@@ -96,6 +96,10 @@ class ClientRegistry:
         record.requests += 1
         return record
 
+    def identities(self) -> list[bytes]:
+        """The connections of the registered clients."""
+        return [record.identity for record in self._clients.values()]
+
     def remove(self, client_id: int) -> None:
         self._clients.pop(client_id, None)
 

@@ -38,6 +38,8 @@ _TICK_S = 0.2
 # How long a client answered during a stop has to read that reply before the socket closes
 # (ended early once every such client has sent again, see _drain).
 _STOP_GRACE_S = 1.0
+# Requests read per loop turn before finished work and timers are looked at again.
+_READS_PER_TURN = 256
 # Upper bound on flushing the last replies at close (reached only for peers that read nothing).
 _CLOSE_LINGER_MS = 500
 
@@ -247,9 +249,10 @@ class Server:
             self.notifier.watchdog_due(now)
         self._drain(poller, sock, tick_ms)
 
-    def _turn(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int, stopping: bool = False) -> None:
-        """One poll: answer finished work, then every request that is waiting. stopping: the
-        drain's turns, which note whom they answered (see _drain)."""
+    def _turn(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int) -> None:
+        """One poll: answer finished work, then the requests that are waiting (at most
+        _READS_PER_TURN, so that a client flooding the socket cannot keep finished work,
+        timers and a stop from being looked at)."""
         core, _ = self._started()
         if poller.poll(tick_ms):
             for done in core.completions.drain():
@@ -262,10 +265,9 @@ class Server:
                     # An infer a worker finished, or a `load` op whose model is in (Loaded).
                     request_id = done.answer[1] if isinstance(done, Loaded) else done.job.request_id
                     self._send(sock, *answer, request_id)
-                    if stopping:
-                        core.unread_replies.add(answer[0])
-            # Drain what is queued before looking at timers again.
-            while not core.stop_requested:
+            for _ in range(_READS_PER_TURN):
+                if core.stop_requested:
+                    break
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
@@ -282,10 +284,13 @@ class Server:
         self.stop_deadline.arm(self.config.drain_timeout_s)  # a `shutdown` op starts it here
         deadline = self.stop_deadline.drain_ends(self.config.drain_timeout_s)
         report = DrainReport.begin(self._stop_cause(core), core.in_flight, self.config.drain_timeout_s)
+        # Replies sent just before the stop may not have been read yet either (see below):
+        # every connection that said hello is waited for, as is the `shutdown` requester.
+        core.unread_replies.update(core.clients.identities())
         if core.shutdown_requester is not None and not core.shutdown_acknowledged:
             core.unread_replies.add(core.shutdown_requester)
         while core.in_flight > 0 and time.monotonic() < deadline:
-            self._turn(poller, sock, min(tick_ms, 50), stopping=True)
+            self._turn(poller, sock, min(tick_ms, 50))
             self.notifier.watchdog_due()
         unfinished = core.in_flight
         if core.in_flight > 0:
@@ -294,19 +299,17 @@ class Server:
             self.abandoned = True
             for identity, reply, request_id in core.give_up_in_flight():
                 self._send(sock, identity, reply, request_id)
-                core.unread_replies.add(identity)
         # The replies of the stop (requests drained or given up on, the `shutdown` op's
         # acknowledgement) must be read before the socket closes: a DEALER with ZMQ_IMMEDIATE
         # (the SDK's) discards unread messages from a peer that disconnects (seen: `trtd
         # shutdown` waiting its whole timeout, one of three given-up replies lost, a drained
-        # request's reply lost). A connection that sends again (the SDK's goodbye, a looping
-        # client's next request) has read its reply; the others get a short grace period.
+        # request's reply lost). Every reply sent while draining is noted (_send); a connection
+        # that sends again (the SDK's goodbye, a looping client's next request) has read its
+        # earlier replies. The rest get a short grace period, and what arrives in it is answered.
         grace_end = time.monotonic() + _STOP_GRACE_S
         while core.unread_replies and time.monotonic() < grace_end:
-            self._turn(poller, sock, 20, stopping=True)
-        # What arrived since the last look is answered too (refused): close() follows at once.
-        self._turn(poller, sock, 0, stopping=True)
-        report.end(unfinished, core.refused_while_draining)
+            self._turn(poller, sock, 20)
+        report.end(unfinished, core.refused_while_draining, sum(model.stats.ok for model in core.models))
         core.stop_requested = True
 
     def _reload_now(self) -> None:
@@ -348,8 +351,9 @@ class Server:
                                  f"please report it with the daemon log")
         self._send(sock, identity, reply, request_id)
 
-    @staticmethod
-    def _send(sock: zmq.Socket, identity: bytes, reply: bytes, request_id: int) -> None:
+    def _send(self, sock: zmq.Socket, identity: bytes, reply: bytes, request_id: int) -> None:
+        if self.core is not None and self.core.draining:
+            self.core.unread_replies.add(identity)  # to be read before the socket closes
         try:
             sock.send_multipart([identity, reply], zmq.NOBLOCK)
         except zmq.Again:

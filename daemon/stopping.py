@@ -58,10 +58,13 @@ class DrainReport:
         log.info("%s: stopping: %s; new work is answered OVERLOADED (stopping)", cause, work)
         return cls(in_flight, time.monotonic())
 
-    def end(self, unfinished: int, refused: int) -> None:
+    def end(self, unfinished: int, refused: int, answered_ok: int) -> None:
+        """answered_ok: infer requests answered with outputs since the daemon started, which
+        their clients can compare with what they received (a reply lost in the stop shows)."""
         log.info("stopping: drain done in %.2f s: %d of %d request(s) in flight finished, "
-                 "%d new request(s) refused; closing", time.monotonic() - self.began,
-                 self.in_flight - unfinished, self.in_flight, refused)
+                 "%d new request(s) refused, %d answered ok since start; closing",
+                 time.monotonic() - self.began, self.in_flight - unfinished, self.in_flight, refused,
+                 answered_ok)
 
 
 def not_started(model: str, drain_timeout_s: float) -> ProtocolError:

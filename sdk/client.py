@@ -32,7 +32,7 @@ from trtd.protocol.endpoint import (ADMIN_TOKEN, CONNECTION_TOKEN, EndpointError
                                     validate_endpoint)
 
 from .checks import expected, zero_copy_shapes
-from .errors import (AccessDenied, DaemonRestarted, DeadlineExceeded, InvalidEndpoint, InvalidInput,
+from .errors import (AccessDenied, DaemonRestarted, DaemonStopping, DeadlineExceeded, InvalidEndpoint, InvalidInput,
                      ModelNotReady, RegionError, TrtdError)
 from .shm import AttachedRegion
 from .transport import Connection
@@ -379,10 +379,8 @@ class ModelHandle:
                     raise
                 except DeadlineExceeded:
                     raise  # it did not run: the region is still ours alone
-                except TimeoutError:
-                    # The daemon may still write into this region: never reuse it.
-                    self._retire_region(wait=False, why="a request timed out, so the daemon may "
-                                        "still write into its region, which was given up")
+                except (TimeoutError, DaemonStopping) as exc:
+                    self._retire_if_still_written(exc)
                     raise
                 self.last_timing, self.last_backend = reply.timing, (reply.backend, reply.engine)
                 outs = {}
@@ -453,9 +451,8 @@ class ModelHandle:
                 reply = self._client._call(plan.request, timeout)
             except DeadlineExceeded:
                 raise  # it did not run: the region is still ours alone
-            except TimeoutError:
-                self._retire_region(wait=False, why="the last request timed out, so the daemon may "
-                                    "still write into its region, which was given up")
+            except (TimeoutError, DaemonStopping) as exc:
+                self._retire_if_still_written(exc)
                 raise
             self.last_timing, self.last_backend = reply.timing, (reply.backend, reply.engine)
             outs = {}
@@ -554,6 +551,15 @@ class ModelHandle:
         return next(iter(outs.values())) if len(outs) == 1 else outs
 
     # -- region lifetime -----------------------------------------------------------------------------
+
+    def _retire_if_still_written(self, exc: Exception) -> None:
+        """A request that timed out, or that a stopping daemon gave up on while it ran (or
+        whose connection closed first), may still be writing into the region: never reuse
+        it. One the stopping daemon refused before running it left the region ours alone."""
+        if isinstance(exc, DaemonStopping) and exc.details.get("started") is False:
+            return
+        self._retire_region(wait=False, why="the last request timed out or its daemon stopped while "
+                            "it may have run, so the daemon may still write into its region, which was given up")
 
     def _retire_region(self, wait: bool = True, why: str = "the handle was closed") -> None:
         if self._region is not None:

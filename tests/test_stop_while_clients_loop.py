@@ -93,6 +93,12 @@ def test_a_stop_while_clients_loop_answers_every_request(tmp_path, sig):
         _check_outcomes(loops, log)
         assert f"got {signal.Signals(sig).name}: stopping: no request in flight" in log, log
         assert "stopping: drain done in" in log and "trtd stopped" in log, log
+        # No success is lost in the stop: every request the daemon answered with outputs reached
+        # its client (a reply sent just before the stop, still unread when the socket closed,
+        # was dropped by the client's socket and turned into "stopped before answering").
+        answered = re.search(r"(\d+) answered ok since start", log)
+        assert answered and int(answered[1]) == sum(loop.outcomes["ok"] for loop in loops), (
+            log, [loop.outcomes for loop in loops])
     finally:
         for loop in loops:
             loop.stop()
