@@ -127,8 +127,12 @@ class EngineSwapper(threading.Thread):
                 # if asked for, is then built from it.
                 from .precision.convert import convert
 
+                # INT8 for a TensorRT engine keeps 8-bit weights: the engine, not ONNX Runtime on
+                # this CPU, runs and is compared; anything ONNX Runtime runs is the portable one.
+                engine = config.backend == "tensorrt" and config.engine_builder == "tensorrt"
                 source = str(convert(source, config.precision, config.calibration or None,
-                                     config.calibration_method).path)
+                                     config.calibration_method,
+                                     int8_target="tensorrt" if engine else "portable").path)
                 self._check()
             if config.backend != "tensorrt":
                 return self._swap_in(reference, self._onnxruntime(source), source_fp(source),

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,26 +232,45 @@ def _preprocess(source, out: Path) -> str:
 class _quiet_quantizer:
     """Hides ONNX Runtime's quantization tools' warnings: the advice they give (pre-processing)
     is taken here, and their own errors still raise. Only their records: the daemon converts in
-    a background thread while other threads log. The quantizer logs some through the root
-    logger (`logging.warning`), so a root filter matches those by source file."""
+    background threads while other threads log. The quantizer logs some through the root
+    logger (`logging.warning`), which a root filter matches by source file; the others through
+    the `onnxruntime` loggers, whose level is raised while any conversion runs (counted, so
+    that two conversions at once restore it once, in the end)."""
 
-    def __enter__(self):
+    _lock = threading.Lock()
+    _active = 0
+    _saved_level = 0
+
+    @staticmethod
+    def _drop(record) -> bool:
         import logging
 
         import onnxruntime.quantization as quantization
 
-        folder = str(Path(quantization.__file__).parent)
-        self._filter = lambda record: not (record.pathname.startswith(folder) and record.levelno < logging.ERROR)
-        self._named = logging.getLogger("onnxruntime")
-        self._level = self._named.level
-        logging.getLogger().addFilter(self._filter)
-        self._named.setLevel(logging.ERROR)
+        return not (record.pathname.startswith(str(Path(quantization.__file__).parent))
+                    and record.levelno < logging.ERROR)
+
+    def __enter__(self):
+        import logging
+
+        cls = type(self)
+        with cls._lock:
+            if cls._active == 0:
+                named = logging.getLogger("onnxruntime")
+                cls._saved_level = named.level
+                named.setLevel(logging.ERROR)
+                logging.getLogger().addFilter(cls._drop)
+            cls._active += 1
 
     def __exit__(self, *exc):
         import logging
 
-        logging.getLogger().removeFilter(self._filter)
-        self._named.setLevel(self._level)
+        cls = type(self)
+        with cls._lock:
+            cls._active -= 1
+            if cls._active == 0:
+                logging.getLogger("onnxruntime").setLevel(cls._saved_level)
+                logging.getLogger().removeFilter(cls._drop)
         return False
 
 
