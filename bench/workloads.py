@@ -24,7 +24,7 @@ from typing import Iterable
 
 import numpy as np
 
-from trtd.protocol import align_up, is_wire_dtype
+from trtd.protocol import align_up
 
 SHAPE_SYNTAX = "NAME:INPUT=DIMS, e.g. mine:x=1x3x224x224"
 
@@ -101,8 +101,11 @@ class BenchModel:
                 ", ".join(t.text() for t in self.outputs))
 
     def make_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
+        # The comparison gate's seeded data (integers 0..9 here, as the module says).
+        from trtd.daemon.compare import random_array
+
         rng = np.random.default_rng(seed)
-        return {t.name: _random(rng, t) for t in self.inputs}
+        return {t.name: random_array(rng, np.dtype(t.dtype), t.shape, high=10) for t in self.inputs}
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "heavy": self.heavy, "path": self.path,
@@ -114,16 +117,6 @@ class BenchModel:
         d = json.loads(text)
         tensors = lambda items: tuple(Tensor(n, dt, tuple(s)) for n, dt, s in items)  # noqa: E731
         return cls(d["name"], tensors(d["inputs"]), tensors(d["outputs"]), d["heavy"], d["path"])
-
-
-def _random(rng: np.random.Generator, t: Tensor) -> np.ndarray:
-    kind = np.dtype(t.dtype).kind
-    if kind == "f":
-        # float32 draws first, so built-in models get the very inputs they always had.
-        return rng.standard_normal(t.shape, dtype=np.float32).astype(t.dtype, copy=False)
-    if kind == "b":
-        return rng.random(t.shape) < 0.5
-    return rng.integers(0, 10, t.shape).astype(t.dtype)
 
 
 # -- the user's models -----------------------------------------------------------------------------
@@ -165,13 +158,11 @@ class _OnnxInput:
         return "[" + ", ".join(str(d) if d is not None else "?" for d in self.dims) + "]"
 
 
-_ORT_TYPE_NAMES = {"float": "float32", "double": "float64"}
-
-
 def _wire_dtype(model: str, tensor: str, ort_type: str) -> str:
-    name = ort_type.removeprefix("tensor(").removesuffix(")")
-    dtype = _ORT_TYPE_NAMES.get(name, name)
-    if not is_wire_dtype(dtype):
+    from trtd.daemon.backends.onnxruntime import wire_dtype
+
+    dtype = wire_dtype(ort_type)  # the backend's table: what the daemon will serve
+    if dtype is None:
         raise ValueError(f"model {model!r}: tensor {tensor!r} has type {ort_type}, which trtd's "
                          f"protocol does not carry")
     return dtype
@@ -180,10 +171,12 @@ def _wire_dtype(model: str, tensor: str, ort_type: str) -> str:
 def _session(path: str):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # described once here; the timed sessions are the daemon's
-    options.log_severity_level = 4  # fatal only: a failure here becomes our own message
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    from trtd.daemon.backends.onnxruntime import session_options
+
+    # One thread: the model is only described here, the timed sessions are the daemon's. Quiet:
+    # a failure here becomes our own message.
+    return ort.InferenceSession(path, session_options(intra_op_threads=1, quiet=True),
+                                providers=["CPUExecutionProvider"])
 
 
 def _dim_text(dim: int | str | None) -> str:

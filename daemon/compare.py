@@ -31,12 +31,15 @@ def _sample_shapes(backend: Backend, batch: int) -> dict[str, tuple[int, ...]]:
     return {s.name: tuple(batch if d < 0 else d for d in s.shape) for s in backend.inputs}
 
 
-def _random(rng, dtype: np.dtype, shape) -> np.ndarray:
+def random_array(rng: np.random.Generator, dtype: np.dtype, shape, high: int = 8) -> np.ndarray:
+    """Seeded random data for one input tensor, drawn from `rng` (the same seed gives the same
+    array): floats from a standard normal, booleans fair, integers from 0..high-1 (valid indices
+    for small embedding tables). The comparison gate's inputs, and `trtd bench`'s (high=10)."""
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":
         return rng.integers(0, 2, shape).astype(dtype)
-    return rng.integers(0, 8, shape).astype(dtype)
+    return rng.integers(0, high, shape).astype(dtype)
 
 
 def compare(reference: Backend, candidate_instance, samples: int, atol: float, rtol: float,
@@ -74,7 +77,7 @@ def compare(reference: Backend, candidate_instance, samples: int, atol: float, r
         else:
             shapes = _sample_shapes(reference, 1 + (i % limit) if reference.max_batch else 1)
         if not inputs:
-            sample = {s.name: _random(rng, np.dtype(s.dtype), shapes[s.name]) for s in reference.inputs}
+            sample = {s.name: random_array(rng, np.dtype(s.dtype), shapes[s.name]) for s in reference.inputs}
         ref_out = _run(reference, None, sample, pinning)
         cand_out = _run(candidate, candidate_instance, sample, pinning)
         for name, expected in ref_out.items():

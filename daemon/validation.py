@@ -7,18 +7,12 @@ region's memory unless every range lies inside it and no two ranges overlap.
 
 from __future__ import annotations
 
-from trtd.protocol import (ALIGNMENT, ErrorCode, Infer, ProtocolError, first_overlap, is_wire_dtype,
-                           itemsize)
+from trtd.protocol import (ALIGNMENT, ErrorCode, Infer, ProtocolError, batch_problem, first_overlap,
+                           format_tensor, is_wire_dtype, itemsize, shape_problem)
 
 from .backends import TensorBinding
 from .models import LoadedModel
 from .regions import Region
-
-MAX_RANK = 16
-
-
-def _fmt(dtype: str, shape) -> str:
-    return f"{dtype}[{','.join('?' if d < 0 else str(d) for d in shape)}]"
 
 
 def _invalid(message: str, code: ErrorCode = ErrorCode.INVALID_TENSOR, **details) -> ProtocolError:
@@ -53,30 +47,21 @@ def bind_request(req: Infer, model: LoadedModel, region: Region
         if ref.name in shapes:
             raise _invalid(f"input {ref.name!r} is given twice")
         spec, np_dtype = entry
-        expected = _fmt(spec.dtype, spec.shape)
-        got = _fmt(ref.dtype if is_wire_dtype(ref.dtype) else repr(ref.dtype), ref.shape)
         if ref.dtype != spec.dtype:
-            raise _invalid(f"input {ref.name!r} expects {expected}, got {got}",
-                           expected=spec.dtype, got=ref.dtype)
-        if len(ref.shape) != len(spec.shape) or len(ref.shape) > MAX_RANK:
-            raise _invalid(f"input {ref.name!r} expects {expected} (rank {len(spec.shape)}), "
-                           f"got {got} (rank {len(ref.shape)})")
-        for axis, (want, dim) in enumerate(zip(spec.shape, ref.shape)):
-            if want >= 0 and dim != want:
-                raise _invalid(f"input {ref.name!r} expects {expected}, got {got} "
-                               f"(dimension {axis} must be {want})")
-            if want < 0 and dim < 1:
-                raise _invalid(f"input {ref.name!r}: dimension {axis} is {dim}; dynamic "
-                               f"dimensions must be at least 1")
-        if backend.max_batch and ref.shape[0] > backend.max_batch:
-            raise _invalid(f"input {ref.name!r} has batch {ref.shape[0]}; model {model.name!r} "
-                           f"accepts at most {backend.max_batch}")
+            got = format_tensor(ref.dtype if is_wire_dtype(ref.dtype) else repr(ref.dtype), ref.shape)
+            raise _invalid(f"input {ref.name!r} expects {format_tensor(spec.dtype, spec.shape)}, "
+                           f"got {got}", expected=spec.dtype, got=ref.dtype)
+        # The same checks (and words) as the SDK's for zero-copy views: trtd.protocol.shapes.
+        problem = shape_problem(ref.name, spec.dtype, spec.shape, ref.shape, backend.max_batch,
+                                model.name, spec.dtype)
+        if problem:
+            raise _invalid(problem)
         needed = itemsize(spec.dtype)
         for dim in ref.shape:
             needed *= dim
         if ref.nbytes != needed:
-            raise _invalid(f"input {ref.name!r}: {got} is {needed} bytes, the request says "
-                           f"{ref.nbytes}")
+            raise _invalid(f"input {ref.name!r}: {format_tensor(spec.dtype, ref.shape)} is {needed} "
+                           f"bytes, the request says {ref.nbytes}")
         _check_range("input", ref.name, ref.offset, ref.nbytes, region)
         shape = tuple(ref.shape)
         shapes[ref.name] = shape
@@ -88,9 +73,9 @@ def bind_request(req: Infer, model: LoadedModel, region: Region
         raise _invalid(f"missing input(s) {', '.join(map(repr, missing))} for model {model.name!r}")
 
     if backend.max_batch:
-        batches = {s[0] for s in shapes.values()}
-        if len(batches) > 1:
-            raise _invalid(f"inputs disagree on the batch dimension: {sorted(batches)}")
+        problem = batch_problem(shapes.values())
+        if problem:
+            raise _invalid(problem)
 
     if not req.outputs:
         raise _invalid(f"the request names no outputs; model {model.name!r} has: "
@@ -115,7 +100,7 @@ def bind_request(req: Infer, model: LoadedModel, region: Region
                 needed *= dim
             if needed > ref.nbytes:
                 raise _invalid(
-                    f"output {ref.name!r} will be {_fmt(spec.dtype, shape)} = {needed} bytes, but "
+                    f"output {ref.name!r} will be {format_tensor(spec.dtype, shape)} = {needed} bytes, but "
                     f"its area holds {ref.nbytes}; give it at least {needed} bytes",
                     ErrorCode.OUTPUT_TOO_LARGE, output=ref.name, needed=needed, capacity=ref.nbytes,
                 )

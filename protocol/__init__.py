@@ -1,4 +1,4 @@
-"""trtd.protocol: the wire contract (messages, codec, dtypes, layout, errors). No I/O.
+"""trtd.protocol: the wire contract (messages, codec, dtypes, layout, shape checks, errors). No I/O.
 
 SPEC.md beside this file is the normative, language-neutral description.
 """
@@ -11,6 +11,7 @@ from .errors import ErrorCode, ProtocolError
 from .layout import ALIGNMENT, Slot, align_up, first_overlap, plan_slots, tensor_nbytes
 from .messages import *  # noqa: F401,F403  (the message classes are the module's API)
 from .messages import REQUEST_TYPES, Request
+from .shapes import MAX_RANK, batch_problem, format_tensor, shape_problem
 from .version import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 
 # The package version, written once in trtd/__init__.py (daemon/_trtd/); hello and status send it.

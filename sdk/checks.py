@@ -1,29 +1,27 @@
 """Shape checks the SDK makes before it lays out zero-copy views, against the model's description.
 
-They mirror the daemon's own checks (daemon/validation.py) and word their messages the same
-way, e.g. "input 'x' expects float32[?,64], got [1,65] (dimension 1 must be 64)", so that a
-wrong shape is refused when the views are made, not at the first run_zero_copy(). They run
-once per zero_copy_inputs() call, never per request: the daemon still checks every request.
+They are the daemon's own checks: both call trtd.protocol's shape_problem and batch_problem
+(protocol/shapes.py), so a wrong shape is refused in the daemon's words, e.g.
+"input 'x' expects float32[?,64], got [1,65] (dimension 1 must be 64)" (the views take the
+model's dtype, so only the given shape is written after "got"), when the views are made, not at
+the first run_zero_copy(). They run once per zero_copy_inputs() call, never per request: the
+daemon still checks every request.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-from trtd.protocol import ModelInfo, TensorSpec
+from trtd.protocol import ModelInfo, TensorSpec, batch_problem, format_tensor, shape_problem
 
 from .errors import InvalidInput
 
 Shape = tuple[int, ...]
 
 
-def _fmt(shape) -> str:
-    return f"[{','.join('?' if d < 0 else str(d) for d in shape)}]"
-
-
 def expected(spec: TensorSpec) -> str:
     """How the daemon writes a tensor's description: float32[?,64]."""
-    return f"{spec.dtype}{_fmt(spec.shape)}"
+    return format_tensor(spec.dtype, spec.shape)
 
 
 def default_shape(spec: TensorSpec) -> Shape:
@@ -41,7 +39,7 @@ def _as_shape(spec: TensorSpec, shape) -> Shape:
         return tuple(int(d) for d in shape)
     except (TypeError, ValueError):
         raise InvalidInput(f"input {spec.name!r}: the shape must be a tuple of ints like "
-                           f"{_fmt(_example(spec))}, got {shape!r}") from None
+                           f"{format_tensor('', _example(spec))}, got {shape!r}") from None
 
 
 def _example(spec: TensorSpec) -> Shape:
@@ -50,22 +48,11 @@ def _example(spec: TensorSpec) -> Shape:
 
 def check_shape(spec: TensorSpec, shape, info: ModelInfo) -> Shape:
     """`shape` as a tuple when the model takes it for input `spec`; else InvalidInput saying
-    which dimension is wrong (the daemon's wording)."""
+    which dimension is wrong (the daemon's check and wording: trtd.protocol.shape_problem)."""
     shape = _as_shape(spec, shape)
-    want = expected(spec)
-    if len(shape) != len(spec.shape):
-        raise InvalidInput(f"input {spec.name!r} expects {want} (rank {len(spec.shape)}), "
-                           f"got {_fmt(shape)} (rank {len(shape)})")
-    for axis, (fixed, dim) in enumerate(zip(spec.shape, shape)):
-        if fixed >= 0 and dim != fixed:
-            raise InvalidInput(f"input {spec.name!r} expects {want}, got {_fmt(shape)} "
-                               f"(dimension {axis} must be {fixed})")
-        if fixed < 0 and dim < 1:
-            raise InvalidInput(f"input {spec.name!r}: dimension {axis} is {dim}; dynamic "
-                               f"dimensions must be at least 1")
-    if info.max_batch and shape and shape[0] > info.max_batch:
-        raise InvalidInput(f"input {spec.name!r} has batch {shape[0]}; model {info.name!r} "
-                           f"accepts at most {info.max_batch}")
+    problem = shape_problem(spec.name, spec.dtype, spec.shape, shape, info.max_batch, info.name)
+    if problem:
+        raise InvalidInput(problem)
     return shape
 
 
@@ -79,7 +66,7 @@ def zero_copy_shapes(info: ModelInfo, shapes: Mapping[str, object] | None) -> di
     result = {spec.name: check_shape(spec, given[spec.name], info) if spec.name in given
               else default_shape(spec) for spec in info.inputs}
     if info.max_batch:
-        batches = {shape[0] for shape in result.values() if shape}
-        if len(batches) > 1:
-            raise InvalidInput(f"inputs disagree on the batch dimension: {sorted(batches)}")
+        problem = batch_problem(result.values())
+        if problem:
+            raise InvalidInput(problem)
     return result

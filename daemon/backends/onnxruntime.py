@@ -49,13 +49,24 @@ def _import_ort():
     return onnxruntime
 
 
-def session_options(intra_op_threads: int = 0, inter_op_threads: int = 0):
-    """The one place session settings are made, so in-process baselines match the daemon."""
+def wire_dtype(ort_type: str) -> str | None:
+    """The wire dtype of an ONNX Runtime type string ("tensor(float)" -> "float32"), or None for
+    a type the protocol does not carry (string, bfloat16, sequences, maps...)."""
+    return _ORT_TYPES.get(ort_type)
+
+
+def session_options(intra_op_threads: int = 0, inter_op_threads: int = 0, quiet: bool = False):
+    """The one place session settings are made, so in-process baselines match the daemon.
+
+    quiet: ONNX Runtime logs fatal errors only, for a caller that reports a failed load in its
+    own words (`trtd bench` describing the user's model)."""
     ort = _import_ort()
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if quiet:
+        options.log_severity_level = 4
     return options
 
 
@@ -121,12 +132,12 @@ class OnnxRuntimeBackend(Backend):
 
     @staticmethod
     def _dtype(arg) -> str:
-        try:
-            return _ORT_TYPES[arg.type]
-        except KeyError:
+        dtype = wire_dtype(arg.type)
+        if dtype is None:
             raise BackendError(
                 f"tensor '{arg.name}' has type {arg.type}, which the protocol does not carry"
-            ) from None
+            )
+        return dtype
 
     def _shared_batch_symbol(self) -> str | None:
         """The symbol on the first dim of every input, if they all share one."""
