@@ -112,9 +112,13 @@ STATUS_UNREACHABLE = 1  # no daemon answered (not running, not allowed, timed ou
 STATUS_USAGE = 2        # a bad option or endpoint (argparse's code for a usage error)
 STATUS_FAILED = 3       # a model failed to load (wins over loading)
 STATUS_LOADING = 4      # a model is still loading (with --wait-ready: still, at the timeout)
+# The daemon is stopping (draining): it answers `status` but refuses new work, so it is not
+# ready whatever its models say (wins over failed and loading: the next daemon loads afresh).
+STATUS_STOPPING = 5
 STATUS_EXIT_CODES = (f"exit status: {STATUS_READY} every model ready; {STATUS_UNREACHABLE} no daemon "
                      f"answered; {STATUS_USAGE} usage error (an option, or the endpoint); "
-                     f"{STATUS_FAILED} a model failed to load; {STATUS_LOADING} a model is still loading")
+                     f"{STATUS_FAILED} a model failed to load; {STATUS_LOADING} a model is still loading; "
+                     f"{STATUS_STOPPING} the daemon is stopping (it refuses new work; wins over 3 and 4)")
 _STATUS_TIMEOUT_S = 5.0      # one status call
 _WAIT_READY_TIMEOUT_S = 60.0  # --wait-ready without --timeout
 _WAIT_READY_POLL_S = 0.2
@@ -133,8 +137,14 @@ def readiness(status) -> Readiness:
     failed = [f"{s.name}: {s.error or 'failed'}" for s in status.models if s.state == "failed"]
     # SPEC 2.3: any state other than "ready" is not ready, including ones newer than this client.
     loading = [s.name for s in status.models if s.state not in ("ready", "failed")]
-    code = STATUS_FAILED if failed else STATUS_LOADING if loading else STATUS_READY
+    code = (STATUS_STOPPING if status.stopping else STATUS_FAILED if failed
+            else STATUS_LOADING if loading else STATUS_READY)
     return Readiness(code, failed, loading)
+
+
+# What --wait-ready waits through: models still loading, a daemon stopping (a restart's new
+# daemon may be ready soon).
+_NOT_SETTLED = (STATUS_LOADING, STATUS_STOPPING)
 
 
 def _status(args) -> int:
@@ -172,48 +182,76 @@ def print_status(endpoint: str | None, timeout: float, as_json: bool = False,
 
 def wait_ready(endpoint: str | None, timeout: float, as_json: bool = False) -> int:
     """Poll until every model is ready (exit 0), one has failed (at once, 3), or `timeout`
-    passes (4 with models still loading, 1 when no daemon answered); then print the status.
-    A daemon not answering yet is waited for: a probe may start before the daemon does."""
-    import time
-
+    passes (4 with models still loading, 5 with the daemon still stopping, 1 when no daemon
+    answered); then print the status. Waited for: a daemon not answering yet (a probe may start
+    before the daemon does), one stopping or restarting, one slow to answer (at the timeout its
+    last answer counts)."""
     from trtd.protocol.endpoint import EndpointError
-    from trtd.sdk import DaemonNotRunning, DaemonTimeout, TrtdError
+    from trtd.sdk import DaemonTimeout, TrtdError
 
     try:
-        status = _poll_until_settled(endpoint, time.monotonic() + timeout)
+        status, error = _poll_until_settled(endpoint, _now() + timeout)
     except EndpointError as exc:
         print(f"trtd status: {exc}", file=sys.stderr)
         return STATUS_USAGE
-    except (DaemonNotRunning, DaemonTimeout) as exc:
-        print(f"trtd status: no daemon answered within {timeout:g}s: {exc}", file=sys.stderr)
-        return STATUS_UNREACHABLE
     except TrtdError as exc:  # refused, or another protocol: waiting would not change it
         print(f"trtd status: {exc}", file=sys.stderr)
         return STATUS_UNREACHABLE
+    if error is not None:
+        if status is None:
+            print(f"trtd status: no daemon answered within {timeout:g}s: {error}", file=sys.stderr)
+            return STATUS_UNREACHABLE
+        if not isinstance(error, DaemonTimeout):  # the daemon that answered is gone
+            print(f"trtd status: no daemon answered at the end of {timeout:g}s (one had answered "
+                  f"before): {error}", file=sys.stderr)
+            return STATUS_UNREACHABLE
+        # A daemon too slow to answer at the end is still there: its last answer stands.
+        print(f"trtd status: the last status call got no answer ({error}); its answer before:",
+              file=sys.stderr)
     code = _show_status(status, as_json)
     if code == STATUS_LOADING:
         names = ", ".join(readiness(status).loading)
         print(f"trtd status: not ready after {timeout:g}s: still loading: {names}", file=sys.stderr)
+    elif code == STATUS_STOPPING:
+        print(f"trtd status: not ready after {timeout:g}s: the daemon is stopping", file=sys.stderr)
     return code
 
 
 def _poll_until_settled(endpoint: str | None, deadline: float):
-    """The first status in which no model is loading any more, else the last one at `deadline`;
-    a daemon that is not there (yet) is asked again until then, and its error raised after."""
-    import time
+    """(status, error). The first status that waiting cannot change (every model ready, or one
+    failed, of a daemon that is not stopping): (it, None). Else, at `deadline`, the last status
+    answered (None if none) and, when the last call got no answer, its error.
 
-    from trtd.sdk import DaemonNotRunning, DaemonTimeout
+    Asked again until then: a daemon that is not there (yet), one stopping or restarting (its
+    connection may close mid-call: DaemonStopping), one slow to answer (DaemonTimeout). Other
+    errors (refused, another protocol) are raised at once: waiting would not change them."""
+    from trtd.sdk import DaemonNotRunning, DaemonStopping, DaemonTimeout
 
+    last = None
     while True:
         try:
-            status = _fetch_status(endpoint, max(min(_STATUS_TIMEOUT_S, deadline - time.monotonic()), 0.5))
-        except (DaemonNotRunning, DaemonTimeout):
-            if time.monotonic() >= deadline:
-                raise
+            status = _fetch_status(endpoint, max(min(_STATUS_TIMEOUT_S, deadline - _now()), 0.5))
+        except (DaemonNotRunning, DaemonStopping, DaemonTimeout) as exc:
+            if _now() >= deadline:
+                return last, exc
         else:
-            if readiness(status).code != STATUS_LOADING or time.monotonic() >= deadline:
-                return status
-        time.sleep(min(_WAIT_READY_POLL_S, max(deadline - time.monotonic(), 0)))
+            last = status
+            if readiness(status).code not in _NOT_SETTLED or _now() >= deadline:
+                return status, None
+        _pause(min(_WAIT_READY_POLL_S, max(deadline - _now(), 0)))
+
+
+# The clock and sleep of --wait-ready's polling (tests drive them).
+def _now() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def _pause(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
 
 
 def _show_status(status, as_json: bool) -> int:
@@ -226,6 +264,9 @@ def _show_status(status, as_json: bool) -> int:
     else:
         _print_table(status)
     ready = readiness(status)
+    if status.stopping:
+        print("trtd status: the daemon is stopping: it finishes the requests it has and refuses "
+              "new work (not ready)", file=sys.stderr)
     if ready.failed:
         print(f"trtd status: {len(ready.failed)} model(s) failed to load: " + "; ".join(ready.failed),
               file=sys.stderr)
@@ -238,6 +279,8 @@ def _print_table(status) -> None:
     print(f"endpoint {status.endpoint}  up {status.uptime_s:.0f}s  rss {status.rss_bytes / 2**20:.1f} MiB  "
           f"cpu {status.cpu_user_s + status.cpu_system_s:.2f}s")
     print(f"clients  {status.clients}  regions {status.regions} ({status.region_bytes / 2**20:.1f} MiB)")
+    if status.stopping:
+        print("stopping the daemon is draining: it refuses new work")
     loading = sum(1 for s in status.models if s.state == "loading")
     if loading:
         print(f"loading  {loading} model(s) in the background")
@@ -372,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "counts the successes)")
     status.add_argument("--wait-ready", action="store_true",
                         help="wait until every model is ready (exit 0); exit 3 as soon as one "
-                             "failed, 4 at the timeout naming the models still loading")
+                             "failed, 4 at the timeout naming the models still loading, 5 when "
+                             "the daemon is still stopping then (a daemon that is stopping or "
+                             "restarting is waited for)")
     status.add_argument("--timeout", type=float, metavar="SECONDS",
                         help=f"how long to wait for the daemon's answer (default "
                              f"{_STATUS_TIMEOUT_S:g}); with --wait-ready, for every model to be "

@@ -328,7 +328,8 @@ class DaemonCore:
             cpu_system_s=cpu.system, clients=len(self.clients), regions=len(self.regions),
             region_bytes=self.regions.total_bytes, models=models,
             pinned_bytes=self.pinning.stats.pinned_bytes,
-            host_registrations=self.pinning.stats.registrations, devices=self._devices())
+            host_registrations=self.pinning.stats.registrations, devices=self._devices(),
+            stopping=self.draining)
 
     def _devices(self) -> list[m.DeviceStatus]:
         devices = sorted({model.config.device for model in self.models if model.config.device >= 0})

@@ -15,12 +15,13 @@ import tempfile
 from pathlib import Path
 
 ENDPOINT_ENV = "TRTD_ENDPOINT"
+RUNTIME_DIR_ENV = "TRTD_RUNTIME_DIR"
 DEFAULT_TCP_PORT = 47810
 
 
 def runtime_dir() -> Path:
     """The per-user folder for the socket and lock file (created 0700 by the daemon)."""
-    explicit = os.environ.get("TRTD_RUNTIME_DIR")
+    explicit = os.environ.get(RUNTIME_DIR_ENV)
     if explicit:
         return Path(explicit)
     if sys.platform == "win32":
@@ -94,6 +95,7 @@ def _check_ipc(url: str, path: str) -> None:
                             f"whose permissions could guard the daemon); give a path, e.g. "
                             f"ipc:///run/trtd/trtd.sock")
     if not os.path.isabs(path):
+        _check_runtime_dir(url, path)
         raise EndpointError(f"endpoint {url!r}: the socket path must be absolute (a relative one "
                             f"depends on each process's working directory): ipc://{os.path.abspath(path)}")
     size = len(os.fsencode(path))
@@ -101,6 +103,21 @@ def _check_ipc(url: str, path: str) -> None:
         raise EndpointError(f"endpoint {url!r}: the socket path is {size} bytes; this OS allows at most "
                             f"{IPC_PATH_MAX_BYTES} (sockaddr_un.sun_path): choose a shorter path, "
                             f"e.g. under /run or /tmp, or set TRTD_RUNTIME_DIR to a shorter folder")
+
+
+def _check_runtime_dir(url: str, path: str) -> None:
+    """EndpointError naming TRTD_RUNTIME_DIR when the relative socket `path` lies in it: the
+    default endpoint is made from that folder, so the variable is the cause and the fix.
+
+    Not resolved to an absolute path: the daemon and every client would each resolve it against
+    their own working directory, and so listen and look for different sockets (and token files)."""
+    folder = os.environ.get(RUNTIME_DIR_ENV, "")
+    if folder and not os.path.isabs(folder) and Path(path).parent == Path(folder):
+        raise EndpointError(f"{RUNTIME_DIR_ENV}={folder!r} is a relative path, so the endpoint in it, "
+                            f"{url!r}, is relative too (the daemon and each client would take it from "
+                            f"their own working directory, and look for different sockets): set "
+                            f"{RUNTIME_DIR_ENV} to an absolute folder, e.g. "
+                            f"{RUNTIME_DIR_ENV}={os.path.abspath(folder)}, or unset it")
 
 
 def _check_tcp(url: str, rest: str) -> None:
@@ -114,7 +131,8 @@ def _check_tcp(url: str, rest: str) -> None:
     if host == "*":
         raise EndpointError(f"endpoint {url!r}: host '*' is not an address a client can connect to; "
                             f"name the interface's address, e.g. {example} (loopback only)")
-    if not all(c.isalnum() or c in ".-_" for c in host):
+    # ASCII only: str.isalnum() also takes letters and digits of other scripts ("ünï", "١٢٧").
+    if not all((c.isascii() and c.isalnum()) or c in ".-_" for c in host):
         raise EndpointError(f"endpoint {url!r}: {host!r} is not a host name or IPv4 address, "
                             f"e.g. {example}")
     if port in ("0", "*"):

@@ -275,6 +275,8 @@ class StatusReply:
     pinned_bytes: int = 0
     host_registrations: int = 0
     devices: list[DeviceStatus] = field(default_factory=list)
+    # The daemon is stopping (draining, SPEC 6.11): it still answers status, but refuses new work.
+    stopping: bool = False
 
 
 @_wire

@@ -40,6 +40,8 @@ def test_endpoints_a_daemon_can_listen_on_are_returned_unchanged(url):
     ("tcp://:47810", "needs a host and a port"),
     ("tcp://[::1]:47810", "IPv6 addresses are not supported"),
     ("tcp://a b:47810", "is not a host name or IPv4 address"),
+    ("tcp://ünï:80", "is not a host name or IPv4 address"),  # letters, but not ASCII ones
+    ("tcp://١٢٧.0.0.1:80", "is not a host name or IPv4 address"),  # Arabic-Indic digits
     ("http://127.0.0.1:47810", "the scheme must be ipc:// (e.g."),
     ("inproc://trtd", "the scheme must be ipc://"),
     ("/run/trtd/trtd.sock", "the scheme must be ipc://"),
@@ -84,6 +86,27 @@ def test_a_default_endpoint_too_long_for_a_socket_names_the_folder_to_change(mon
     monkeypatch.setenv("TRTD_RUNTIME_DIR", str(tmp_path / ("r" * IPC_PATH_MAX_BYTES)))
     (problem,) = config_problems(DaemonConfig())
     assert problem.startswith("the default endpoint") and "TRTD_RUNTIME_DIR" in problem
+
+
+def test_a_relative_trtd_runtime_dir_is_named_as_the_cause_and_the_fix(monkeypatch, tmp_path, capsys):
+    import trtd.protocol.endpoint as endpoint
+    from trtd.sdk import Client, InvalidEndpoint
+
+    monkeypatch.delenv("TRTD_ENDPOINT", raising=False)
+    monkeypatch.setattr(endpoint, "SYSTEM_SOCKET", tmp_path / "no-system-service.sock")
+    monkeypatch.setenv("TRTD_RUNTIME_DIR", "rel")
+    monkeypatch.chdir(tmp_path)
+    says = f"TRTD_RUNTIME_DIR='rel' is a relative path, so the endpoint in it, 'ipc://rel/trtd.sock', is relative too"
+    fix = f"set TRTD_RUNTIME_DIR to an absolute folder, e.g. TRTD_RUNTIME_DIR={tmp_path / 'rel'}, or unset it"
+    with pytest.raises(InvalidEndpoint) as e:  # the client
+        Client()
+    assert says in str(e.value) and fix in str(e.value), e.value
+    (problem,) = config_problems(DaemonConfig())  # the daemon: `serve` and `config check`
+    assert problem.startswith("the default endpoint") and says in problem and fix in problem
+    assert main(["status"]) == 2 and says in capsys.readouterr().err
+    # An ipc path the user wrote is still refused for itself.
+    with pytest.raises(EndpointError, match="the socket path must be absolute"):
+        validate_endpoint("ipc://elsewhere/trtd.sock")
 
 
 def test_serve_refuses_a_bad_endpoint_flag(capsys):

@@ -99,6 +99,14 @@ replies = [
                               p50_us=212.5, p90_us=260.0, p99_us=410.25),
                 m.ModelStatus(name="detector", backend="onnxruntime", state="failed",
                               error="model file /srv/models/det.onnx does not exist")])),
+    # A daemon draining (SPEC 6.11): it answers status, with stopping true, and refuses new work.
+    ("reply.status.stopping", "status", 9, m.StatusReply(
+        daemon_id=DAEMON, pid=1187, server_version="0.1.0", protocol_version=1,
+        endpoint="ipc:///run/user/1000/trtd/trtd.sock", uptime_s=3601.0, rss_bytes=81002496,
+        cpu_user_s=12.8, cpu_system_s=1.5, clients=1, regions=1, region_bytes=4096,
+        models=[m.ModelStatus(name="demo", backend="onnxruntime", state="ready", requests=1500,
+                              in_flight=1)],
+        stopping=True)),
     ("reply.load", "load", 10, m.LoadReply(model=m.ModelInfo(
         name="segmenter", backend="onnxruntime", state="ready",
         inputs=[spec("image", "uint8", [-1, 512, 512, 3], 4 * 512 * 512 * 3)],
