@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import time
+import threading
+from pathlib import Path
 
 import pytest
 
+from daemon_process import wait_until
 from trtd.daemon.engines.cache import CacheError, EngineCache
 from trtd.daemon.engines.fingerprint import BuildEnvironment, BuildOptions, fingerprint
 from trtd.daemon.engines.profiles import ProfileError, check_against_model, parse_profiles
@@ -152,28 +154,66 @@ def test_unwritable_cache_path_is_a_clear_error(tmp_path):
         EngineCache(blocker).store("m", "a" * 32, b"x", {})
 
 
-def _hold_build_lock(root, fp, started, seconds):
+def _hold_build_lock(root, fp, started, release, handing_over):
     with EngineCache(root).building(fp):
         started.set()
-        time.sleep(seconds)
+        release.wait(120)  # the test says when (a failed test lets go at the end)
+        handing_over.set()  # before the lock is let go: whoever gets it next must see this
+
+
+def _blocked_on_a_flock(pid: int) -> bool | None:
+    """Whether process `pid` waits for an flock (a "->" line of /proc/locks); None without it."""
+    try:
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in table.splitlines():
+        fields = line.split()
+        if "->" in fields:
+            kind, _, _, who = fields[fields.index("->") + 1:][:4]
+            if kind == "FLOCK" and who == str(pid):
+                return True
+    return False
 
 
 def test_one_builder_at_a_time(tmp_path):
+    """Another process holds the build lock: a builder that may not wait is refused; one that may
+    waits, and has the lock only once the holder let go. The holder lets go when the test says,
+    after it has seen the waiter blocked: the order is checked, no duration is."""
     ctx = multiprocessing.get_context("spawn")
-    started = ctx.Event()
-    holder = ctx.Process(target=_hold_build_lock, args=(str(tmp_path), "b" * 32, started, 1.0))
+    started, release, handing_over = ctx.Event(), ctx.Event(), ctx.Event()
+    fp = "b" * 32
+    holder = ctx.Process(target=_hold_build_lock, args=(str(tmp_path), fp, started, release, handing_over))
     holder.start()
+    seen_waiting = []
+
+    def let_go_once_waited_for():
+        try:
+            # Where /proc/locks is missing, only the order below is checked.
+            seen_waiting.append(wait_until(lambda: _blocked_on_a_flock(os.getpid()) is not False,
+                                           timeout=60, interval=0.01))
+        finally:
+            release.set()
+
     try:
-        assert started.wait(30)
+        assert started.wait(60)
         cache = EngineCache(tmp_path)
         with pytest.raises(CacheError, match="being built by another process"):
-            with cache.building("b" * 32, wait=False):
+            with cache.building(fp, wait=False):
                 pass
-        t = time.monotonic()
-        with cache.building("b" * 32):  # waits for the other builder
-            assert time.monotonic() - t > 0.3
+        assert not release.is_set()  # nothing has let the holder go yet
+        opener = threading.Thread(target=let_go_once_waited_for)
+        opener.start()
+        try:
+            with cache.building(fp):  # waits for the other builder
+                had_it_after_the_holder = handing_over.is_set()
+        finally:
+            opener.join()
+        assert seen_waiting == [True], "this process was never seen waiting for the lock"
+        assert had_it_after_the_holder, "the lock was had while the other builder held it"
     finally:
-        holder.join()
+        release.set()
+        holder.join(60)
 
 
 def test_clear(tmp_path):

@@ -22,9 +22,15 @@ from trtd.bench.int8_portability import make_variants, validate_on
 # Zen 2: AVX2 and FMA, no AVX-512, no VNNI (qemu-x86_64 -cpu help lists the models).
 AVX2_ONLY_CPU = "EPYC-Rome-v1"
 
-pytestmark = pytest.mark.skipif(
-    platform.machine() not in ("x86_64", "AMD64") or shutil.which("qemu-x86_64") is None,
-    reason="needs an x86_64 host with qemu-x86_64 (Debian: apt-get install qemu-user)")
+pytestmark = [
+    pytest.mark.skipif(
+        platform.machine() not in ("x86_64", "AMD64") or shutil.which("qemu-x86_64") is None,
+        reason="needs an x86_64 host with qemu-x86_64 (Debian: apt-get install qemu-user)"),
+    # Emulation is slow and its speed is the host's: each `trtd validate` has its own 600 s bound
+    # (validate_on), a test runs up to two, and the first also pays for the module fixture (the
+    # conversions). Above all that, so an inner bound, which says which run, fires first.
+    pytest.mark.timeout(1500),
+]
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from trtd.bench.soak import MIN_STEADY_SAMPLES, _judge, _problems
+
+# The real soak below has its own 180 s bound (its subprocess): above it, so that bound, which
+# names the command, is the one that fires (pytest-timeout would only say "Timeout").
+pytestmark = pytest.mark.timeout(300)
 
 CLEAN = {"regions": 0, "shm_files": 0}
 

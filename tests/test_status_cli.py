@@ -109,9 +109,11 @@ def test_loading_then_ready_with_wait_ready(tmp_path, capsys):
         assert _states(d) == {"piped": "loading"}
         code, out, _ = _status(capsys, "--endpoint", d.endpoint)
         assert code == STATUS_LOADING and "loading  1 model(s)" in out
-        # At its timeout, --wait-ready names what is not ready (the pipe holds it loading).
-        code, _, err = _status(capsys, "--wait-ready", "--timeout", "0.5", "--endpoint", d.endpoint)
-        assert code == STATUS_LOADING and "not ready after 0.5s: still loading: piped" in err
+        # At its timeout, --wait-ready names what is not ready (the pipe holds it loading, however
+        # long). 5 s, not less: the timeout also bounds each status round trip, which a loaded
+        # machine may make slow; then it would say "no daemon answered" instead.
+        code, _, err = _status(capsys, "--wait-ready", "--timeout", "5", "--endpoint", d.endpoint)
+        assert code == STATUS_LOADING and "not ready after 5s: still loading: piped" in err, err
         writer.start()  # the daemon's loader reads the model now
         code, out, err = _status(capsys, "--wait-ready", "--timeout", "120", "--endpoint", d.endpoint)
         assert code == STATUS_READY, err
