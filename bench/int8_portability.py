@@ -31,7 +31,7 @@ DEFAULT_CPUS = ("EPYC-Rome-v1", "Westmere-v1")
 GATE = ("--min-cosine", "0.999", "--min-top1", "0.95")
 
 
-def make_variants(folder: Path, test_samples: int = 128) -> dict:
+def make_variants(folder: Path, test_samples: int = 256) -> dict:
     """Calibration and test samples from the classifier's data, and one variant per INT8 target."""
     from trtd.daemon.precision.convert import INT8_TARGETS, convert
     from trtd.daemon.precision.datasets import shapes
@@ -100,7 +100,7 @@ def markdown(result: dict) -> str:
              f"{result['date']} on {result['host']} ({result['platform']}, {result['cores']} cores, "
              f"flags: {result['cpu_flags']}); " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".",
              "", f"Command: `{result['command']}`", "",
-             "Trained shape classifier, 128 held-out images, each variant against FP32 through `trtd validate` "
+             "Trained shape classifier, 256 held-out images, each variant against FP32 through `trtd validate` "
              f"with the gate `{' '.join(GATE)}`; emulated CPUs run under `qemu-x86_64 -cpu MODEL`.", "",
              "| CPU | target | weights | cosine | rel L2 | top-1 vs FP32 | gate |", "|---|---|---|--:|--:|--:|---|"]
     for r in result["rows"]:

@@ -14,7 +14,7 @@ ONNX path and consumed by both ONNX Runtime and TensorRT:
 INT8 targets (why two): on x86 CPUs without VNNI (AVX2-only, AVX-512 before Cascade Lake)
 ONNX Runtime's 8-bit kernels multiply with VPMADDUBSW, which adds pairs of u8*s8 products
 into a saturating int16: two full-range products (255*127*2) overflow it, and a classifier's
-cosine to FP32 fell from 0.9998 to 0.90 on an AVX2 CPU. ONNX Runtime's documented remedy is
+cosine to FP32 fell from 0.9998 to 0.90 on an (emulated) AVX2 CPU. ONNX Runtime's documented remedy is
 `reduce_range`: weights in 7 bits ([-64, 64]) keep every pair below 2^15, and the results are
 then the same on every x86 CPU (measured under an emulated AVX2 CPU, tests/test_int8_portability.py).
   - "portable" (the default, and what the daemon serves): 7-bit symmetric weights. Still
