@@ -157,3 +157,60 @@ def test_timeout_is_not_prolonged_by_the_region_release(tmp_path):
     finally:
         c.close()
         assert d.stop() == 0
+
+
+def _flood(endpoint: str, flooding, stop) -> None:
+    """A hostile peer: malformed requests as fast as it can send them, replies read now and then."""
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.SNDHWM, 0)  # never blocks on the daemon: the daemon's queue fills instead
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.connect(endpoint)
+    junk = [b"\x81\xa1v\x01"]  # {"v": 1}: no op, no id: BAD_MESSAGE
+    while not stop.is_set():
+        for _ in range(1000):
+            sock.send_multipart(junk)
+        flooding.set()
+        try:
+            while True:
+                sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+    sock.close(linger=0)
+    ctx.term()
+
+
+def test_a_flooding_peer_cannot_starve_finished_requests(tmp_path):
+    """Two processes send malformed requests faster than the daemon decodes them. Requests a
+    worker instance runs finish off the socket thread and wait for the loop to send them: a
+    loop that read until the socket was empty never got to them (measured: the good client
+    timed out), so the loop reads a bounded number of requests per turn."""
+    import multiprocessing
+
+    config = tmp_path / "d.toml"
+    config.write_text('[models.demo]\npath = "builtin:demo"\ninstances = 2\n')
+    d = start_daemon(tmp_path, "--config", str(config))
+    ctx = multiprocessing.get_context("spawn")
+    stop, flooding = ctx.Event(), [ctx.Event(), ctx.Event()]
+    flooders = [ctx.Process(target=_flood, args=(d.endpoint, started, stop)) for started in flooding]
+    try:
+        with Client(d.endpoint, timeout=30) as c:
+            c.infer("demo", X)
+            for p in flooders:
+                p.start()
+            x = np.random.default_rng(0).standard_normal((1, 64), dtype=np.float32)
+            expected = c.infer("demo", x)
+            assert all(started.wait(60) for started in flooding)
+            for _ in range(10):  # while the flood goes on
+                np.testing.assert_array_equal(c.infer("demo", x), expected)
+            assert all(p.is_alive() for p in flooders)  # it did go on
+        assert d.alive()
+    finally:
+        stop.set()
+        for p in flooders:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+        d.kill()
