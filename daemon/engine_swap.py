@@ -211,17 +211,15 @@ class EngineSwapper(threading.Thread):
         from .backends.onnxruntime import OnnxRuntimeBackend, providers_for
 
         config = self.model.config
-        return OnnxRuntimeBackend(path, max_batch=self.model.backend.max_batch,
-                                  intra_op_threads=config.intra_op_threads,
-                                  providers=providers_for(config.device))
+        return OnnxRuntimeBackend.for_model(config, path, self.model.backend.max_batch,
+                                            providers=providers_for(config.device))
 
     def _load(self, path) -> Backend:
         config = self.model.config
         if config.engine_builder == "onnxruntime":
             from .backends.onnxruntime import OnnxRuntimeBackend
 
-            return OnnxRuntimeBackend(path, max_batch=self.model.backend.max_batch,
-                                      intra_op_threads=config.intra_op_threads)
+            return OnnxRuntimeBackend.for_model(config, path, self.model.backend.max_batch)
         from .backends.tensorrt import TensorRTBackend
 
         return TensorRTBackend(path, device=max(config.device, 0), max_batch=config.max_batch,

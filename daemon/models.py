@@ -178,9 +178,8 @@ class ModelRegistry:
                 # installed, the CPU otherwise); the engine comes later (engine_swap).
                 from .backends.onnxruntime import OnnxRuntimeBackend, providers_for
 
-                backend = OnnxRuntimeBackend(path, max_batch=_default_max_batch(config),
-                                             intra_op_threads=config.intra_op_threads,
-                                             providers=providers_for(config.device))
+                backend = OnnxRuntimeBackend.for_model(config, path, _default_max_batch(config),
+                                                       providers=providers_for(config.device))
             else:
                 backend = create_backend(config, path, max_batch=_default_max_batch(config))
             try:

@@ -21,8 +21,7 @@ def create_backend(config: "ModelConfig", path: str, max_batch: int) -> Backend:
                 f"serve GPU models with the torch or tensorrt backend")
         from .onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, max_batch=max_batch, intra_op_threads=config.intra_op_threads,
-                                  inter_op_threads=config.inter_op_threads)
+        return OnnxRuntimeBackend.for_model(config, path, max_batch)
     if config.backend == "torch":
         from .torch import TorchBackend
 
