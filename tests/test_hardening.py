@@ -214,3 +214,49 @@ def test_a_flooding_peer_cannot_starve_finished_requests(tmp_path):
             if p.is_alive():
                 p.kill()
         d.kill()
+
+
+def test_a_flood_during_a_stop_does_not_keep_the_daemon_from_draining_and_exiting(tmp_path):
+    """The stop's drain and its grace period read the socket too: a hostile peer flooding it
+    then must not keep a running request from being answered, nor the daemon from exiting 0
+    by its own path (not the forced exit)."""
+    import multiprocessing
+
+    from held_requests import HeldRequest
+    from slow_models import held
+
+    held(tmp_path / "held.onnx")
+    config = tmp_path / "d.toml"
+    config.write_text('drain_timeout_s = 120\n'
+                      '[models.held]\npath = "held.onnx"\ninstances = 2\nintra_op_threads = 1\n')
+    d = start_daemon(tmp_path, "--config", str(config))
+    ctx = multiprocessing.get_context("spawn")
+    stop, flooding = ctx.Event(), [ctx.Event(), ctx.Event()]
+    flooders = [ctx.Process(target=_flood, args=(d.endpoint, started, stop)) for started in flooding]
+    holder = Client(d.endpoint, timeout=60)
+    try:
+        x = np.random.default_rng(1).standard_normal((4, 16), dtype=np.float32)
+        request = HeldRequest(holder, x)
+        assert wait_until(lambda: sum(m_.get("in_flight", 0) for m_ in raw_call(
+            d.endpoint, {"v": 1, "op": "status", "id": 1}, timeout=30)["result"]["models"]) == 1, timeout=60)
+        for p in flooders:
+            p.start()
+        assert all(started.wait(60) for started in flooding)
+        d.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: "stopping: finishing 1 request(s)" in d.log(), timeout=60), d.log()
+        request.open()
+        assert request.reply(timeout_s=60)["ok"]  # answered while the flood goes on
+        np.testing.assert_allclose(request.y(), np.tanh(x), rtol=1e-6, atol=1e-6)
+        assert d.proc.wait(timeout=60) == 0, d.log()
+        assert all(p.is_alive() for p in flooders)  # the flood lasted until the daemon was gone
+        log = d.log()
+        assert "1 of 1 request(s) in flight finished" in log and "took longer" not in log, log
+    finally:
+        stop.set()
+        for p in flooders:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+        holder.close()
+        if d.alive():
+            d.kill()
