@@ -224,7 +224,7 @@ class WellBehavedClient(threading.Thread):
     def __init__(self, endpoint: str):
         super().__init__(name="well-behaved", daemon=True)
         from trtd.daemon.backends.onnxruntime import create_session
-        from trtd.daemon.builtin_models import builtin_model_path
+        from trtd.daemon.builtin.onnx_models import builtin_model_path
 
         self.session = create_session(builtin_model_path("demo"))
         self.endpoint = endpoint

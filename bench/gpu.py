@@ -128,7 +128,7 @@ def copy_bandwidths(torch, device, nbytes: int) -> dict[str, float]:
 
 
 def bench_workload(w: Workload, client, floor: Floor, plan: Plan, torch, device, progress) -> WorkloadResult:
-    from trtd.daemon.builtin_torch_models import builtin_torchscript_path
+    from trtd.daemon.builtin.torch_models import builtin_torchscript_path
 
     x = np.random.default_rng(w.batch).standard_normal(w.input_shape, dtype=np.float32)
     module = torch.jit.load(str(builtin_torchscript_path(w.model)), map_location=device).eval()
@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from trtd.daemon import cuda
-    from trtd.daemon.builtin_torch_models import builtin_torchscript_path
+    from trtd.daemon.system import cuda
+    from trtd.daemon.builtin.torch_models import builtin_torchscript_path
 
     index = int(args.device.split(":")[1]) if ":" in args.device else 0
     device = torch.device("cuda", index)

@@ -57,7 +57,7 @@ def _rel_l2(got: np.ndarray, ref: np.ndarray) -> float:
 def torch_rows(device_index: int, iterations: int, x: np.ndarray) -> tuple[list[BackendRow], np.ndarray]:
     import torch
 
-    from trtd.daemon.builtin_torch_models import _modules, build_torchscript
+    from trtd.daemon.builtin.torch_models import _modules, build_torchscript
 
     device = torch.device("cuda", device_index)
     torch.manual_seed(0)  # the same seed build_torchscript uses: identical weights
@@ -103,7 +103,7 @@ def tensorrt_rows(device_index: int, iterations: int, x: np.ndarray, calibration
         return [BackendRow(label, False, "not available on this machine: the full TensorRT library "
                                          "(`tensorrt`, which builds engines) is not installed")
                 for label in labels]
-    from trtd.daemon.builtin_models import builtin_model_path
+    from trtd.daemon.builtin.onnx_models import builtin_model_path
     from trtd.daemon.precision.convert import convert
 
     onnx_fp32 = builtin_model_path("resnet18")
@@ -123,12 +123,12 @@ def tensorrt_rows(device_index: int, iterations: int, x: np.ndarray, calibration
 def _tensorrt_row(label: str, onnx_path: str, device_index: int, iterations: int, x: np.ndarray) -> BackendRow:
     from types import SimpleNamespace
 
-    from trtd.daemon import cuda
+    from trtd.daemon.system import cuda
     from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
     from trtd.daemon.backends.tensorrt import TensorRTBackend
-    from trtd.daemon.engine_swap import build_options
+    from trtd.daemon.running.swap import build_options
     from trtd.daemon.engines.build import BuildJob, build
-    from trtd.daemon.instances import CudaInstance
+    from trtd.daemon.running.instances import CudaInstance
 
     from .verify_tensorrt import _timed_run
 

@@ -42,10 +42,10 @@ def main(argv=None) -> int:
         return _through_socket(args)
     import torch
 
-    from trtd.daemon import cuda
+    from trtd.daemon.system import cuda
     from trtd.daemon.backends.torch import _CudaView
-    from trtd.daemon.config import DaemonConfig, ModelConfig
-    from trtd.daemon.core import Call, DaemonCore
+    from trtd.daemon.config.settings import DaemonConfig, ModelConfig
+    from trtd.daemon.core.daemon_core import Call, DaemonCore
     from trtd.protocol import messages as m
 
     shapes = {"resnet18": ((1, 3, 224, 224), (1, 5)), "volume3d": ((1, 1, 128, 256, 256),) * 2}
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         instance = model.executor.instances[0]
         print(f"daemon infer handling p50: {_p50(daemon_request, args.n):.0f} µs")
         device = torch.device("cuda", args.device)
-        from trtd.daemon.builtin_torch_models import builtin_torchscript_path
+        from trtd.daemon.builtin.torch_models import builtin_torchscript_path
 
         module = torch.jit.load(str(builtin_torchscript_path(args.model)), map_location=device).eval()
         x = torch.randn(in_shape).pin_memory()

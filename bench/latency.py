@@ -360,7 +360,7 @@ def _private_endpoint(tmpdir: Path, name: str) -> str:
 @contextmanager
 def started_daemon(plans: list[Plan], tmpdir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """A daemon serving exactly the planned models on a private endpoint."""
-    from trtd.daemon.instance import SHM_DIR, endpoint_prefix
+    from trtd.daemon.serve.endpoint_lock import SHM_DIR, endpoint_prefix
 
     endpoint = _private_endpoint(tmpdir, "bench.sock")
     argv = [sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", endpoint, "--log-level", "WARNING"]

@@ -17,7 +17,7 @@ export TRTD_CACHE_DIR=/tmp/trtd-cache
   grep -o -w -E 'avx2|avx512f|avx512bw|avx512_vnni|avx_vnni|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
   $PY -m pip install --quiet --upgrade --no-deps --target /tmp/site .whl/*.whl
   $PY -m pip install --quiet --upgrade --no-deps --no-build-isolation --target /tmp/site .
-  $PY -c "import sys, torch, zmq, trtd.daemon.cuda as c; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count()); print('pyzmq', zmq.__version__); print('cuda-python', c.versions(), c.device_count())"
+  $PY -c "import sys, torch, zmq, trtd.daemon.system.cuda as c; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count()); print('pyzmq', zmq.__version__); print('cuda-python', c.versions(), c.device_count())"
 } 2>&1 | tee "$OUT/setup.log"
 if [ "${1:-}" = "--harness-only" ]; then
   # trtd bench --device: eager vs TorchScript vs TensorRT rows, then the daemon comparison.

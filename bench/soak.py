@@ -58,7 +58,7 @@ def _client(endpoint: str, seed: int, duration_s: float, out: "mp.Queue", start)
     spawned process and its ONNX Runtime references takes seconds on a small machine, which
     once ate a whole short soak before its first request."""
     from trtd.daemon.backends.onnxruntime import create_session
-    from trtd.daemon.builtin_models import builtin_model_path
+    from trtd.daemon.builtin.onnx_models import builtin_model_path
     from trtd.sdk import Client, InvalidInput, Overloaded
 
     refs = {"demo": create_session(builtin_model_path("demo")),
@@ -280,7 +280,7 @@ def _soak(args, argv, endpoint: str) -> int:
     """The soak against the daemon at `endpoint`: clients, samples, verdict, report files."""
     import psutil
 
-    from trtd.daemon.instance import endpoint_prefix
+    from trtd.daemon.serve.endpoint_lock import endpoint_prefix
     from trtd.sdk import Client
 
     for _ in range(600):

@@ -61,19 +61,19 @@ def main(argv=None) -> int:
     parser.add_argument("--report", default="trtd-tensorrt-report.json")
     args = parser.parse_args(argv)
 
-    from trtd.daemon import cuda
+    from trtd.daemon.system import cuda
     from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
     from trtd.daemon.backends.tensorrt import TensorRTBackend
-    from trtd.daemon.compare import _run, compare
-    from trtd.daemon.doctor import run_checks
+    from trtd.daemon.running.swap_gate import _run, compare
+    from trtd.daemon.commands.doctor import run_checks
     from trtd.daemon.engines.build import BuildJob, build
     from trtd.daemon.engines.fingerprint import BuildOptions
     from trtd.daemon.engines.profiles import parse_profiles
-    from trtd.daemon.instances import CudaInstance
+    from trtd.daemon.running.instances import CudaInstance
 
     onnx_path = args.onnx
     if onnx_path is None:
-        from trtd.daemon.builtin_models import builtin_model_path
+        from trtd.daemon.builtin.onnx_models import builtin_model_path
 
         onnx_path = str(builtin_model_path("resnet18"))
     report = {"command": " ".join([sys.executable, "-m", "trtd.bench.verify_tensorrt", *(argv or sys.argv[1:])]),
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
 
     def do_build():
         from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
-        from trtd.daemon.engine_swap import build_options
+        from trtd.daemon.running.swap import build_options
 
         if args.profile:
             options = BuildOptions(profiles=tuple(parse_profiles([args.profile])))

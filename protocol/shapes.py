@@ -1,6 +1,6 @@
 """Shape checks of a tensor against the model's description: one text for the daemon and the SDK.
 
-The daemon checks every infer request with these (daemon/validation.py); the SDK checks the
+The daemon checks every infer request with these (daemon/core/binding.py); the SDK checks the
 shapes of zero-copy views with them when the views are made (sdk/checks.py). A wrong shape is
 therefore refused in the same words wherever it is refused, e.g.
 "input 'x' expects float32[?,64], got float32[1,65] (dimension 1 must be 64)".

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trtd.daemon import platform
+from trtd.daemon.system import platform
 
 
 def add_parser(sub) -> None:
@@ -57,11 +57,11 @@ def main(args: argparse.Namespace) -> int:
 
 def daemon_status(config_path: Path, scope: str) -> int:
     """The daemon's own answer on the endpoint the service's config names."""
-    from trtd.daemon.cli import print_status
+    from trtd.daemon.commands.cli import print_status
 
     endpoint = None
     if config_path.exists():
-        from trtd.daemon.config import ConfigError, load_config
+        from trtd.daemon.config.settings import ConfigError, load_config
 
         try:
             endpoint = load_config(config_path).endpoint

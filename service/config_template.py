@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trtd.daemon import platform
+from trtd.daemon.system import platform
 
 
 def default_config_text(scope: str, windows: bool = platform.IS_WINDOWS) -> str:

@@ -36,7 +36,7 @@ def _install(args, scope: str) -> int:
     config = config_of(args)
     drain = 10.0
     if config.exists():
-        from trtd.daemon.config import ConfigError, load_config
+        from trtd.daemon.config.settings import ConfigError, load_config
 
         try:
             drain = load_config(config).drain_timeout_s

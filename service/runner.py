@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from trtd.daemon import platform
-from trtd.daemon.config import DaemonConfig
-from trtd.daemon.stopping import CLOSE_GRACE_S, exit_now
+from trtd.daemon.system import platform
+from trtd.daemon.config.settings import DaemonConfig
+from trtd.daemon.serve.stopping import CLOSE_GRACE_S, exit_now
 from trtd.protocol.endpoint import service_runtime_dir
 
 log = logging.getLogger("trtd.service")
@@ -26,7 +26,7 @@ log = logging.getLogger("trtd.service")
 LOG_FILE_BYTES = 10 * 2**20
 LOG_FILE_COUNT = 5
 # What a stop takes beyond the drain: closing models, regions and the socket, which the daemon
-# bounds itself (CLOSE_GRACE_S, then it exits: daemon/stopping.py). More than that, so that the
+# bounds itself (CLOSE_GRACE_S, then it exits: daemon/serve/stopping.py). More than that, so that the
 # service manager never kills a service that is keeping its own bound.
 STOP_CLOSE_MARGIN_S = CLOSE_GRACE_S + 20.0
 # How often a stopping service reports progress (a new checkpoint) to the service manager.
@@ -83,7 +83,7 @@ class ServiceRunner:
                  event_log: logging.Handler | None = None,
                  before_exit: Callable[[], None] | None = None, own_process: bool = False):
         """own_process: the daemon is the whole process (the Windows service), so a stop that
-        overruns its bound ends it (daemon/stopping.py), calling before_exit first: the moment
+        overruns its bound ends it (daemon/serve/stopping.py), calling before_exit first: the moment
         to tell the service manager it has stopped. False inside another program (tests)."""
         self.config_path = Path(config_path)
         self.before_exit = before_exit
@@ -117,8 +117,8 @@ class ServiceRunner:
             self.stopped.set()
 
     def _run(self, on_running: Callable[[], None] | None) -> int:
-        from trtd.daemon.config import load_config
-        from trtd.daemon.server import Server
+        from trtd.daemon.config.settings import load_config
+        from trtd.daemon.serve.server import Server
 
         self.prepare_environment()
         config = load_config(self.config_path)
@@ -147,7 +147,7 @@ class ServiceRunner:
             server.close()
         if server.abandoned and self.own_process:
             # A backend call still runs on another thread: exit now, not through the
-            # interpreter's shutdown under it (see daemon/stopping.py).
+            # interpreter's shutdown under it (see daemon/serve/stopping.py).
             log.info("trtd stopped (abandoned requests: exiting at once)")
             if self.before_exit is not None:
                 self.before_exit()

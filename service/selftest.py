@@ -21,7 +21,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from trtd.daemon import platform
+from trtd.daemon.system import platform
 
 
 @dataclass
@@ -58,7 +58,7 @@ region.close()
 
 def check_shared_memory() -> Result:
     """A region made as the daemon makes them, attached and written by another process."""
-    from trtd.daemon.regions import RegionLimits, RegionRegistry
+    from trtd.daemon.core.regions import RegionLimits, RegionRegistry
 
     registry = RegionRegistry(f"trtd_selftest_{os.getpid()}_", RegionLimits(1 << 20, 4, 1 << 22))
     try:
@@ -78,7 +78,7 @@ def check_shared_memory() -> Result:
 
 
 def check_cuda() -> Result:
-    from trtd.daemon import cuda
+    from trtd.daemon.system import cuda
 
     dll_dirs = platform.add_dll_directories() if platform.IS_WINDOWS else []
     suffix = f"; DLL folders added: {', '.join(dll_dirs)}" if dll_dirs else ""

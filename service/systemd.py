@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trtd.daemon import platform
+from trtd.daemon.system import platform
 
 from .config_template import default_config_text  # noqa: F401  (install writes it)
 

@@ -1,7 +1,7 @@
 """The Windows service: a thin pywin32 adapter around ServiceRunner (service/runner.py).
 
 Installed by `trtd service install` (an elevated prompt), it runs as LocalSystem in session 0:
-regions get Global\\ names and an explicit DACL (daemon/winshm.py), caches and logs live under
+regions get Global\\ names and an explicit DACL (daemon/system/winshm.py), caches and logs live under
 %ProgramData%\\trtd, CUDA/TensorRT DLL folders are added with os.add_dll_directory, warnings and
 errors also go to the Application event log. The service host (pythonservice.exe) is set up to
 run from this interpreter's virtual environment (service_host_files).
@@ -19,7 +19,7 @@ import sysconfig
 import threading
 from pathlib import Path, PureWindowsPath
 
-from trtd.daemon import platform
+from trtd.daemon.system import platform
 
 from .runner import ForwardHandler, ServiceRunner
 

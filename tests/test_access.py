@@ -146,7 +146,7 @@ def as_user(user: str, endpoint: str, steps: str = "infer", read: tuple[str, ...
 
 def _expected() -> list:
     from trtd.daemon.backends.onnxruntime import create_session
-    from trtd.daemon.builtin_models import builtin_model_path
+    from trtd.daemon.builtin.onnx_models import builtin_model_path
 
     return create_session(builtin_model_path("demo")).run(None, {"x": X})[0].tolist()
 
@@ -500,7 +500,7 @@ def test_clients_find_the_system_services_tokens(tmp_path, monkeypatch):
 
 
 def test_windows_token_files_get_an_explicit_protected_dacl():
-    from trtd.daemon.platform import token_file_sddl
+    from trtd.daemon.system.platform import token_file_sddl
 
     assert token_file_sddl() == "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FA;;;OW)"
     assert token_file_sddl(["IU", "S-1-5-21-1-2-3-1001"]).endswith("(A;;FR;;;IU)(A;;FR;;;S-1-5-21-1-2-3-1001)")

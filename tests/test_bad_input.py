@@ -15,7 +15,7 @@ import zmq
 
 from daemon_process import raw_call, shm_names, wait_until
 from trtd.daemon.backends.onnxruntime import create_session
-from trtd.daemon.builtin_models import builtin_model_path
+from trtd.daemon.builtin.onnx_models import builtin_model_path
 from trtd.protocol import MAX_REQUEST_BYTES, messages as m
 from trtd.sdk import Client, InvalidInput, ProtocolMismatch, RegionError, TrtdError, UnknownModel
 

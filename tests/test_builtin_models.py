@@ -6,7 +6,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from trtd.daemon.builtin_models import (  # noqa: E402
+from trtd.daemon.builtin.onnx_models import (  # noqa: E402
     BUILTIN_MODEL_NAMES,
     DEFAULT_MAX_BATCH,
     GENERATOR_VERSION,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from trtd.daemon.config import ConfigError, load_config, parse_model_flag
+from trtd.daemon.config.settings import ConfigError, load_config, parse_model_flag
 
 
 def test_toml_config(tmp_path):

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from trtd.daemon.config import ConfigError, load_config
-from trtd.daemon.config_check import check_file, locate_keys
+from trtd.daemon.config.settings import ConfigError, load_config
+from trtd.daemon.config.check import check_file, locate_keys
 
 BAD = """\
 # a comment
@@ -190,7 +190,7 @@ def test_config_paths_command(scope):
 def test_a_device_is_not_a_model_file(tmp_path):
     from pathlib import Path
 
-    from trtd.daemon.config import model_file_problem
+    from trtd.daemon.config.settings import model_file_problem
 
     assert "not a regular file or a named pipe" in model_file_problem(Path("/dev/zero"))
     assert "is a directory" in model_file_problem(tmp_path)
@@ -221,14 +221,14 @@ def test_an_unknown_backend_gets_a_suggestion(tmp_path):
 
 def test_the_load_op_backend_error_suggests_too():
     from trtd.daemon.backends import BackendError, create_backend
-    from trtd.daemon.config import ModelConfig
+    from trtd.daemon.config.settings import ModelConfig
 
     with pytest.raises(BackendError, match="did you mean 'torch'"):
         create_backend(ModelConfig(name="a", path="a.pt", backend="torhc"), "a.pt", max_batch=0)
 
 
 def test_the_daemon_refuses_a_file_with_every_line_config_check_prints(tmp_path):
-    from trtd.daemon.config_check import ConfigFileError
+    from trtd.daemon.config.check import ConfigFileError
 
     path = tmp_path / "bad.toml"
     path.write_text(SERVE_BAD)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from daemon_process import shm_names, start_daemon, wait_until
-from trtd.daemon.instance import endpoint_prefix
+from trtd.daemon.serve.endpoint_lock import endpoint_prefix
 from trtd.sdk import Client, DaemonNotRunning, DaemonStopping, InvalidInput, ModelNotReady
 
 
@@ -212,7 +212,7 @@ def test_serve_rejects_bad_config(tmp_path):
 
 
 def test_gpu_model_without_a_gpu_fails_clearly_and_the_rest_serve(tmp_path):
-    from trtd.daemon import cuda
+    from trtd.daemon.system import cuda
 
     try:
         if cuda.device_count() > 0:

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from trtd.daemon import cuda
-from trtd.daemon.config import ModelConfig
-from trtd.daemon.doctor import GPU, ONNXRUNTIME, TENSORRT, TENSORRT_BUILD, TORCH, model_needs
+from trtd.daemon.system import cuda
+from trtd.daemon.config.settings import ModelConfig
+from trtd.daemon.commands.doctor import GPU, ONNXRUNTIME, TENSORRT, TENSORRT_BUILD, TORCH, model_needs
 
 
 def _gpu_here() -> bool:
@@ -29,7 +29,7 @@ WITHOUT_TENSORRT = ("import sys; sys.modules.update(dict.fromkeys(['tensorrt', '
 
 
 def _doctor(*args, tmp_path, prelude=""):
-    code = prelude + f"from trtd.daemon.cli import main; sys.exit(main(['doctor', *{list(args)!r}]))"
+    code = prelude + f"from trtd.daemon.commands.cli import main; sys.exit(main(['doctor', *{list(args)!r}]))"
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
     return subprocess.run([sys.executable, "-c", "import sys; " + code], capture_output=True, text=True,
                           timeout=120, env=env)

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from trtd.daemon.cli import main
-from trtd.daemon.config import ConfigError, config_problems, DaemonConfig, load_config
-from trtd.daemon.config_check import check_file
+from trtd.daemon.commands.cli import main
+from trtd.daemon.config.settings import ConfigError, config_problems, DaemonConfig, load_config
+from trtd.daemon.config.check import check_file
 from trtd.protocol.endpoint import IPC_PATH_MAX_BYTES, EndpointError, validate_endpoint
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="ipc paths are POSIX ones")

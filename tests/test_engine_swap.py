@@ -15,7 +15,7 @@ import pytest
 
 from daemon_process import serving, wait_until
 from trtd.daemon.backends.onnxruntime import create_session
-from trtd.daemon.builtin_models import builtin_model_path
+from trtd.daemon.builtin.onnx_models import builtin_model_path
 from trtd.sdk import Client
 
 
@@ -101,8 +101,8 @@ def _scaled_model(path, scale: float):
 
 def test_the_comparison_gate_rejects_an_engine_that_computes_something_else(tmp_path):
     from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
-    from trtd.daemon.compare import compare
-    from trtd.daemon.instances import HostInstance
+    from trtd.daemon.running.swap_gate import compare
+    from trtd.daemon.running.instances import HostInstance
 
     reference = OnnxRuntimeBackend(_scaled_model(tmp_path / "a.onnx", 2.0), max_batch=4)
     same = OnnxRuntimeBackend(_scaled_model(tmp_path / "b.onnx", 2.0), max_batch=4)

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from trtd.daemon.builtin_models import builtin_model_path
+from trtd.daemon.builtin.onnx_models import builtin_model_path
 from trtd.daemon.engines.build import BuildJob, build
 from trtd.daemon.engines.builders import BuildError
 from trtd.daemon.engines.cache import EngineCache
@@ -111,7 +111,7 @@ def test_two_processes_build_one_engine_once(tmp_path):
 
 
 def _can_build_tensorrt() -> bool:
-    from trtd.daemon.engines.commands import tensorrt_build_problem
+    from trtd.daemon.commands.engines import tensorrt_build_problem
 
     return tensorrt_build_problem("m.onnx", 0) is None
 

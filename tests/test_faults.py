@@ -27,7 +27,7 @@ from daemon_process import DaemonProcess, serving, shm_names, wait_ready, wait_u
 from held_requests import HeldRequest
 from slow_models import held
 from trtd.daemon.backends.onnxruntime import create_session
-from trtd.daemon.builtin_models import builtin_model_path
+from trtd.daemon.builtin.onnx_models import builtin_model_path
 from trtd.protocol import messages as m
 from trtd.protocol.codec import encode_request
 from trtd.sdk import Client, DeadlineExceeded, ServerError

@@ -21,7 +21,7 @@ def _gpu_count() -> tuple[int, str]:
     except ImportError:
         return 0, "torch is not installed (the GPU tests use the torch backend)"
     try:
-        from trtd.daemon import cuda
+        from trtd.daemon.system import cuda
 
         return cuda.device_count(), "no CUDA device"
     except Exception as exc:
@@ -66,7 +66,7 @@ def gpu_daemon(tmp_path_factory, _model_cache):
 def _reference(name: str, x: np.ndarray) -> np.ndarray:
     import torch
 
-    from trtd.daemon.builtin_torch_models import builtin_torchscript_path
+    from trtd.daemon.builtin.torch_models import builtin_torchscript_path
 
     module = torch.jit.load(str(builtin_torchscript_path(name)), map_location="cuda:0").eval()
     with torch.inference_mode():
@@ -139,7 +139,7 @@ def test_two_instances_overlap_in_time(gpu_daemon):
 
 
 def test_load_unload_cycles_return_device_and_pinned_memory(gpu_daemon):
-    from trtd.daemon import cuda
+    from trtd.daemon.system import cuda
 
     x = np.random.default_rng(3).standard_normal((8, 3, 224, 224), dtype=np.float32)
     with Client(gpu_daemon.endpoint) as admin:
@@ -221,7 +221,7 @@ def test_tensorrt_build_inspect_and_serve_with_swap(tmp_path):
     import subprocess
     import sys
 
-    from trtd.daemon.builtin_models import builtin_model_path
+    from trtd.daemon.builtin.onnx_models import builtin_model_path
 
     _full_tensorrt_or_skip()
     onnx_path = builtin_model_path("resnet18")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from daemon_process import raw_call, shm_names, start_daemon, wait_until
-from trtd.daemon.instance import endpoint_prefix
+from trtd.daemon.serve.endpoint_lock import endpoint_prefix
 from trtd.protocol import messages as m
 from trtd.sdk import Client, DaemonTimeout, ProtocolMismatch, RegionError, TrtdError
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from trtd.daemon.config import ModelConfig
-from trtd.daemon.cuda import HostPinning
-from trtd.daemon.engine_swap import EngineSwapper
-from trtd.daemon.models import ModelRegistry
-from trtd.daemon.scheduler import CompletionQueue
+from trtd.daemon.config.settings import ModelConfig
+from trtd.daemon.system.cuda import HostPinning
+from trtd.daemon.running.swap import EngineSwapper
+from trtd.daemon.running.registry import ModelRegistry
+from trtd.daemon.running.executor import CompletionQueue
 
 pytest.importorskip("onnxruntime")
 

@@ -140,7 +140,7 @@ def test_the_wheel_ships_the_root_package_py_typed_and_the_licence(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     dist_info = f"trtd-{trtd.__version__}.dist-info"
     assert {"trtd/__init__.py", "trtd/py.typed", f"{dist_info}/licenses/LICENSE",
-            "trtd/daemon/cli.py", "trtd/protocol/SPEC.md"} <= names
+            "trtd/daemon/commands/cli.py", "trtd/protocol/SPEC.md"} <= names
     # The folder that holds the root package is not installed a second time under trtd.daemon.
     assert not any("_trtd" in n for n in names)
 
@@ -155,7 +155,7 @@ def test_the_installed_wheel_imports_and_answers_version(wheel, tmp_path):
     # so `trtd` is the copy pip just installed; numpy, pyzmq, ... come from the venv, or from
     # the PYTHONPATH entries already set (the GPU host's packages live there).
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    probe = ("import importlib.resources, trtd, trtd.daemon.cli, trtd.sdk, trtd.service.commands; "
+    probe = ("import importlib.resources, trtd, trtd.daemon.commands.cli, trtd.sdk, trtd.service.commands; "
              "print(trtd.__file__); print(trtd.sdk.__file__); "
              "print(importlib.resources.files('trtd').joinpath('py.typed').is_file())")
     where = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,

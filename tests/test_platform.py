@@ -7,7 +7,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 import pytest
 
-from trtd.daemon import platform
+from trtd.daemon.system import platform
 from trtd.service.tdr import classify
 from trtd.service.windows import service_host_files
 

@@ -14,11 +14,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from trtd.daemon.builtin_models import builtin_model_path
+from trtd.daemon.builtin.onnx_models import builtin_model_path
 from trtd.daemon.precision.convert import ConvertError, convert, provenance
 from trtd.daemon.precision.metrics import MetricError, dice, hausdorff, mask_metrics
 from trtd.daemon.precision.samples import SampleError
-from trtd.daemon.precision.validate import run_validation
+from trtd.daemon.precision.accuracy_gate import run_validation
 
 pytest.importorskip("scipy")
 

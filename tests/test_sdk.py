@@ -8,7 +8,7 @@ import pytest
 
 from daemon_process import run_threads
 from trtd.daemon.backends.onnxruntime import create_session
-from trtd.daemon.builtin_models import builtin_model_path
+from trtd.daemon.builtin.onnx_models import builtin_model_path
 from trtd.protocol.endpoint import EndpointError
 from trtd.sdk import Client, DaemonTimeout, InvalidEndpoint, InvalidInput, TrtdError, UnknownModel
 

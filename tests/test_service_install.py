@@ -15,8 +15,8 @@ import pytest
 from daemon_process import shm_names, wait_until
 from held_requests import HeldRequest
 from slow_models import held
-from trtd.daemon.config import load_config
-from trtd.daemon.config_check import check_file
+from trtd.daemon.config.settings import load_config
+from trtd.daemon.config.check import check_file
 from trtd.service import systemd
 from trtd.service.runner import STOP_CLOSE_MARGIN_S, ForwardHandler, ServiceRunner, stop_wait_hint_ms
 

@@ -19,7 +19,7 @@ import pytest
 from daemon_process import raw_call, shm_names, start_daemon, wait_until
 from held_requests import HeldRequest, PendingLoad
 from slow_models import held, slow_to_load
-from trtd.daemon.notify import Notifier
+from trtd.daemon.serve.notify import Notifier
 from trtd.sdk import Client, TrtdError
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from trtd.daemon.validation import bind_request
+from trtd.daemon.core.binding import bind_request
 from trtd.protocol import (MAX_RANK, ErrorCode, Infer, InputRef, ModelInfo, OutputRef, ProtocolError, TensorSpec,
                            batch_problem, format_tensor, shape_problem)
 from trtd.sdk import InvalidInput

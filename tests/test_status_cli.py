@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from daemon_process import raw_call, start_daemon, wait_until
-from trtd.daemon.builtin_models import builtin_model_path
-from trtd.daemon.cli import (STATUS_FAILED, STATUS_LOADING, STATUS_READY, STATUS_UNREACHABLE, main)
+from trtd.daemon.builtin.onnx_models import builtin_model_path
+from trtd.daemon.commands.cli import (STATUS_FAILED, STATUS_LOADING, STATUS_READY, STATUS_UNREACHABLE, main)
 from trtd.protocol import messages as m
 from trtd.sdk import Client, InvalidInput
 

@@ -17,8 +17,8 @@ import pytest
 from daemon_process import raw_call, start_daemon, wait_until
 from held_requests import HeldRequest
 from slow_models import held
-from trtd.daemon import cli
-from trtd.daemon.cli import (STATUS_LOADING, STATUS_READY, STATUS_STOPPING, STATUS_UNREACHABLE, main)
+from trtd.daemon.commands import cli
+from trtd.daemon.commands.cli import (STATUS_LOADING, STATUS_READY, STATUS_STOPPING, STATUS_UNREACHABLE, main)
 from trtd.protocol import messages as m
 from trtd.sdk import Client, DaemonNotRunning, DaemonStopping, DaemonTimeout
 

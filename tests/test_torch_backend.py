@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch", reason="torch is an optional extra (pip ins
 from daemon_process import serving  # noqa: E402
 from trtd.daemon.backends.base import BackendError  # noqa: E402
 from trtd.daemon.backends.torch import parse_input_spec  # noqa: E402
-from trtd.daemon.builtin_torch_models import builtin_torchscript_path  # noqa: E402
+from trtd.daemon.builtin.torch_models import builtin_torchscript_path  # noqa: E402
 from trtd.sdk import Client, InvalidInput, ModelNotReady  # noqa: E402
 
 

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Windows sees them. Errors are reported only in the modules listed (--follow-imports=silent
 # reads the others for their types): a module the service depends on is listed, not followed.
 WINDOWS_MODULES = ["service/windows.py", "service/runner.py", "service/tdr.py", "service/commands.py",
-                   "service/config_template.py", "service/selftest.py", "daemon/winshm.py",
-                   "daemon/platform.py", "daemon/server.py", "daemon/core.py", "daemon/regions.py",
+                   "service/config_template.py", "service/selftest.py", "daemon/system/winshm.py",
+                   "daemon/system/platform.py", "daemon/serve/server.py", "daemon/core/daemon_core.py", "daemon/core/regions.py",
                    "sdk/shm.py"]
 
 

@@ -50,7 +50,7 @@ class PeerUnavailable(RuntimeError):
 
 
 def default_env_dir() -> Path:
-    from trtd.daemon.builtin_models import default_cache_dir
+    from trtd.daemon.builtin.onnx_models import default_cache_dir
 
     return default_cache_dir() / "bench" / f"pytriton-{PYTRITON_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}"
 

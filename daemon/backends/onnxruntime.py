@@ -17,7 +17,7 @@ import numpy as np
 
 from trtd.protocol import TensorSpec
 
-from .base import Backend, BackendError, OutputTooLarge, TensorBinding
+from trtd.daemon.backends.base import Backend, BackendError, OutputTooLarge, TensorBinding
 
 DEFAULT_MAX_BATCH = 64
 _MAX_CACHED_BINDINGS = 256

@@ -20,9 +20,9 @@ import numpy as np
 
 from trtd.protocol import TensorSpec
 
-from .. import cuda
-from ..engines.trt import TensorRTUnavailable, capturing_logger, import_tensorrt
-from .base import Backend, BackendError, OutputTooLarge, TensorBinding
+from trtd.daemon.system import cuda
+from trtd.daemon.engines.trt import TensorRTUnavailable, capturing_logger, import_tensorrt
+from trtd.daemon.backends.base import Backend, BackendError, OutputTooLarge, TensorBinding
 
 
 class TensorRTBackend(Backend):

@@ -18,7 +18,7 @@ import numpy as np
 
 from trtd.protocol import WIRE_DTYPES, TensorSpec
 
-from .base import Backend, BackendError, OutputTooLarge, TensorBinding
+from trtd.daemon.backends.base import Backend, BackendError, OutputTooLarge, TensorBinding
 
 DEFAULT_MAX_BATCH = 64
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .builders import ARTIFACT_SUFFIX, BuildError
-from .cache import CacheEntry, EngineCache
-from .fingerprint import (BuildEnvironment, BuildOptions, file_sha256, fingerprint,
+from trtd.daemon.engines.builders import ARTIFACT_SUFFIX, BuildError
+from trtd.daemon.engines.cache import CacheEntry, EngineCache
+from trtd.daemon.engines.fingerprint import (BuildEnvironment, BuildOptions, file_sha256, fingerprint,
                           fingerprint_inputs, options_to_json)
 
 
@@ -44,8 +44,8 @@ def build_environment(builder: str, device: int = 0) -> BuildEnvironment:
 
         return BuildEnvironment(tensorrt_version=f"onnxruntime-{onnxruntime.__version__}",
                                 gpu_name="cpu", compute_capability="-", os=platform.system())
-    from .. import cuda
-    from .trt import import_tensorrt
+    from trtd.daemon.system import cuda
+    from trtd.daemon.engines.trt import import_tensorrt
 
     trt = import_tensorrt(prefer="full")
     props = cuda.device_properties(device)
@@ -55,7 +55,7 @@ def build_environment(builder: str, device: int = 0) -> BuildEnvironment:
 
 
 def default_cache_root() -> str:
-    from ..builtin_models import default_cache_dir
+    from trtd.daemon.builtin.onnx_models import default_cache_dir
 
     return str(default_cache_dir())
 

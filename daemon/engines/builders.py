@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .fingerprint import BuildOptions
+from trtd.daemon.engines.fingerprint import BuildOptions
 
 
 class BuildError(RuntimeError):
@@ -46,7 +46,7 @@ def _parser_errors(parser) -> str:
 
 def build_tensorrt(onnx_path: str, options: BuildOptions, timing_cache: str | None,
                    log: Callable[[str], None]) -> bytes:
-    from .trt import capturing_logger, import_tensorrt
+    from trtd.daemon.engines.trt import capturing_logger, import_tensorrt
 
     trt = import_tensorrt(prefer="full").module
     logger = capturing_logger(trt, log)
@@ -97,7 +97,7 @@ def build_tensorrt(onnx_path: str, options: BuildOptions, timing_cache: str | No
 
 def inspect_engine(engine_bytes: bytes) -> str:
     """Per-layer precision and chosen tactics (needs an engine built with DETAILED verbosity)."""
-    from .trt import import_tensorrt
+    from trtd.daemon.engines.trt import import_tensorrt
 
     trt = import_tensorrt().module
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))

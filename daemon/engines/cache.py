@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..filelock import lock_fd
+from trtd.daemon.system.filelock import lock_fd
 
 log = logging.getLogger("trtd.engines")
 

@@ -18,7 +18,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .profiles import InputRange, Profile
+from trtd.daemon.engines.profiles import InputRange, Profile
 
 FINGERPRINT_SCHEMA = 1  # bumped if what goes into a fingerprint changes
 

@@ -15,8 +15,8 @@ from dataclasses import replace
 
 
 def main(argv: list[str]) -> int:
-    from .builders import BUILDERS, BuildError
-    from .fingerprint import options_from_json
+    from trtd.daemon.engines.builders import BUILDERS, BuildError
+    from trtd.daemon.engines.fingerprint import options_from_json
 
     job = json.loads(open(argv[0], encoding="utf-8").read())
     started = time.monotonic()

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .samples import load_samples, samples_sha256
+from trtd.daemon.precision.samples import load_samples, samples_sha256
 
 PRECISIONS = ("fp16", "int8")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -119,7 +119,7 @@ def convert(source: str | Path, precision: str, calibration: str | Path | None =
             keep_io_types: bool = True, int8_target: str = "portable") -> Variant:
     """The variant from the cache, or made now (atomically written there).
     `int8_target`: "portable" or "tensorrt" (see the module docstring); ignored for FP16."""
-    from ..engines.fingerprint import file_sha256
+    from trtd.daemon.engines.fingerprint import file_sha256
 
     if precision not in PRECISIONS:
         raise ConvertError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -142,7 +142,7 @@ def convert(source: str | Path, precision: str, calibration: str | Path | None =
     target = int8_target if samples else ""
     fp = variant_fingerprint(source_sha, precision, calibration_sha, method if samples else "", target)
     if cache_root is None:
-        from ..builtin_models import default_cache_dir
+        from trtd.daemon.builtin.onnx_models import default_cache_dir
 
         cache_root = default_cache_dir()
     folder = Path(cache_root) / "variants"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.base import BackendError
-from ..backends.torch import parse_input_spec
-from .metrics import value_metrics
+from trtd.daemon.backends.base import BackendError
+from trtd.daemon.backends.torch import parse_input_spec
+from trtd.daemon.precision.metrics import value_metrics
 
 
 class ExportError(ValueError):

@@ -21,18 +21,20 @@ import psutil
 from trtd.protocol import (ALIGNMENT, MAX_REQUEST_BYTES, PROTOCOL_VERSION, SERVER_VERSION,
                            ErrorCode, ProtocolError, encode_error, encode_reply, messages as m)
 
-from . import cuda, stopping
-from .clients import ClientRegistry
-from .cuda import HostPinning
-from .config import (BUILTIN_PREFIX, ConfigError, DaemonConfig, ModelConfig, model_file_problem,
+from trtd.daemon.system import cuda
+
+from trtd.daemon.serve import stopping
+from trtd.daemon.core.clients import ClientRegistry
+from trtd.daemon.system.cuda import HostPinning
+from trtd.daemon.config.settings import (BUILTIN_PREFIX, ConfigError, DaemonConfig, ModelConfig, model_file_problem,
                      validate_model)
-from .instances import RunTiming
-from .models import LoadedModel, ModelRegistry
-from .regions import RegionLimits, RegionRegistry
-from .engine_swap import Swap
-from .loader import Loaded, ModelLoader
-from .scheduler import CompletionQueue, Done, Job
-from .validation import bind_request
+from trtd.daemon.running.instances import RunTiming
+from trtd.daemon.running.registry import LoadedModel, ModelRegistry
+from trtd.daemon.core.regions import RegionLimits, RegionRegistry
+from trtd.daemon.running.swap import Swap
+from trtd.daemon.running.loader import Loaded, ModelLoader
+from trtd.daemon.running.executor import CompletionQueue, Done, Job
+from trtd.daemon.core.binding import bind_request
 
 log = logging.getLogger("trtd.core")
 
@@ -170,7 +172,7 @@ class DaemonCore:
     def close(self, wait: bool = True) -> None:
         """Unload every model and release every region. wait=False after give_up_in_flight():
         requests still running keep their model and region (the process exits next)."""
-        from .models import discard
+        from trtd.daemon.running.registry import discard
 
         if self.loader is not None:
             self.loader.close(wait)  # waits for the model being created now

@@ -29,7 +29,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 from trtd.protocol.endpoint import ENDPOINT_ENV, EndpointError, default_endpoint, validate_endpoint
 
-from .access import group_problems
+from trtd.daemon.serve.access import group_problems
 
 BUILTIN_PREFIX = "builtin:"
 GiB = 1024**3
@@ -159,7 +159,7 @@ def load_config(path: str | Path, endpoint: str | None = None) -> DaemonConfig:
     finds (with its line) when one of them keeps the daemon from starting. `endpoint` (serve's
     --endpoint) replaces the file's."""
     # config_check builds on this module, hence the late import: one checker for both.
-    from .config_check import load_checked
+    from trtd.daemon.config.check import load_checked
 
     return load_checked(path, endpoint)[0]
 

@@ -8,8 +8,8 @@ import io
 import shutil
 import sys
 
-from .convert import CALIBRATION_METHODS, INT8_TARGETS, PRECISIONS, ConvertError, convert
-from .samples import SampleError
+from trtd.daemon.precision.convert import CALIBRATION_METHODS, INT8_TARGETS, PRECISIONS, ConvertError, convert
+from trtd.daemon.precision.samples import SampleError
 
 
 def add_parser(sub) -> None:

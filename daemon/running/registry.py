@@ -12,14 +12,14 @@ import numpy as np
 
 from trtd.protocol import ErrorCode, ModelInfo, ProtocolError, TensorSpec
 
-from .backends import Backend, BackendError, create_backend
-from . import cuda
-from .config import BUILTIN_PREFIX, ModelConfig, model_file_problem
-from .cuda import CudaError, HostPinning
-from .instances import make_instances
-from .scheduler import CompletionQueue, Executor
-from .engine_swap import EngineSwapper, Swap
-from .stats import ModelStats
+from trtd.daemon.backends import Backend, BackendError, create_backend
+from trtd.daemon.system import cuda
+from trtd.daemon.config.settings import BUILTIN_PREFIX, ModelConfig, model_file_problem
+from trtd.daemon.system.cuda import CudaError, HostPinning
+from trtd.daemon.running.instances import make_instances
+from trtd.daemon.running.executor import CompletionQueue, Executor
+from trtd.daemon.running.swap import EngineSwapper, Swap
+from trtd.daemon.running.stats import ModelStats
 
 log = logging.getLogger("trtd.models")
 
@@ -102,7 +102,7 @@ def resolve_model_path(config: ModelConfig) -> str:
         name = path[len(BUILTIN_PREFIX):]
         if config.backend == "torch":
             try:
-                from .builtin_torch_models import BUILTIN_TORCH_INPUTS, builtin_torchscript_path
+                from trtd.daemon.builtin.torch_models import BUILTIN_TORCH_INPUTS, builtin_torchscript_path
                 import torch  # noqa: F401  (the generator needs it)
             except ImportError:
                 raise BackendError("built-in TorchScript models need torch: pip install \"trtd[torch]\"") from None
@@ -110,7 +110,7 @@ def resolve_model_path(config: ModelConfig) -> str:
             if not config.inputs and name in BUILTIN_TORCH_INPUTS:
                 config.inputs = list(BUILTIN_TORCH_INPUTS[name])
             return str(builtin_torchscript_path(name))
-        from .builtin_models import builtin_model_path
+        from trtd.daemon.builtin.onnx_models import builtin_model_path
 
         return str(builtin_model_path(name))
     problem = model_file_problem(Path(path))
@@ -122,7 +122,7 @@ def resolve_model_path(config: ModelConfig) -> str:
 def _default_max_batch(config: ModelConfig) -> int:
     if config.max_batch or not config.path.startswith(BUILTIN_PREFIX):
         return config.max_batch
-    from .builtin_models import DEFAULT_MAX_BATCH
+    from trtd.daemon.builtin.onnx_models import DEFAULT_MAX_BATCH
 
     return DEFAULT_MAX_BATCH.get(config.path[len(BUILTIN_PREFIX):], 0)
 
@@ -176,7 +176,7 @@ class ModelRegistry:
             if onnx_first:
                 # Served by ONNX Runtime at once (its CUDA provider where onnxruntime-gpu is
                 # installed, the CPU otherwise); the engine comes later (engine_swap).
-                from .backends.onnxruntime import OnnxRuntimeBackend, providers_for
+                from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend, providers_for
 
                 backend = OnnxRuntimeBackend.for_model(config, path, _default_max_batch(config),
                                                        providers=providers_for(config.device))

@@ -16,18 +16,18 @@ import logging
 import threading
 from dataclasses import dataclass, replace
 
-from . import cuda
-from .backends import Backend, BackendError
-from .compare import compare
-from .cuda import CudaError
-from .engines.build import BuildJob, build
-from .engines.builders import BuildError
-from .engines.cache import CacheError
-from .engines.fingerprint import BuildOptions
-from .engines.profiles import InputRange, Profile, ProfileError, check_against_model, parse_profiles
-from .engines.trt import TensorRTUnavailable, import_tensorrt
-from .instances import make_instances
-from .scheduler import Executor
+from trtd.daemon.system import cuda
+from trtd.daemon.backends import Backend, BackendError
+from trtd.daemon.running.swap_gate import compare
+from trtd.daemon.system.cuda import CudaError
+from trtd.daemon.engines.build import BuildJob, build
+from trtd.daemon.engines.builders import BuildError
+from trtd.daemon.engines.cache import CacheError
+from trtd.daemon.engines.fingerprint import BuildOptions
+from trtd.daemon.engines.profiles import InputRange, Profile, ProfileError, check_against_model, parse_profiles
+from trtd.daemon.engines.trt import TensorRTUnavailable, import_tensorrt
+from trtd.daemon.running.instances import make_instances
+from trtd.daemon.running.executor import Executor
 
 log = logging.getLogger("trtd.swap")
 
@@ -77,7 +77,7 @@ _TOLERANCE = {"same": 1e-3, "": 1e-3, "fp16": 1e-2, "int8": 1e-1}
 
 
 def source_fp(path: str) -> str:
-    from .engines.fingerprint import file_sha256
+    from trtd.daemon.engines.fingerprint import file_sha256
 
     return file_sha256(path)[:32]
 
@@ -125,7 +125,7 @@ class EngineSwapper(threading.Thread):
             if config.precision:
                 # The reduced-precision ONNX variant first (cached like engines); an engine,
                 # if asked for, is then built from it.
-                from .precision.convert import convert
+                from trtd.daemon.precision.convert import convert
 
                 # INT8 for a TensorRT engine keeps 8-bit weights: the engine, not ONNX Runtime on
                 # this CPU, runs and is compared; anything ONNX Runtime runs is the portable one.
@@ -178,7 +178,7 @@ class EngineSwapper(threading.Thread):
         instances = []
         real = None
         if config.precision and config.calibration:
-            from .precision.samples import load_samples
+            from trtd.daemon.precision.samples import load_samples
 
             real = load_samples(config.calibration, {s.name: (s.dtype, s.shape) for s in reference.inputs})
         rel_l2 = (config.compare_rtol or _TOLERANCE[config.precision]) if config.precision else None
@@ -208,7 +208,7 @@ class EngineSwapper(threading.Thread):
                 candidate.close()
 
     def _onnxruntime(self, path) -> Backend:
-        from .backends.onnxruntime import OnnxRuntimeBackend, providers_for
+        from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend, providers_for
 
         config = self.model.config
         return OnnxRuntimeBackend.for_model(config, path, self.model.backend.max_batch,
@@ -217,10 +217,10 @@ class EngineSwapper(threading.Thread):
     def _load(self, path) -> Backend:
         config = self.model.config
         if config.engine_builder == "onnxruntime":
-            from .backends.onnxruntime import OnnxRuntimeBackend
+            from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
 
             return OnnxRuntimeBackend.for_model(config, path, self.model.backend.max_batch)
-        from .backends.tensorrt import TensorRTBackend
+        from trtd.daemon.backends.tensorrt import TensorRTBackend
 
         return TensorRTBackend(path, device=max(config.device, 0), max_batch=config.max_batch,
                                allow_host_code=config.allow_engine_host_code, plugins=config.plugins)

@@ -19,10 +19,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import (_DAEMON_FIELDS, _MODEL_FIELDS, BUILTIN_PREFIX, ConfigError, DaemonConfig,
+from trtd.daemon.config.settings import (_DAEMON_FIELDS, _MODEL_FIELDS, BUILTIN_PREFIX, ConfigError, DaemonConfig,
                      ModelConfig, _check_type, build_config, config_problems, did_you_mean,
                      model_file_problem, read_toml, validate_model)
-from .access import admin_reach_warning
+from trtd.daemon.serve.access import admin_reach_warning
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -228,7 +228,7 @@ def check_text(text: str, base_dir: Path, endpoint: str | None = None) -> list[P
 def _model_files(model: ModelConfig, base_dir: Path, label: str, model_line) -> list[Problem]:
     problems = []
     if model.path.startswith(BUILTIN_PREFIX):
-        from .builtin_models import BUILTIN_MODEL_NAMES
+        from trtd.daemon.builtin.onnx_models import BUILTIN_MODEL_NAMES
 
         builtin = model.path[len(BUILTIN_PREFIX):]
         if builtin not in BUILTIN_MODEL_NAMES:
@@ -253,9 +253,9 @@ def _model_files(model: ModelConfig, base_dir: Path, label: str, model_line) -> 
 
 
 def _model_shapes(model: ModelConfig, label: str, model_line) -> list[Problem]:
-    from .backends.base import BackendError
-    from .backends.torch import parse_input_spec
-    from .engines.profiles import ProfileError, parse_profiles
+    from trtd.daemon.backends.base import BackendError
+    from trtd.daemon.backends.torch import parse_input_spec
+    from trtd.daemon.engines.profiles import ProfileError, parse_profiles
 
     problems = []
     for spec in model.inputs:
@@ -268,7 +268,7 @@ def _model_shapes(model: ModelConfig, label: str, model_line) -> list[Problem]:
             parse_profiles([spec.split(";")])
         except ProfileError as exc:
             problems.append(Problem(model_line("profiles"), f"{label}{exc}"))
-    from .backends import BACKENDS
+    from trtd.daemon.backends import BACKENDS
 
     if model.backend not in BACKENDS:
         problems.append(Problem(model_line("backend"), f"{label}unknown backend {model.backend!r}"

@@ -12,7 +12,7 @@ import os
 import pathlib
 import tempfile
 
-from .builtin_models import default_cache_dir
+from trtd.daemon.builtin.onnx_models import default_cache_dir
 
 GENERATOR_VERSION = 1
 

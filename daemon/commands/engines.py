@@ -7,11 +7,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from .build import BuildJob, build, default_cache_root
-from .builders import BuildError, inspect_engine
-from .cache import CacheError, EngineCache
-from .fingerprint import BuildOptions
-from .profiles import ProfileError, check_against_model, parse_profiles
+from trtd.daemon.engines.build import BuildJob, build, default_cache_root
+from trtd.daemon.engines.builders import BuildError, inspect_engine
+from trtd.daemon.engines.cache import CacheError, EngineCache
+from trtd.daemon.engines.fingerprint import BuildOptions
+from trtd.daemon.engines.profiles import ProfileError, check_against_model, parse_profiles
 
 
 def add_build_parser(sub) -> None:
@@ -66,7 +66,7 @@ def _onnx_inputs(path: str) -> dict[str, list[int]]:
 
 
 def _missing_library() -> str | None:
-    from .trt import TensorRTUnavailable, import_tensorrt
+    from trtd.daemon.engines.trt import TensorRTUnavailable, import_tensorrt
 
     install = "pip install tensorrt, from NVIDIA's package index"
     try:
@@ -80,7 +80,7 @@ def _missing_library() -> str | None:
 
 
 def _missing_gpu(device: int) -> str | None:
-    from .. import cuda
+    from trtd.daemon.system import cuda
 
     if not cuda.available():
         return 'a GPU: cuda-python is not installed (pip install "trtd[cuda]"), so no GPU can be used'

@@ -21,9 +21,9 @@ from typing import Any, Callable
 
 from trtd.protocol import ErrorCode, ProtocolError
 
-from .backends import BackendError, OutputTooLarge
-from .cuda import CudaError
-from .instances import RunTiming
+from trtd.daemon.backends import BackendError, OutputTooLarge
+from trtd.daemon.system.cuda import CudaError
+from trtd.daemon.running.instances import RunTiming
 
 log = logging.getLogger("trtd.scheduler")
 

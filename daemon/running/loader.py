@@ -15,10 +15,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config import ModelConfig
+from trtd.daemon.config.settings import ModelConfig
 
 if TYPE_CHECKING:  # models imports the backends; the loader thread needs them only at run time
-    from .models import LoadedModel
+    from trtd.daemon.running.registry import LoadedModel
 
 log = logging.getLogger("trtd.loader")
 
@@ -82,12 +82,12 @@ class ModelLoader:
                 item.model = self._registry.create(config)
             except BaseException as exc:  # create() keeps failures; this is a bug: keep going
                 log.exception("loading model %s failed unexpectedly", config.name)
-                from .models import LoadedModel
+                from trtd.daemon.running.registry import LoadedModel
 
                 item.model = LoadedModel(config=config, backend=None, state="failed",
                                          error=f"{type(exc).__name__}: {exc}")
             if self._cancelled.is_set():
-                from .models import discard
+                from trtd.daemon.running.registry import discard
 
                 discard(item.model)
                 return

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import ModelConfig
+    from trtd.daemon.config.settings import ModelConfig
 
 # The optional parts a model can need. "gpu": cuda-python, a driver and a device.
 GPU, TENSORRT, TENSORRT_BUILD, ONNXRUNTIME, TORCH = "gpu", "tensorrt", "tensorrt-build", "onnxruntime", "torch"
@@ -79,7 +79,7 @@ def _tensorrt_use(m: ModelConfig) -> str | None:
     """TENSORRT_BUILD, TENSORRT (run an engine file) or None for a model config."""
     if m.backend != "tensorrt":
         return None
-    from .config import BUILTIN_PREFIX
+    from trtd.daemon.config.settings import BUILTIN_PREFIX
 
     if not (m.path.startswith(BUILTIN_PREFIX) or m.path.lower().endswith(".onnx")):
         return TENSORRT
@@ -110,7 +110,7 @@ def model_needs(m: ModelConfig) -> list[Need]:
 
 def default_config_path() -> Path | None:
     """The config `trtd serve` would be pointed at by a service: the user's, else the system's."""
-    from . import platform as trtd_platform
+    from trtd.daemon.system import platform as trtd_platform
 
     for scope in ("user", "system"):
         candidate = Path(trtd_platform.config_path(scope))
@@ -121,7 +121,7 @@ def default_config_path() -> Path | None:
 
 def configured_needs(config_path: str | None) -> tuple[Check, list[Need]]:
     """A line saying which models were judged, and what they need."""
-    from .config import ConfigError, ModelConfig, load_config
+    from trtd.daemon.config.settings import ConfigError, ModelConfig, load_config
 
     path = Path(config_path) if config_path else default_config_path()
     if path is None:
@@ -147,7 +147,7 @@ def _has(present: bool, *parts: str) -> tuple[str, ...]:
 
 
 def probe_gpu() -> list[Probe]:
-    from . import cuda
+    from trtd.daemon.system import cuda
 
     fix = 'pip install "trtd[cuda]" and the NVIDIA driver (R580+ for CUDA 13, R525+ for CUDA 12)'
     if not cuda.available():
@@ -173,7 +173,7 @@ def probe_gpu() -> list[Probe]:
 
 
 def _driver_cuda_major() -> int | None:
-    from . import cuda
+    from trtd.daemon.system import cuda
 
     try:
         return cuda.versions()["driver"] // 1000 if cuda.available() else None
@@ -182,7 +182,7 @@ def _driver_cuda_major() -> int | None:
 
 
 def probe_tensorrt() -> Probe:
-    from .engines.trt import TensorRTUnavailable, import_tensorrt
+    from trtd.daemon.engines.trt import TensorRTUnavailable, import_tensorrt
 
     answers = (TENSORRT, TENSORRT_BUILD)
     try:

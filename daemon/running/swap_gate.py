@@ -10,7 +10,7 @@ import numpy as np
 
 from trtd.protocol import ALIGNMENT, align_up
 
-from .backends import Backend, TensorBinding
+from trtd.daemon.backends import Backend, TensorBinding
 
 
 @dataclass

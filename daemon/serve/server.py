@@ -22,14 +22,14 @@ from trtd.protocol import (MAX_REQUEST_BYTES, ErrorCode, ProtocolError, decode_e
                            encode_error, encode_reply, resolve_endpoint)
 from trtd.protocol.endpoint import ipc_path, runtime_dir
 
-from . import platform
-from .access import AccessPolicy, Gate
-from .config import ConfigError, DaemonConfig
-from .core import PENDING, Call, DaemonCore
-from .instance import InstanceLock
-from .loader import Loaded
-from .notify import Notifier
-from .stopping import DrainReport, StopDeadline, exit_now
+from trtd.daemon.system import platform
+from trtd.daemon.serve.access import AccessPolicy, Gate
+from trtd.daemon.config.settings import ConfigError, DaemonConfig
+from trtd.daemon.core.daemon_core import PENDING, Call, DaemonCore
+from trtd.daemon.serve.endpoint_lock import InstanceLock
+from trtd.daemon.running.loader import Loaded
+from trtd.daemon.serve.notify import Notifier
+from trtd.daemon.serve.stopping import DrainReport, StopDeadline, exit_now
 
 log = logging.getLogger("trtd.server")
 
@@ -49,7 +49,7 @@ class Server:
                  notifier: Notifier | None = None, own_process: bool = False):
         """reload_source: re-reads the configuration for `reload` / SIGHUP. own_process: this
         daemon is the whole process (`trtd serve`, the Windows service), so a stop that overruns
-        its bound may end it (daemon/stopping.py); never inside another program (tests)."""
+        its bound may end it (daemon/serve/stopping.py); never inside another program (tests)."""
         self.config = config
         self._lock = InstanceLock(runtime_dir(), resolve_endpoint(config.endpoint))
         self.endpoint = self._lock.endpoint
@@ -264,7 +264,8 @@ class Server:
                 if answer is not None:
                     # An infer a worker finished, or a `load` op whose model is in (Loaded).
                     request_id = done.answer[1] if isinstance(done, Loaded) else done.job.request_id
-                    self._send(sock, *answer, request_id)
+                    identity, reply = answer
+                    self._send(sock, identity, reply, request_id)
             for _ in range(_READS_PER_TURN):
                 if core.stop_requested:
                     break

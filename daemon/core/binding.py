@@ -10,9 +10,9 @@ from __future__ import annotations
 from trtd.protocol import (ALIGNMENT, ErrorCode, Infer, ProtocolError, batch_problem, first_overlap,
                            format_tensor, is_wire_dtype, itemsize, shape_problem)
 
-from .backends import TensorBinding
-from .models import LoadedModel
-from .regions import Region
+from trtd.daemon.backends import TensorBinding
+from trtd.daemon.running.registry import LoadedModel
+from trtd.daemon.core.regions import Region
 
 
 def _invalid(message: str, code: ErrorCode = ErrorCode.INVALID_TENSOR, **details) -> ProtocolError:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from trtd.protocol import ENDPOINT_ENV
 
 if TYPE_CHECKING:
-    from .config import DaemonConfig
+    from trtd.daemon.config.settings import DaemonConfig
 
 
 def _serve_config(args):
@@ -35,8 +35,8 @@ def _serve_setup(args) -> tuple[DaemonConfig, list[StartNote]]:
 
     The file goes through `load_checked`, the checker of `trtd config check`: a problem that
     stops the daemon raises ConfigFileError with every problem of the file, each with its line."""
-    from .config import DaemonConfig, ModelConfig, parse_model_flag, validate
-    from .config_check import load_checked
+    from trtd.daemon.config.settings import DaemonConfig, ModelConfig, parse_model_flag, validate
+    from trtd.daemon.config.check import load_checked
 
     notes: list[StartNote] = []
     if args.config:
@@ -68,7 +68,7 @@ def _file_note(problem, path: str) -> StartNote:
 def _missing_flag_model(model) -> StartNote | None:
     from pathlib import Path
 
-    from .config import BUILTIN_PREFIX, model_file_problem
+    from trtd.daemon.config.settings import BUILTIN_PREFIX, model_file_problem
 
     problem = None if model.path.startswith(BUILTIN_PREFIX) else model_file_problem(Path(model.path))
     if problem is None:
@@ -79,11 +79,11 @@ def _missing_flag_model(model) -> StartNote | None:
 
 
 def _serve(args) -> int:
-    from .config import ConfigError
-    from .config_check import ConfigFileError
-    from .instance import AlreadyRunning, UnsafeDirectory
-    from .platform import add_dll_directories
-    from .server import configure_logging, run
+    from trtd.daemon.config.settings import ConfigError
+    from trtd.daemon.config.check import ConfigFileError
+    from trtd.daemon.serve.endpoint_lock import AlreadyRunning, UnsafeDirectory
+    from trtd.daemon.system.platform import add_dll_directories
+    from trtd.daemon.serve.server import configure_logging, run
 
     try:
         config, notes = _serve_setup(args)
@@ -301,7 +301,7 @@ def _reload(args) -> int:
 
     from trtd.sdk import Client, TrtdError
 
-    from .admin_commands import AdminTokenError, admin_token
+    from trtd.daemon.commands.admin import AdminTokenError, admin_token
 
     try:
         with Client(endpoint=args.endpoint, timeout=args.timeout, connect_timeout=5.0,
@@ -331,14 +331,14 @@ def _reload(args) -> int:
 
 
 def _config(args) -> int:
-    from . import platform
+    from trtd.daemon.system import platform
 
     if args.action == "paths":
         for scope in platform.SCOPES:
             print(f"{scope:<7} config {platform.config_path(scope)}")
             print(f"{'':<7} cache  {platform.cache_dir(scope)}")
         return 0
-    from .config_check import check_file
+    from trtd.daemon.config.check import check_file
 
     path = args.path or _default_config_path()
     if path is None:
@@ -355,7 +355,7 @@ def _config(args) -> int:
 
 
 def _default_config_path():
-    from . import platform
+    from trtd.daemon.system import platform
 
     for scope in ("user", "system"):
         candidate = platform.config_path(scope)
@@ -365,7 +365,7 @@ def _default_config_path():
 
 
 def _demo(args) -> int:
-    from .demo import run_demo
+    from trtd.daemon.commands.demo import run_demo
 
     return run_demo(endpoint=args.endpoint, requests=args.requests)
 
@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long to wait for the models to load (seconds)")
     reload.add_argument("--no-wait", dest="wait", action="store_false",
                         help="return at once; models keep loading in the background")
-    from .admin_commands import add_token_options
+    from trtd.daemon.commands.admin import add_token_options
 
     add_token_options(reload)
     reload.set_defaults(func=_reload)
@@ -453,21 +453,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=200)
     demo.set_defaults(func=_demo)
 
-    from . import admin_commands
-    from .engines.commands import add_build_parser, add_cache_parser
+    from trtd.daemon.commands import admin as admin_commands
+    from trtd.daemon.commands.engines import add_build_parser, add_cache_parser
 
     admin_commands.add_parsers(sub, endpoint_help)
 
     add_build_parser(sub)
     add_cache_parser(sub)
-    from .precision import commands as precision_commands, validate as precision_validate
+    from trtd.daemon.commands import precision as precision_commands
+    from trtd.daemon.precision import accuracy_gate as precision_validate
 
-    from .precision import export as precision_export
+    from trtd.daemon.precision import export as precision_export
 
     precision_export.add_parser(sub)
     precision_commands.add_parser(sub)
     precision_validate.add_parser(sub)
-    from . import doctor
+    from trtd.daemon.commands import doctor
 
     doctor.add_parser(sub)
 

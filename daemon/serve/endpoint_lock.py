@@ -20,7 +20,7 @@ from pathlib import Path
 
 from trtd.protocol.endpoint import ipc_path
 
-from .filelock import lock_fd
+from trtd.daemon.system.filelock import lock_fd
 
 log = logging.getLogger("trtd.instance")
 

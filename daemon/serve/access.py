@@ -27,7 +27,7 @@ from typing import Iterable
 from trtd.protocol import ErrorCode, ProtocolError, Request
 from trtd.protocol.endpoint import ADMIN_TOKEN, CONNECTION_TOKEN, ipc_path, token_path
 
-from . import platform
+from trtd.daemon.system import platform
 
 log = logging.getLogger("trtd.access")
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from trtd.protocol import ALIGNMENT, ErrorCode, ProtocolError, align_up
 
-from . import platform
+from trtd.daemon.system import platform
 
 log = logging.getLogger("trtd.regions")
 
@@ -86,7 +86,7 @@ def _create_segment(name: str, nbytes: int, on_create=None) -> shared_memory.Sha
     try:
         if platform.windows_service_mappings():
             # A service's regions: Global\ names and a DACL for the users' sessions.
-            from .winshm import WindowsMapping
+            from trtd.daemon.system.winshm import WindowsMapping
 
             return WindowsMapping(name, nbytes, platform.mapping_sddl(platform.mapping_allowed_sids()))  # type: ignore[return-value]
         shm = shared_memory.SharedMemory(name=name, create=True, size=nbytes)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import MetricError, mask_metrics, top1_agreement, value_metrics
-from .samples import SampleError, load_samples, random_samples
+from trtd.daemon.precision.metrics import MetricError, mask_metrics, top1_agreement, value_metrics
+from trtd.daemon.precision.samples import SampleError, load_samples, random_samples
 
 # flag -> (metric, "max" | "min"): a threshold each output must meet
 GATES = {"max_abs": ("max_abs", "max"), "max_rel_l2": ("rel_l2", "max"), "min_cosine": ("cosine", "min"),
@@ -25,17 +25,17 @@ class ValidateError(ValueError):
 def _backend(path: str, kind: str, inputs_spec: list[str], device: int | None):
     """(backend, instance or None) from trtd's own backends, so validation runs what serving runs."""
     if kind == "onnxruntime":
-        from ..backends.onnxruntime import OnnxRuntimeBackend
+        from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, max_batch=64), None
     if kind == "torch":
-        from ..backends.torch import TorchBackend
+        from trtd.daemon.backends.torch import TorchBackend
 
         return TorchBackend(path, inputs=inputs_spec, device=device), None
     if kind == "tensorrt":
-        from .. import cuda
-        from ..backends.tensorrt import TensorRTBackend
-        from ..instances import CudaInstance
+        from trtd.daemon.system import cuda
+        from trtd.daemon.backends.tensorrt import TensorRTBackend
+        from trtd.daemon.running.instances import CudaInstance
 
         backend = TensorRTBackend(path, device=device or 0)
         return backend, CudaInstance(backend, cuda.HostPinning(), cuda.StreamPool())
@@ -50,7 +50,7 @@ def _kind_of(path: str, given: str | None) -> str:
 
 def _notes(candidate: str, kind: str) -> list[str]:
     """What a reader of the figures must know about where they were measured."""
-    from .convert import provenance
+    from trtd.daemon.precision.convert import provenance
 
     if kind != "onnxruntime" or not candidate.endswith(".onnx"):
         return []
@@ -62,8 +62,8 @@ def _notes(candidate: str, kind: str) -> list[str]:
 
 
 def run_validation(args) -> dict:
-    from ..compare import _run
-    from .convert import provenance
+    from trtd.daemon.running.swap_gate import _run
+    from trtd.daemon.precision.convert import provenance
 
     reference = args.reference
     if reference is None:

@@ -46,8 +46,8 @@ def _percentiles(samples_us: list[float]) -> tuple[float, float, float]:
 def run_demo(endpoint: str | None = None, requests: int = 200) -> int:
     from trtd.sdk import Client, DaemonNotRunning
 
-    from .backends.onnxruntime import create_session
-    from .builtin_models import builtin_model_path
+    from trtd.daemon.backends.onnxruntime import create_session
+    from trtd.daemon.builtin.onnx_models import builtin_model_path
 
     endpoint = resolve_endpoint(endpoint)
     daemon = None

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from . import cuda
-from .backends import Backend, OutputTooLarge, TensorBinding
+from trtd.daemon.system import cuda
+from trtd.daemon.backends import Backend, OutputTooLarge, TensorBinding
 
 
 @dataclass(slots=True)

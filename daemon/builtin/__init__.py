@@ -1,0 +1,1 @@
+"""Built-in models, generated on first use (ONNX; TorchScript where torch is installed)."""
