@@ -14,7 +14,7 @@ from typing import Mapping
 
 from trtd.protocol import ModelInfo, TensorSpec, batch_problem, format_tensor, shape_problem
 
-from .errors import InvalidInput
+from .errors import InvalidTensor
 
 Shape = tuple[int, ...]
 
@@ -25,11 +25,11 @@ def expected(spec: TensorSpec) -> str:
 
 
 def default_shape(spec: TensorSpec) -> Shape:
-    """The spec's shape with a dynamic first (batch) dimension as 1; InvalidInput when another
+    """The spec's shape with a dynamic first (batch) dimension as 1; InvalidTensor when another
     dimension is dynamic, since only the caller knows it."""
     shape = tuple(1 if (d < 0 and i == 0) else d for i, d in enumerate(spec.shape))
     if any(d < 0 for d in shape):
-        raise InvalidInput(f"input {spec.name!r} has dynamic dimensions {expected(spec)}; "
+        raise InvalidTensor(f"input {spec.name!r} has dynamic dimensions {expected(spec)}; "
                            f"pass its shape: zero_copy_inputs({{{spec.name!r}: (...)}})")
     return shape
 
@@ -38,7 +38,7 @@ def _as_shape(spec: TensorSpec, shape) -> Shape:
     try:
         return tuple(int(d) for d in shape)
     except (TypeError, ValueError):
-        raise InvalidInput(f"input {spec.name!r}: the shape must be a tuple of ints like "
+        raise InvalidTensor(f"input {spec.name!r}: the shape must be a tuple of ints like "
                            f"{format_tensor('', _example(spec))}, got {shape!r}") from None
 
 
@@ -47,12 +47,12 @@ def _example(spec: TensorSpec) -> Shape:
 
 
 def check_shape(spec: TensorSpec, shape, info: ModelInfo) -> Shape:
-    """`shape` as a tuple when the model takes it for input `spec`; else InvalidInput saying
+    """`shape` as a tuple when the model takes it for input `spec`; else InvalidTensor saying
     which dimension is wrong (the daemon's check and wording: trtd.protocol.shape_problem)."""
     shape = _as_shape(spec, shape)
     problem = shape_problem(spec.name, spec.dtype, spec.shape, shape, info.max_batch, info.name)
     if problem:
-        raise InvalidInput(problem)
+        raise InvalidTensor(problem)
     return shape
 
 
@@ -61,12 +61,12 @@ def zero_copy_shapes(info: ModelInfo, shapes: Mapping[str, object] | None) -> di
     given = dict(shapes or {})
     unknown = sorted(set(given) - {spec.name for spec in info.inputs})
     if unknown:
-        raise InvalidInput(f"model {info.name!r} has no input(s) {unknown}; its inputs are: "
+        raise InvalidTensor(f"model {info.name!r} has no input(s) {unknown}; its inputs are: "
                            f"{', '.join(spec.name for spec in info.inputs)}")
     result = {spec.name: check_shape(spec, given[spec.name], info) if spec.name in given
               else default_shape(spec) for spec in info.inputs}
     if info.max_batch:
         problem = batch_problem(result.values())
         if problem:
-            raise InvalidInput(problem)
+            raise InvalidTensor(problem)
     return result

@@ -25,7 +25,7 @@ from typing import Mapping
 import numpy as np
 import psutil
 
-from trtd.protocol import (ENDPOINT_ENV, WIRE_DTYPES, ErrorCode, InputRef, ModelInfo, OutputRef,
+from trtd.protocol import (ENDPOINT_ENV, WIRE_DTYPES, InputRef, ModelInfo, OutputRef,
                            align_up, from_numpy, messages as m, plan_slots, resolve_endpoint)
 
 from trtd.protocol.endpoint import (ADMIN_TOKEN, CONNECTION_TOKEN, EndpointError, find_token, ipc_path,
@@ -33,7 +33,7 @@ from trtd.protocol.endpoint import (ADMIN_TOKEN, CONNECTION_TOKEN, EndpointError
 
 from .checks import expected, zero_copy_shapes
 from .errors import (AccessDenied, DaemonRestarted, DaemonStopping, DeadlineExceeded, InvalidEndpoint, InvalidInput,
-                     ModelNotReady, RegionError, TrtdError)
+                     ModelNotReady, OutputTooLarge, RegionError, TrtdError)
 from .shm import AttachedRegion
 from .transport import Connection
 
@@ -144,21 +144,21 @@ class Client:
                     raise AccessDenied(f"{exc} ({self._admin_problem})", code=exc.code,
                                        details=exc.details) from None
                 raise
-        except TrtdError as exc:
-            if exc.code == ErrorCode.UNKNOWN_CLIENT and not isinstance(request, m.Hello):
-                old = self.daemon_id
-                with self._rehello_lock:
-                    # Several threads may see the same restart: one of them registers again.
-                    if self.generation == generation:
-                        self._hello()
-                        self.generation += 1
-                raise DaemonRestarted(
-                    f"the daemon at {self.endpoint} restarted or reclaimed this client "
-                    f"(daemon {old} -> {self.daemon_id}); leased regions were lost and zero-copy "
-                    f"views are invalid; the client has registered again",
-                    code=exc.code,
-                ) from None
-            raise
+        except DaemonRestarted as exc:  # the daemon's UNKNOWN_CLIENT: register again, then say so
+            if isinstance(request, m.Hello):
+                raise
+            old = self.daemon_id
+            with self._rehello_lock:
+                # Several threads may see the same restart: one of them registers again.
+                if self.generation == generation:
+                    self._hello()
+                    self.generation += 1
+            raise DaemonRestarted(
+                f"the daemon at {self.endpoint} restarted or reclaimed this client "
+                f"(daemon {old} -> {self.daemon_id}); leased regions were lost and zero-copy "
+                f"views are invalid; the client has registered again",
+                code=exc.code, details=exc.details,
+            ) from None
         # Refused for a stale connection token, now renewed: once more, so that a restarted
         # daemon's UNKNOWN_CLIENT reaches the restart handling above.
         # Another thread may have seen the same refusal and registered again already: the
@@ -188,7 +188,7 @@ class Client:
         info = self.describe(name)
         if info.state == "loading":
             raise ModelNotReady(f"model {name!r} is still loading after {self.timeout:.0f} s; "
-                                f"`trtd status` shows it", code=ErrorCode.MODEL_NOT_READY)
+                                f"`trtd status` shows it")
         return info
 
     def reload(self) -> m.ReloadReply:
@@ -205,8 +205,7 @@ class Client:
             if handle is None:
                 info = self._describe_when_loaded(name)
                 if info.state != "ready":
-                    raise ModelNotReady(f"model {name!r} is {info.state}: {info.error or 'not ready yet'}",
-                                        code=ErrorCode.MODEL_NOT_READY)
+                    raise ModelNotReady(f"model {name!r} is {info.state}: {info.error or 'not ready yet'}")
                 handle = self._handles[name] = ModelHandle(self, info)
             return handle
 
@@ -373,8 +372,8 @@ class ModelHandle:
                 except DaemonRestarted:
                     self._forget_region()  # our inputs are still in hand: lease anew and resend
                     continue
-                except InvalidInput as exc:
-                    if exc.code == ErrorCode.OUTPUT_TOO_LARGE and attempt < 2 and self._grow(exc):
+                except OutputTooLarge as exc:
+                    if attempt < 2 and self._grow(exc):
                         continue
                     raise
                 except DeadlineExceeded:
@@ -539,7 +538,7 @@ class ModelHandle:
             return align_up(spec.max_nbytes // self.info.max_batch * max(batch, 1), 1)
         return spec.max_nbytes
 
-    def _grow(self, exc: InvalidInput) -> bool:
+    def _grow(self, exc: OutputTooLarge) -> bool:
         needed, name = exc.details.get("needed"), exc.details.get("output")
         if not isinstance(needed, int) or name not in {o.name for o in self.info.outputs}:
             return False
