@@ -43,32 +43,39 @@ def main(argv=None) -> int:
     import torch
 
     from trtd.daemon.system import cuda
-    from trtd.daemon.backends.torch import _CudaView
+    from trtd.daemon.backends.torch import CudaArrayView
     from trtd.daemon.config.settings import DaemonConfig, ModelConfig
-    from trtd.daemon.core.daemon_core import Call, DaemonCore
-    from trtd.protocol import messages as m
+    from trtd.daemon.core.daemon_core import DaemonCore
+    from trtd.protocol import decode_reply, encode_request, messages as m
+    from trtd.protocol.layout import align_up, tensor_nbytes
 
     shapes = {"resnet18": ((1, 3, 224, 224), (1, 5)), "volume3d": ((1, 1, 128, 256, 256),) * 2}
     in_shape, out_shape = shapes[args.model]
     core = DaemonCore(DaemonConfig(models=[ModelConfig(name=args.model, path=f"builtin:{args.model}",
                                                        backend="torch", device=args.device)]),
                       "profile", "profile", "trtd_profile_")
-    core.load_configured_models()
+    core.start_loading()
+    core.run_until_loaded()
+    ident = b"profile"
+
+    def call(request: m.Request, request_id: int):
+        reply = decode_reply(core.receive(ident, encode_request(request, request_id)), type(request), request_id)
+        if reply.error is not None:
+            raise RuntimeError(f"{reply.error.code}: {reply.error.message}")
+        return reply.result
+
     try:
-        ident = b"profile"
-        hello = core.handle(m.Hello(client_pid=0), Call(ident, 1, 0))
-        nin = int(np.prod(in_shape)) * 4
-        nout = int(np.prod(out_shape)) * 4
-        region = core.handle(m.Lease(client_id=hello.client_id, nbytes=nin + nout + 512), Call(ident, 2, 0)).region
+        hello = call(m.Hello(client_pid=0), 1)
+        nin, nout = tensor_nbytes(in_shape, 4), tensor_nbytes(out_shape, 4)
+        region = call(m.Lease(client_id=hello.client_id, nbytes=align_up(nin) + nout), 2).region
         req = m.Infer(client_id=hello.client_id, model=args.model, region=region.name, token=region.token,
                       inputs=[m.InputRef(name="x", dtype="float32", shape=list(in_shape), offset=0, nbytes=nin)],
-                      outputs=[m.OutputRef(name="output", offset=(nin + 255) // 256 * 256, nbytes=nout)])
+                      outputs=[m.OutputRef(name="output", offset=align_up(nin), nbytes=nout)])
+        frame = encode_request(req, 3)  # encoded once: the client's cost is not the daemon's
 
         def daemon_request():
-            core.handle(req, Call(ident, 3, time.perf_counter_ns()))
+            core.receive(ident, frame)  # one instance: answered inline, on this thread
 
-        model = core.models.get(args.model)
-        instance = model.executor.instances[0]
         print(f"daemon infer handling p50: {_p50(daemon_request, args.n):.0f} µs")
         device = torch.device("cuda", args.device)
         from trtd.daemon.builtin.torch_models import builtin_torchscript_path
@@ -91,19 +98,25 @@ def main(argv=None) -> int:
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(18)
         print(out.getvalue())
-        buf = instance._buffers["x"]
-        stream = instance.stream
-        ev = instance._marks[0]
+        # The calls a CUDA instance makes per request, on buffers of the same kind and size.
+        streams = cuda.StreamPool()
+        stream = streams.acquire(args.device)
+        buf = cuda.DeviceBuffer(args.device, nin)
+        ev = cuda.Event(args.device, timing=True)
         micro = {
             "cudaSetDevice": lambda: cuda.use_device(args.device),
             "cudaEventRecord": lambda: ev.record(stream),
             "cudaEventSynchronize": ev.synchronize,
             "torch.as_tensor(__cuda_array_interface__)": lambda: torch.as_tensor(
-                _CudaView(buf.ptr, in_shape, np.dtype("float32")), device=device),
+                CudaArrayView(buf.ptr, in_shape, np.dtype("float32")), device=device),
             "torch.cuda.ExternalStream": lambda: torch.cuda.ExternalStream(stream.ptr, device=device),
         }
         for name, fn in micro.items():
             print(f"{name:<45} p50 {_p50(fn, 2000):8.1f} µs")
+        ev.close()
+        buf.close()
+        streams.release(stream)
+        streams.close()
     finally:
         core.close()
     return 0

@@ -220,11 +220,12 @@ def test_an_unknown_backend_gets_a_suggestion(tmp_path):
 
 
 def test_the_load_op_backend_error_suggests_too():
-    from trtd.daemon.backends import BackendError, create_backend
+    from trtd.daemon.backends import BackendError
     from trtd.daemon.config.settings import ModelConfig
+    from trtd.daemon.running.serving import plan_serving
 
     with pytest.raises(BackendError, match="did you mean 'torch'"):
-        create_backend(ModelConfig(name="a", path="a.pt", backend="torhc"), "a.pt", max_batch=0)
+        plan_serving(ModelConfig(name="a", path="a.pt", backend="torhc"))
 
 
 def test_the_daemon_refuses_a_file_with_every_line_config_check_prints(tmp_path):

@@ -1,10 +1,11 @@
 """Every ONNX Runtime setting of a model reaches its session, whichever way the model is served.
 
-A model's ONNX file is opened by ONNX Runtime in three places: served directly (backend
+A model's ONNX file is opened by ONNX Runtime in several ways: served directly (backend
 "onnxruntime"), served first while its engine or reduced-precision variant is prepared
-(backend "tensorrt", or a `precision`), and the ONNX Runtime variant swapped in later.
-`inter_op_threads` once reached only the first (issue 14). The model registry and the swapper
-are driven in-process here: the sessions they open are inspected, no socket needed.
+(backend "tensorrt", or a `precision`), and the variant or optimized model swapped in later.
+`inter_op_threads` once reached only the first (issue 14). The model registry and the swap's
+opener (trtd.daemon.running.serving, which the swapper calls) are driven in-process here: the
+sessions they open are inspected, no socket needed.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import pytest
 
 from trtd.daemon.config.settings import ModelConfig
 from trtd.daemon.system.cuda import HostPinning
-from trtd.daemon.running.swap import EngineSwapper
 from trtd.daemon.running.registry import ModelRegistry
-from trtd.daemon.running.executor import CompletionQueue
+from trtd.daemon.running.finished import CompletionQueue
+from trtd.daemon.running.serving import open_later
 
 pytest.importorskip("onnxruntime")
 
@@ -45,13 +46,17 @@ def test_the_served_session_has_the_models_thread_settings(registry, served):
         model.backend.close()
 
 
-def test_the_swapped_in_session_has_the_models_thread_settings(registry):
-    config = ModelConfig(name="m", path="builtin:demo", backend="onnxruntime", precision="fp16",
-                         intra_op_threads=1, inter_op_threads=3)
+@pytest.mark.parametrize("later", [
+    ({"backend": "onnxruntime", "precision": "fp16"}, "variant"),          # the FP16 variant
+    ({"backend": "tensorrt", "engine_builder": "onnxruntime"}, "engine"),  # ONNX Runtime's optimized model
+])
+def test_the_swapped_in_session_has_the_models_thread_settings(registry, later):
+    served, kind = later
+    config = ModelConfig(name="m", path="builtin:demo", intra_op_threads=1, inter_op_threads=3, **served)
     model = registry.create(config)
     try:
-        swapper = EngineSwapper(model, model.source, registry)  # not started: its session only
-        swapped = swapper._onnxruntime(model.source)
+        assert model.state == "ready", model.error
+        swapped = open_later(config, model.source, model.backend.max_batch, kind)
         try:
             assert _settings(swapped) == (1, 3)
         finally:

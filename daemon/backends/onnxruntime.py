@@ -109,15 +109,6 @@ class _Dim:
 class OnnxRuntimeBackend(Backend):
     kind = "onnxruntime"
 
-    @classmethod
-    def for_model(cls, config, path: str | Path, max_batch: int,
-                  providers: list | None = None) -> "OnnxRuntimeBackend":
-        """The one way the daemon opens an ONNX model for a configured model (served directly,
-        first while an engine is built, or swapped in): every ONNX Runtime setting of `config`
-        (a ModelConfig) reaches the session, whichever path the model takes."""
-        return cls(path, max_batch=max_batch, intra_op_threads=config.intra_op_threads,
-                   inter_op_threads=config.inter_op_threads, providers=providers)
-
     def __init__(self, path: str | Path, max_batch: int = 0, intra_op_threads: int = 0,
                  inter_op_threads: int = 0, providers: list | None = None):
         ort = _import_ort()

@@ -52,7 +52,7 @@ def parse_input_spec(text: str) -> TensorSpec:
     return TensorSpec(name=name, dtype=dtype, shape=shape)
 
 
-class _CudaView:
+class CudaArrayView:
     """Exposes a device buffer through __cuda_array_interface__, so torch wraps it without a copy."""
 
     __slots__ = ("__cuda_array_interface__",)
@@ -155,7 +155,7 @@ class TorchBackend(Backend):
                 results = self._run_module(tensors)
                 return self._write_host(results, outputs)
             with torch.cuda.stream(torch.cuda.ExternalStream(stream.ptr, device=self._torch_device)):
-                tensors = [torch.as_tensor(_CudaView(t.address, t.shape, t.dtype), device=self._torch_device)
+                tensors = [torch.as_tensor(CudaArrayView(t.address, t.shape, t.dtype), device=self._torch_device)
                            for t in inputs]
                 results = self._run_module(tensors)
                 return self._write_device(results, outputs)
@@ -198,7 +198,7 @@ class TorchBackend(Backend):
             nbytes = r.numel() * t.dtype.itemsize
             if nbytes > t.nbytes:
                 raise OutputTooLarge(t.name, nbytes, t.nbytes)
-            target = torch.as_tensor(_CudaView(t.address, tuple(r.shape), t.dtype), device=self._torch_device)
+            target = torch.as_tensor(CudaArrayView(t.address, tuple(r.shape), t.dtype), device=self._torch_device)
             target.copy_(r)  # device to device, on the instance's stream
             shapes[t.name] = tuple(r.shape)
         return shapes

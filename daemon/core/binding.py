@@ -1,4 +1,4 @@
-"""Check an infer request against the model and the region before anything runs.
+"""Bind an infer request: check it against the model and the region before anything runs.
 
 Every check names the tensor and says what was expected and what came, e.g.
 "input 'x' expects float32[batch,64], got float64[1,64]". Nothing touches the
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from trtd.protocol import (ALIGNMENT, ErrorCode, Infer, ProtocolError, batch_problem, first_overlap,
                            format_tensor, is_wire_dtype, itemsize, shape_problem)
+from trtd.protocol.layout import tensor_nbytes
 
 from trtd.daemon.backends import TensorBinding
-from trtd.daemon.running.registry import LoadedModel
+from trtd.daemon.running.registry import ServedModel
 from trtd.daemon.core.regions import Region
 
 
@@ -31,7 +32,7 @@ def _check_range(kind: str, name: str, offset: int, nbytes: int, region: Region)
                        ErrorCode.OUT_OF_BOUNDS)
 
 
-def bind_request(req: Infer, model: LoadedModel, region: Region
+def bind_request(req: Infer, model: ServedModel, region: Region
                  ) -> tuple[list[TensorBinding], list[TensorBinding]]:
     backend = model.backend
     base = region.address
@@ -56,9 +57,7 @@ def bind_request(req: Infer, model: LoadedModel, region: Region
                                 model.name, spec.dtype)
         if problem:
             raise _invalid(problem)
-        needed = itemsize(spec.dtype)
-        for dim in ref.shape:
-            needed *= dim
+        needed = tensor_nbytes(ref.shape, itemsize(spec.dtype))
         if ref.nbytes != needed:
             raise _invalid(f"input {ref.name!r}: {format_tensor(spec.dtype, ref.shape)} is {needed} "
                            f"bytes, the request says {ref.nbytes}")
@@ -95,9 +94,7 @@ def bind_request(req: Infer, model: LoadedModel, region: Region
         _check_range("output", ref.name, ref.offset, ref.nbytes, region)
         shape = predicted.get(ref.name)
         if shape is not None:
-            needed = np_dtype.itemsize
-            for dim in shape:
-                needed *= dim
+            needed = tensor_nbytes(shape, np_dtype.itemsize)
             if needed > ref.nbytes:
                 raise _invalid(
                     f"output {ref.name!r} will be {format_tensor(spec.dtype, shape)} = {needed} bytes, but "

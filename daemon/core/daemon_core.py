@@ -1,9 +1,13 @@
-"""The daemon's state and one handler per op; no sockets here (server.py owns them).
+"""The daemon's state and one handler per op: a plain object, no sockets, no threads of its own.
 
-handle() takes a decoded request and returns the reply's payload, or raises
-ProtocolError, which the server turns into an error reply. Anything else a
-handler raises is a daemon bug: it is logged and answered with INTERNAL, and
-the daemon keeps serving.
+The socket loop (serve/server.py) drives it, and so can a test, a benchmark or the SDK's
+InProcessTransport, in the same process:
+    reply = core.receive(identity, frame)   # the reply frame, or None: answered by step()
+    answers = core.step(timeout_s)          # finished work: Answer(identity, request_id, frame)
+receive() decodes, authorizes and handles one request; a ProtocolError becomes an error reply,
+and anything else a handler raises is a daemon bug: logged, answered INTERNAL, and the core
+keeps serving. Every request it accepts and has not answered is in `in_flight` (the one
+count), and every infer ends in `_end`, whichever way it ends.
 """
 
 from __future__ import annotations
@@ -11,35 +15,53 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import select
 import time
-from pathlib import Path
 from dataclasses import dataclass, fields
-from typing import Callable
+from pathlib import Path
+from typing import Callable, NamedTuple, Union
 
 import psutil
 
 from trtd.protocol import (ALIGNMENT, MAX_REQUEST_BYTES, PROTOCOL_VERSION, SERVER_VERSION,
-                           ErrorCode, ProtocolError, encode_error, encode_reply, messages as m)
+                           ErrorCode, ProtocolError, decode_envelope, encode_error, encode_reply,
+                           messages as m)
+from trtd.protocol.layout import tensor_nbytes
 
 from trtd.daemon.system import cuda
-
-from trtd.daemon.serve import stopping
-from trtd.daemon.core.clients import ClientRegistry
-from trtd.daemon.system.cuda import HostPinning
-from trtd.daemon.config.settings import (BUILTIN_PREFIX, ConfigError, DaemonConfig, ModelConfig, model_file_problem,
-                     validate_model)
-from trtd.daemon.running.instances import RunTiming
-from trtd.daemon.running.registry import LoadedModel, ModelRegistry
-from trtd.daemon.core.regions import RegionLimits, RegionRegistry
-from trtd.daemon.running.swap import Swap
-from trtd.daemon.running.loader import Loaded, ModelLoader
-from trtd.daemon.running.executor import CompletionQueue, Done, Job
+from trtd.daemon.core import stop_state
 from trtd.daemon.core.binding import bind_request
+from trtd.daemon.core.clients import ClientRegistry
+from trtd.daemon.core.in_flight import InFlight
+from trtd.daemon.core.regions import Region, RegionLimits, RegionRegistry
+from trtd.daemon.core.stop_state import StopState
+from trtd.daemon.system.cuda import HostPinning
+from trtd.daemon.config.settings import (BUILTIN_PREFIX, ConfigError, DaemonConfig, ModelConfig,
+                                         model_file_problem, validate_model)
+from trtd.daemon.running.executor import Job
+from trtd.daemon.running.finished import (Caller, CompletionQueue, EngineReady, Finished,
+                                          ModelLoaded, RequestDone)
+from trtd.daemon.running.instances import RunTiming
+from trtd.daemon.running.loader import ModelLoader
+from trtd.daemon.running.registry import ModelRegistry, ServedModel, discard
 
 log = logging.getLogger("trtd.core")
 
-# Returned by handle() for a request that a worker instance will answer later.
-PENDING = object()
+
+class _Pending:
+    """Returned by a handler whose request a worker instance or the loader answers later."""
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+PENDING = _Pending()
+Reply = Union[m.HelloReply, m.ModelsReply, m.LeaseReply, m.ReleaseReply, m.InferReply,
+              m.HeartbeatReply, m.GoodbyeReply, m.StatusReply, m.LoadReply, m.UnloadReply,
+              m.ShutdownReply, m.ReloadReply]
+# What a handler returns: a reply payload to encode, a reply frame built already (an infer's
+# end), or PENDING.
+Handled = Union[Reply, bytes, _Pending]
 
 
 @dataclass(slots=True)
@@ -51,23 +73,30 @@ class Call:
     received_ns: int  # perf_counter_ns when the frame was read
 
 
+class Answer(NamedTuple):
+    """A reply to send: to which connection, for which request, the encoded frame."""
+
+    identity: bytes
+    request_id: int
+    frame: bytes
+
+
+# Authorizes a decoded request with its envelope's auth field, raising ProtocolError (the
+# socket loop passes its access gate; an in-process driver may pass none).
+Authorize = Callable[[m.Request, str], None]
+
+
 class DaemonCore:
     def __init__(self, config: DaemonConfig, endpoint: str, daemon_id: str, region_prefix: str,
-                 share_region=None):
+                 share_region: Callable[[int], None] | None = None, authorize: Authorize | None = None,
+                 stop: StopState | None = None):
         self.config = config
         self.endpoint = endpoint
         self.daemon_id = daemon_id
         self.started = time.monotonic()
-        self.stop_requested = False
-        # Set on stop: running requests finish and are answered, new work is refused.
-        self.draining = False
-        self.refused_while_draining = 0  # new work answered OVERLOADED since, for the stop's log
-        # Connections sent a reply during the stop that they may not have read yet.
-        self.unread_replies: set[bytes] = set()
-        self.shutdown_requester: bytes | None = None  # the connection that sent `shutdown`
-        self.shutdown_acknowledged = False            # ... and has said goodbye since
-        self.in_flight = 0  # requests a worker instance will answer (PENDING, not yet finished)
-        self.loader: ModelLoader | None = None
+        self.stop = stop if stop is not None else StopState()
+        self.in_flight = InFlight()
+        self._authorize = authorize
         # The model configurations read from the config file, as read (the registry's copies
         # get filled in while loading): a reload compares against these.
         self._configured: dict[str, ModelConfig] = {}
@@ -83,8 +112,9 @@ class DaemonCore:
             before_destroy=lambda region: self.pinning.unpin(region.address),
             on_create=share_region)
         self.models = ModelRegistry(self.completions, self.pinning)
+        self.loader = ModelLoader(self.models, self.completions)
         self._process = psutil.Process()
-        self._handlers = {
+        self._handlers: dict[type, Callable[..., Handled]] = {
             m.Hello: self._hello, m.ListModels: self._models, m.Lease: self._lease,
             m.Release: self._release, m.Infer: self._infer, m.Heartbeat: self._heartbeat,
             m.Goodbye: self._goodbye, m.Status: self._status, m.Load: self._load,
@@ -93,36 +123,131 @@ class DaemonCore:
 
     def start_loading(self) -> None:
         """Queue the configured models on the loader thread; they show as "loading" until ready."""
-        self.loader = ModelLoader(self.models, self.completions)
         for model in self.config.models:
             self._configured[model.name] = copy.deepcopy(model)
             self.loader.add(model)
 
-    def load_configured_models(self) -> None:
-        """Load every configured model now, on this thread (tests and tools that need them ready)."""
-        for model in self.config.models:
-            self._configured[model.name] = copy.deepcopy(model)
-            self.models.load(model)
-
     @property
     def loading(self) -> int:
-        return self.loader.pending if self.loader is not None else 0
+        return self.loader.models_loading
 
-    def handle(self, request: m.Request, call: Call):
-        """The reply payload, or PENDING when a worker instance will finish the request."""
-        if self.draining:
-            # A connection that sends again has read its earlier replies (an SDK connection
-            # waits for each): the stop need not keep the socket open for it.
-            self.unread_replies.discard(call.identity)
+    def run_until_loaded(self, timeout_s: float = 300.0) -> list[Answer]:
+        """Step until no model is loading (an in-process driver's start-up); the answers met."""
+        answers: list[Answer] = []
+        deadline = time.monotonic() + timeout_s
+        while self.loading and time.monotonic() < deadline:
+            answers += self.step(min(0.1, max(deadline - time.monotonic(), 0.0)))
+        if self.loading:
+            raise TimeoutError(f"{self.loading} model(s) still loading after {timeout_s:g} s")
+        return answers
+
+    # -- the driver's two calls ----------------------------------------------------------------------
+
+    def receive(self, identity: bytes, payload: bytes, received_ns: int | None = None) -> bytes | None:
+        """Decode, authorize and handle one request frame: the reply frame, or None when the
+        answer comes later (from step())."""
+        received = time.perf_counter_ns() if received_ns is None else received_ns
+        request_id = 0
+        try:
+            envelope = decode_envelope(payload)
+            request_id, request = envelope.request_id, envelope.request
+            if self._authorize is not None:
+                self._authorize(request, envelope.auth)
+            result = self._handle(request, Call(identity, request_id, received))
+            if isinstance(result, _Pending):
+                return None  # a worker instance or the loader answers it (step)
+            if isinstance(result, bytes):
+                return result
+            return encode_reply(request_id, result)
+        except ProtocolError as exc:
+            return encode_error(exc.request_id or request_id, exc.code, exc.message, exc.details)
+        except Exception as exc:  # a daemon bug must not take the daemon down
+            log.exception("internal error handling request %d", request_id)
+            return encode_error(request_id, ErrorCode.INTERNAL,
+                                f"internal error in the daemon ({type(exc).__name__}: {exc}); "
+                                f"please report it with the daemon log")
+
+    def step(self, timeout_s: float = 0.0) -> list[Answer]:
+        """Wait up to timeout_s for finished work (requests run on worker instances, loads,
+        engine swaps), apply it, and return the answers to send."""
+        if timeout_s > 0:
+            select.select([self.completions.fileno()], [], [], timeout_s)
+        answers = []
+        for item in self.completions.drain():
+            try:
+                answer = self.finish(item)
+            except Exception:  # one bad completion must not lose the others
+                log.exception("finishing a request, an engine swap or a model load failed")
+                continue
+            if answer is not None:
+                answers.append(answer)
+        return answers
+
+    def _handle(self, request: m.Request, call: Call) -> Handled:
+        if self.stop.draining:
+            self.stop.heard_from(call.identity)
             if isinstance(request, _REFUSED_WHILE_DRAINING):
-                self.refused_while_draining += 1
-                raise stopping.refused(request.OP)
-        result = self._handlers[type(request)](request, call)
-        if result is PENDING:
-            self.in_flight += 1
-        return result
+                self.stop.refused += 1
+                raise stop_state.refused(request.OP)
+        return self._handlers[type(request)](request, call)
 
-    # -- periodic ------------------------------------------------------------------------------------
+    def finish(self, item: Finished) -> Answer | None:
+        """Apply work another thread finished (socket loop only): the answer to send, if any."""
+        match item:
+            case RequestDone(job=job):
+                if job not in self.in_flight:
+                    # Answered when the stop gave up on it while it ran: its region goes back only.
+                    self.regions.checkin(job.region)
+                    return None
+                return Answer(job.identity, job.request_id, self._end(item))
+            case ModelLoaded():
+                return self._loaded(item)
+            case EngineReady():
+                self.models.swap(item)
+                return None
+        raise TypeError(f"unknown finished work {item!r}")
+
+    # -- where an infer ends -------------------------------------------------------------------------
+
+    def _end(self, done: RequestDone, region_in_use: bool = False) -> bytes:
+        """The one place a request ends, however it ends (ran inline or on a worker, refused
+        before it ran, given up on by a stop): out of the in-flight count, region checked in
+        (unless a backend call still uses it: its late completion returns it), counted in the
+        model's statistics, answered."""
+        job = done.job
+        self.in_flight.end(job)
+        if not region_in_use:
+            self.regions.checkin(job.region)
+        stats = job.model.stats
+        if done.error is not None:
+            stats.record_error()
+            return encode_error(job.request_id, done.error.code, done.error.message, done.error.details)
+        try:
+            reply = self._infer_reply(job, done)
+        except Exception as exc:  # a bug: the client still gets an answer, not a timeout
+            log.exception("finishing request %d failed", job.request_id)
+            stats.record_error()
+            return encode_error(job.request_id, ErrorCode.INTERNAL,
+                                f"internal error in the daemon ({type(exc).__name__}: {exc})")
+        stats.record(reply.timing.total_us)
+        return encode_reply(job.request_id, reply)
+
+    @staticmethod
+    def _infer_reply(job: Job, done: RequestDone) -> m.InferReply:
+        base = job.region.address
+        infos = []
+        for t in job.outputs:
+            shape = done.shapes[t.name]
+            infos.append(m.OutputInfo(name=t.name, dtype=t.dtype.name, shape=list(shape),
+                                      offset=t.address - base, nbytes=tensor_nbytes(shape, t.dtype.itemsize)))
+        total_us = (time.perf_counter_ns() - job.received_ns) // 1000
+        timing = done.timing or RunTiming()  # a run that succeeded always reports it
+        return m.InferReply(backend=job.served_by, engine=job.engine, outputs=infos, timing=m.Timing(
+            compute_us=timing.compute_us, total_us=total_us,
+            queue_us=max(job.started_ns - job.received_ns, 0) // 1000,
+            h2d_us=timing.h2d_us, d2h_us=timing.d2h_us))
+
+    # -- periodic and stop ---------------------------------------------------------------------------
 
     def reclaim_dead_clients(self) -> int:
         reclaimed = 0
@@ -134,95 +259,83 @@ class DaemonCore:
                      record.client_id, record.pid, n)
         return reclaimed
 
-    def give_up_in_flight(self) -> list[tuple[bytes, bytes, int]]:
+    def give_up_in_flight(self) -> list[Answer]:
         """A stop past drain_timeout_s: answer every request still queued or running, and every
-        `load` op still waiting, with an error now, as (identity, reply, request id), so no
-        client waits for its own timeout.
+        `load` op still waiting, with an error now, so no client waits for its own timeout.
 
         Queued requests never start. A running backend call cannot be interrupted (neither
         ONNX Runtime without a RunOptions on every call, nor a CUDA kernel): its request is
         answered as abandoned, and its region and model stay mapped until the process exits."""
         drain = self.config.drain_timeout_s
-        replies = []
+        answers = []
 
         def refusal(job: Job) -> ProtocolError:
-            return stopping.not_started(job.model.name, drain)
+            return stop_state.not_started(job.model.name, drain)
 
         for executor in self.models.executors():
             queued, running = executor.give_up(refusal)
             for job in queued:
-                answer = self.finish(Done(job, error=refusal(job)))
-                if answer is not None:
-                    replies.append((*answer, job.request_id))
+                if job in self.in_flight:
+                    answers.append(Answer(job.identity, job.request_id,
+                                          self._end(RequestDone(job, error=refusal(job)))))
             for job in running:
-                if job.abandoned:
-                    continue
-                job.abandoned = True
-                self.in_flight -= 1
-                error = stopping.abandoned(job.model.name, drain)
-                replies.append((job.identity, encode_error(job.request_id, error.code, error.message,
-                                                           error.details), job.request_id))
-        for identity, request_id, name in (self.loader.give_up() if self.loader is not None else []):
-            self.in_flight -= 1
-            error = stopping.load_abandoned(name, drain)
-            replies.append((identity, encode_error(request_id, error.code, error.message, error.details),
-                            request_id))
-        return replies
+                if job in self.in_flight:
+                    error = stop_state.abandoned(job.model.name, drain)
+                    answers.append(Answer(job.identity, job.request_id,
+                                          self._end(RequestDone(job, error=error), region_in_use=True)))
+        for item in self.in_flight.loads():
+            self.in_flight.end(item)
+            if item.answer is not None:
+                error = stop_state.load_abandoned(item.config.name, drain)
+                answers.append(Answer(item.answer.identity, item.answer.request_id,
+                                      encode_error(item.answer.request_id, error.code, error.message,
+                                                   error.details)))
+        return answers
 
     def close(self, wait: bool = True) -> None:
         """Unload every model and release every region. wait=False after give_up_in_flight():
         requests still running keep their model and region (the process exits next)."""
-        from trtd.daemon.running.registry import discard
-
-        if self.loader is not None:
-            self.loader.close(wait)  # waits for the model being created now
+        self.loader.close(wait)  # waits for the model being created now
         # Models first: their executors finish running requests, which use regions.
         left_open = self.models.close_all(wait)
         if left_open:
             log.warning("stopping: model(s) %s still running abandoned requests are left to the "
                         "process exit", ", ".join(left_open))
-        for done in self.completions.drain():
-            if isinstance(done, Loaded):
-                discard(done.model)
-            elif isinstance(done, Swap):
-                discard(done)
-            else:
-                self.finish(done)  # answers nobody (the socket is closing) but checks regions back in
+        for item in self.completions.drain():
+            match item:
+                case ModelLoaded(model=model) if model is not None:
+                    discard(model)
+                case EngineReady():
+                    discard(item)
+                case RequestDone():
+                    self.finish(item)  # answers nobody (the socket is closing) but checks regions in
         self.regions.close_all()
         self.completions.close()
 
-    def finish(self, done) -> tuple[bytes, bytes] | None:
-        """(identity, reply frame) for a request a worker instance has finished; None for a swap
-        or a model loaded in the background."""
-        if isinstance(done, Swap):
-            self.models.swap(done)
+    # -- loads ---------------------------------------------------------------------------------------
+
+    def _loaded(self, item: ModelLoaded) -> Answer | None:
+        """Serve a model the loader created; answer the `load` op waiting for it, if any."""
+        self.loader.finished(item)
+        model = item.model
+        if model is None:
+            raise RuntimeError(f"the loader queued model {item.config.name!r} before creating it")
+        if item.replace:
+            self.models.finish_replacing(model)
             return None
-        if isinstance(done, Loaded):
-            if self.loader is not None:  # only the loader queues these
-                self.loader.finished(done)
-            if done.model is None:
-                raise RuntimeError(f"the loader queued model {done.config.name!r} before creating it")
-            if done.replace:
-                self.models.finish_replacing(done.model)
-                return None
-            installed = self.models.finish_loading(done.target, done.model)
-            return None if done.answer is None else self._load_reply(done.answer, done.model, installed)
-        job = done.job
-        if job.abandoned:  # answered when the stop gave up on it: its region goes back only
-            job.executor.finished()
-            self.regions.checkin(job.region)
-            return None
-        self.in_flight -= 1
-        job.executor.finished()
-        try:
-            reply = encode_reply(job.request_id, self._infer_reply(done))
-        except ProtocolError as exc:
-            reply = encode_error(job.request_id, exc.code, exc.message, exc.details)
-        except Exception as exc:  # a bug: the client still gets an answer, not a timeout
-            log.exception("finishing request %d failed", job.request_id)
-            reply = encode_error(job.request_id, ErrorCode.INTERNAL,
-                                 f"internal error in the daemon ({type(exc).__name__}: {exc})")
-        return job.identity, reply
+        installed = self.models.finish_loading(item.target, model)
+        if item.answer is None or not self.in_flight.end(item):
+            return None  # a configured model, or a `load` op a stop has answered already
+        caller = item.answer
+        if installed and model.state == "ready":
+            frame = encode_reply(caller.request_id, m.LoadReply(model=model.info()))
+        else:
+            if installed:
+                self.models.unload(model.name)
+            why = model.error if installed else "it was unloaded while it loaded"
+            frame = encode_error(caller.request_id, ErrorCode.LOAD_FAILED,
+                                 f"model {model.name!r} failed to load: {why}")
+        return Answer(caller.identity, caller.request_id, frame)
 
     # -- handlers ------------------------------------------------------------------------------------
 
@@ -257,58 +370,37 @@ class DaemonCore:
 
     def _goodbye(self, req: m.Goodbye, call: Call):
         self.clients.get(req.client_id, call.identity)
-        if call.identity == self.shutdown_requester:
-            self.shutdown_acknowledged = True
+        self.stop.goodbye(call.identity)
         released = self.regions.release_client(req.client_id)
         self.clients.remove(req.client_id)
         return m.GoodbyeReply(released=released)
 
-    def _infer(self, req: m.Infer, call: Call):
+    def _infer(self, req: m.Infer, call: Call) -> Handled:
         self.clients.get(req.client_id, call.identity)
         if req.deadline_ms < 0:
             raise ProtocolError(ErrorCode.BAD_MESSAGE,
                                 f"deadline_ms must be >= 0 (0: no deadline), got {req.deadline_ms}")
         model = self.models.get_ready(req.model)
         region = self.regions.checkout(req.client_id, req.region, req.token)
+        job = Job(call.identity, call.request_id, model, region, [], [], call.received_ns,
+                  served_by=model.served_by, engine=model.engine,
+                  deadline_ns=call.received_ns + req.deadline_ms * 1_000_000 if req.deadline_ms else 0)
+        executor = model.executor
         try:
-            inputs, outputs = bind_request(req, model, region)
-            deadline_ns = call.received_ns + req.deadline_ms * 1_000_000 if req.deadline_ms else 0
-            if model.executor is None:  # get_ready() returns served models, which have one
+            job.inputs, job.outputs = bind_request(req, model, region)
+            if executor is None:  # get_ready() returns served models, which have one
                 raise ProtocolError(ErrorCode.MODEL_NOT_READY, f"model {req.model!r} has no executor")
-            done = model.executor.submit(Job(call.identity, call.request_id, model, region, inputs,
-                                             outputs, call.received_ns, serving=model.serving,
-                                             engine=model.engine, deadline_ns=deadline_ns))
-        except ProtocolError:
-            self.regions.checkin(region)
-            model.stats.record_error()
-            raise
-        return PENDING if done is None else self._infer_reply(done)
-
-    def _infer_reply(self, done: Done) -> m.InferReply:
-        """Check the region back in and turn a finished job into its reply (or raise its error)."""
-        job = done.job
-        self.regions.checkin(job.region)
-        model = job.model
-        if done.error is not None:
-            model.stats.record_error()
-            raise done.error
-        base = job.region.address
-        infos = []
-        for t in job.outputs:
-            shape = done.shapes[t.name]
-            nbytes = t.dtype.itemsize
-            for d in shape:
-                nbytes *= d
-            infos.append(m.OutputInfo(name=t.name, dtype=t.dtype.name, shape=list(shape),
-                                      offset=t.address - base, nbytes=nbytes))
-        now = time.perf_counter_ns()
-        total_us = (now - job.received_ns) // 1000
-        model.stats.record(total_us)
-        timing = done.timing or RunTiming()  # a run that succeeded always reports it
-        return m.InferReply(backend=job.serving, engine=job.engine, outputs=infos, timing=m.Timing(
-            compute_us=timing.compute_us, total_us=total_us,
-            queue_us=max(job.started_ns - job.received_ns, 0) // 1000,
-            h2d_us=timing.h2d_us, d2h_us=timing.d2h_us))
+            if not executor.inline and self.in_flight.on(executor) >= executor.capacity:
+                raise ProtocolError(
+                    ErrorCode.OVERLOADED,
+                    f"model {model.name!r} has {self.in_flight.on(executor)} requests queued or "
+                    f"running, its limit; retry later, or raise its instances / max_queue")
+        except ProtocolError as exc:
+            return self._end(RequestDone(job, error=exc))
+        if not executor.inline:
+            self.in_flight.add(job, executor)
+        done = executor.submit(job)
+        return PENDING if done is None else self._end(done)
 
     def _status(self, req: m.Status, call: Call):
         with self._process.oneshot():
@@ -322,7 +414,7 @@ class DaemonCore:
                 requests=model.stats.ok, errors=model.stats.errors,
                 p50_us=p50, p90_us=p90, p99_us=p99, error=model.error,
                 device=model.config.device, instances=model.config.instances, build=model.build,
-                in_flight=model.executor.in_flight if model.executor else 0))
+                in_flight=self.in_flight.on(model.executor)))
         return m.StatusReply(
             daemon_id=self.daemon_id, pid=os.getpid(), server_version=SERVER_VERSION,
             protocol_version=PROTOCOL_VERSION, endpoint=self.endpoint,
@@ -331,7 +423,7 @@ class DaemonCore:
             region_bytes=self.regions.total_bytes, models=models,
             pinned_bytes=self.pinning.stats.pinned_bytes,
             host_registrations=self.pinning.stats.registrations, devices=self._devices(),
-            stopping=self.draining)
+            stopping=self.stop.draining)
 
     def _devices(self) -> list[m.DeviceStatus]:
         devices = sorted({model.config.device for model in self.models if model.config.device >= 0})
@@ -345,7 +437,7 @@ class DaemonCore:
                 log.warning("device %d status: %s", device, exc)
         return result
 
-    def _load(self, req: m.Load, call: Call):
+    def _load(self, req: m.Load, call: Call) -> Handled:
         config = ModelConfig(name=req.name, path=req.path, backend=req.backend,
                              max_batch=req.max_batch, device=req.device, instances=req.instances,
                              inputs=list(req.inputs))
@@ -353,13 +445,6 @@ class DaemonCore:
             validate_model(config)
         except ConfigError as exc:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, str(exc)) from None
-        if self.loader is None:  # a core driven without the socket loop (bench/gpu_profile)
-            model = self.models.load(config)
-            if model.state != "ready":
-                self.models.unload(req.name)
-                raise ProtocolError(ErrorCode.LOAD_FAILED,
-                                    f"model {req.name!r} failed to load: {model.error}")
-            return m.LoadReply(model=model.info())
         if any(model.name == req.name for model in self.models):
             raise ProtocolError(ErrorCode.LOAD_FAILED,
                                 f"a model named {req.name!r} is already loaded; unload it first")
@@ -369,21 +454,8 @@ class DaemonCore:
                 raise ProtocolError(ErrorCode.LOAD_FAILED, f"model {req.name!r} failed to load: {problem}")
         # On the loader thread, answered from the socket loop once it is in (finish): a long load
         # (or one queued behind configured models) never stalls other clients or the watchdog.
-        self.loader.add(config, answer=(call.identity, call.request_id))
+        self.in_flight.add(self.loader.add(config, answer=Caller(call.identity, call.request_id)))
         return PENDING
-
-    def _load_reply(self, answer: tuple[bytes, int], model: LoadedModel,
-                    installed: bool) -> tuple[bytes, bytes]:
-        """The answer to a `load` op whose model the loader has finished."""
-        self.in_flight -= 1
-        identity, request_id = answer
-        if installed and model.state == "ready":
-            return identity, encode_reply(request_id, m.LoadReply(model=model.info()))
-        if installed:
-            self.models.unload(model.name)
-        why = model.error if installed else "it was unloaded while it loaded"
-        return identity, encode_error(request_id, ErrorCode.LOAD_FAILED,
-                                      f"model {model.name!r} failed to load: {why}")
 
     def _unload(self, req: m.Unload, call: Call):
         self.models.unload(req.name)
@@ -391,10 +463,7 @@ class DaemonCore:
         return m.UnloadReply()
 
     def _shutdown(self, req: m.Shutdown, call: Call):
-        self.stop_requested = True
-        # The server keeps its socket open until this connection says goodbye (or a grace period
-        # ends): a DEALER drops a reply it has not read yet when its peer disconnects.
-        self.shutdown_requester = call.identity
+        self.stop.shutdown_op(call.identity)
         return m.ShutdownReply()
 
     def _reload(self, req: m.Reload, call: Call):
@@ -413,8 +482,6 @@ class DaemonCore:
         every other model keeps serving untouched. Models added with the `load` op are left
         alone unless the configuration names them."""
         reply = m.ReloadReply()
-        if self.loader is None:  # models were loaded in the foreground (load_configured_models)
-            self.loader = ModelLoader(self.models, self.completions)
         wanted = {model.name: model for model in new.models}
         for name in list(self._configured):
             if name not in wanted:

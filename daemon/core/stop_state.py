@@ -8,12 +8,17 @@ A stop goes through four phases:
   (OVERLOADED, `stopping`); releases and goodbyes are still served; replies sent now are
   noted until their connection shows it read them (it sends again).
 - closing: the loop reads no more; the socket closes, models unload, regions go.
+
+Also here: what a stop tells clients (new work refused, queued work not started, running work
+abandoned): OVERLOADED with `stopping` in the details, which the SDK raises as DaemonStopping.
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Literal
+
+from trtd.protocol import ErrorCode, ProtocolError
 
 StopPhase = Literal["serving", "requested", "draining", "closing"]
 
@@ -96,3 +101,34 @@ class StopState:
     def goodbye(self, identity: bytes) -> None:
         if identity == self.shutdown_requester:
             self.shutdown_acknowledged = True
+
+
+# -- what a stop answers ------------------------------------------------------------------------
+
+def refused(op: str) -> ProtocolError:
+    """The answer to new work while the daemon drains. `stopping` in the details lets a client
+    tell it from a full queue (the SDK raises DaemonStopping, an Overloaded)."""
+    return ProtocolError(ErrorCode.OVERLOADED, (
+        f"the daemon is stopping (finishing the requests it has, then exiting); this '{op}' was "
+        f"not run: retry when the daemon is back"), {"stopping": True, "started": False})
+
+
+def not_started(model: str, drain_timeout_s: float) -> ProtocolError:
+    return ProtocolError(ErrorCode.OVERLOADED, (
+        f"the daemon stopped before this request to model {model!r} started (drain_timeout_s = "
+        f"{drain_timeout_s:g} s had passed); it did not run: retry when the daemon is back"),
+        {"stopping": True, "started": False})
+
+
+def abandoned(model: str, drain_timeout_s: float) -> ProtocolError:
+    return ProtocolError(ErrorCode.OVERLOADED, (
+        f"the daemon stopped while this request to model {model!r} was running (drain_timeout_s "
+        f"= {drain_timeout_s:g} s had passed); its outputs are incomplete: retry when the daemon "
+        f"is back"), {"stopping": True, "started": True})
+
+
+def load_abandoned(model: str, drain_timeout_s: float) -> ProtocolError:
+    return ProtocolError(ErrorCode.OVERLOADED, (
+        f"the daemon stopped before model {model!r} had loaded (drain_timeout_s = "
+        f"{drain_timeout_s:g} s had passed); load it again when the daemon is back"),
+        {"stopping": True, "started": True})

@@ -2,64 +2,59 @@
 
 With one instance the request runs on the socket thread: for a single client
 that is the shortest path (no thread hand-off). With N instances each has a
-worker thread; requests queue (bounded: a full queue is an OVERLOADED error,
-not growing memory) and run concurrently, each on its own CUDA stream and
-buffers. Workers never touch the registries or the socket: they hand results
-back through a CompletionQueue that wakes the socket loop.
+worker thread; requests queue (bounded by `capacity`: the core answers a full
+queue with OVERLOADED, not growing memory) and run concurrently, each on its
+own CUDA stream and buffers. Workers never touch the registries or the socket:
+they hand results back through the CompletionQueue that wakes the socket loop.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import socket
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from trtd.protocol import ErrorCode, ProtocolError
 
-from trtd.daemon.backends import BackendError, OutputTooLarge
+from trtd.daemon.backends import BackendError, OutputTooLarge, TensorBinding
 from trtd.daemon.system.cuda import CudaError
-from trtd.daemon.running.instances import RunTiming
+from trtd.daemon.running.finished import CompletionQueue, RequestDone
+from trtd.daemon.running.instances import Instance
+
+if TYPE_CHECKING:
+    from trtd.daemon.core.regions import Region
+    from trtd.daemon.running.registry import ServedModel
 
 log = logging.getLogger("trtd.scheduler")
 
 
 @dataclass(slots=True)
 class Job:
+    """One infer request, bound and checked, from submission to its reply."""
+
     identity: bytes
     request_id: int
-    model: Any       # LoadedModel
-    region: Any      # Region (checked out: it stays alive until the job is finished)
-    inputs: list
-    outputs: list
+    model: ServedModel
+    region: Region   # checked out: it stays mapped until the request has ended
+    inputs: list[TensorBinding]
+    outputs: list[TensorBinding]
     received_ns: int
     started_ns: int = 0
-    executor: Any = None  # the executor it was submitted to (a swap may replace the model's)
-    serving: str = ""     # backend and engine at submission: what the reply names
-    engine: str = ""
+    served_by: str = ""   # backend and engine at submission: what the reply names (a swap
+    engine: str = ""      # may replace the model's before it runs)
     deadline_ns: int = 0  # perf_counter_ns after which it must not start; 0: none
-    abandoned: bool = False  # a stop gave up on it while it ran: already answered, no reply
 
 
-@dataclass(slots=True)
-class Done:
-    job: Job
-    shapes: dict = field(default_factory=dict)
-    timing: RunTiming | None = None
-    error: ProtocolError | None = None
-
-
-def run_job(instance, job: Job) -> Done:
+def run_job(instance: Instance, job: Job) -> RequestDone:
     job.started_ns = time.perf_counter_ns()
     if job.deadline_ns and job.started_ns > job.deadline_ns:
         # Its client has given up or will: running it would only delay the requests behind it.
         waited_ms = (job.started_ns - job.received_ns) / 1e6
         allowed_ms = (job.deadline_ns - job.received_ns) / 1e6
-        return Done(job, error=ProtocolError(
+        return RequestDone(job, error=ProtocolError(
             ErrorCode.DEADLINE_EXCEEDED,
             f"request to model {job.model.name!r} waited {waited_ms:.1f} ms, past its deadline of "
             f"{allowed_ms:.0f} ms; it did not run (the model is busy: retry later, raise "
@@ -67,67 +62,30 @@ def run_job(instance, job: Job) -> Done:
             {"waited_ms": round(waited_ms, 3), "deadline_ms": round(allowed_ms)}))
     try:
         shapes, timing = instance.run(job.region, job.inputs, job.outputs)
-        return Done(job, shapes, timing)
+        return RequestDone(job, shapes, timing)
     except OutputTooLarge as exc:
-        return Done(job, error=ProtocolError(
+        return RequestDone(job, error=ProtocolError(
             ErrorCode.OUTPUT_TOO_LARGE, str(exc),
             {"output": exc.name, "needed": exc.needed, "capacity": exc.capacity}))
     except (BackendError, CudaError) as exc:
-        return Done(job, error=ProtocolError(
+        return RequestDone(job, error=ProtocolError(
             ErrorCode.BACKEND_ERROR, f"model {job.model.name!r} failed on this request: {exc}"))
     except Exception as exc:  # a bug must fail the request, not the worker or the daemon
         log.exception("model %s: unexpected error", job.model.name)
-        return Done(job, error=ProtocolError(
+        return RequestDone(job, error=ProtocolError(
             ErrorCode.INTERNAL, f"internal error running model {job.model.name!r} "
                                 f"({type(exc).__name__}: {exc}); please report it with the daemon log"))
 
 
-class CompletionQueue:
-    """Finished jobs from worker threads, plus a socket the loop polls to wake up."""
-
-    def __init__(self):
-        self._items: deque[Done] = deque()
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
-
-    def fileno(self) -> int:
-        return self._reader.fileno()
-
-    def put(self, done: Done) -> None:
-        self._items.append(done)
-        try:
-            self._writer.send(b"\0")
-        except BlockingIOError:
-            pass  # the loop is already far behind on wake-ups; it drains everything anyway
-        except OSError:
-            pass  # closed: the daemon is exiting and a request it gave up on has just ended
-
-    def drain(self) -> list[Done]:
-        try:
-            while self._reader.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-        items = []
-        while self._items:
-            items.append(self._items.popleft())
-        return items
-
-    def close(self) -> None:
-        self._reader.close()
-        self._writer.close()
-
-
 class Executor:
-    def __init__(self, name: str, instances: list, max_queue: int, completions: CompletionQueue):
+    def __init__(self, name: str, instances: list[Instance], max_queue: int, completions: CompletionQueue):
         self.name = name
         self.instances = instances
         self.inline = len(instances) == 1
         self._completions = completions
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue + len(instances))
-        self._max_queue = max_queue
-        self.in_flight = 0
+        # Requests queued or running at most (the core checks it against its in-flight count).
+        self.capacity = max_queue + len(instances)
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=self.capacity)
         # Slot -> the job its instance runs now: what a stop that gives up has to answer and
         # must not free memory under (slot 0 of an inline executor is the socket thread's).
         self._running: dict[int, Job] = {}
@@ -135,7 +93,7 @@ class Executor:
         # lock makes "taken from the queue and running" one step against give_up()'s snapshot.
         self._refusal: Callable[[Job], ProtocolError] | None = None
         self._lock = threading.Lock()
-        self._threads = []
+        self._threads: list[threading.Thread] = []
         if not self.inline:
             for i, instance in enumerate(instances):
                 t = threading.Thread(target=self._work, args=(i, instance), daemon=True,
@@ -143,30 +101,19 @@ class Executor:
                 t.start()
                 self._threads.append(t)
 
-    def submit(self, job: Job) -> Done | None:
-        """Run now (inline) and return the result, or queue it and return None."""
+    def submit(self, job: Job) -> RequestDone | None:
+        """Run now (inline) and return the result, or queue it and return None (the caller
+        has checked that fewer than `capacity` of its requests are in flight)."""
         if self.inline:
             self._running[0] = job
             try:
                 return run_job(self.instances[0], job)
             finally:
                 del self._running[0]
-        if self.in_flight >= self._max_queue + len(self.instances):
-            raise ProtocolError(
-                ErrorCode.OVERLOADED,
-                f"model {self.name!r} has {self.in_flight} requests queued or running, its limit; "
-                f"retry later, or raise its instances / max_queue",
-            )
-        self.in_flight += 1
-        job.executor = self
         self._queue.put_nowait(job)
         return None
 
-    def finished(self) -> None:
-        """Called by the loop for every job of this executor it has answered."""
-        self.in_flight -= 1
-
-    def _work(self, slot: int, instance) -> None:
+    def _work(self, slot: int, instance: Instance) -> None:
         while True:
             job = self._queue.get()
             if job is None:
@@ -176,7 +123,7 @@ class Executor:
                 if refusal is None:
                     self._running[slot] = job
             if refusal is not None:  # taken off the queue just as a stop gave up: never started
-                self._completions.put(Done(job, error=refusal(job)))
+                self._completions.put(RequestDone(job, error=refusal(job)))
                 continue
             done = run_job(instance, job)
             del self._running[slot]

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Union
+
+from trtd.protocol.layout import tensor_nbytes
 
 from trtd.daemon.system import cuda
 from trtd.daemon.backends import Backend, OutputTooLarge, TensorBinding
@@ -100,9 +103,7 @@ class CudaInstance:
         computed.record(stream)
         sizes = []
         for t in outputs:  # every size checked before any copy is queued
-            nbytes = t.dtype.itemsize
-            for dim in shapes[t.name]:
-                nbytes *= dim
+            nbytes = tensor_nbytes(shapes[t.name], t.dtype.itemsize)
             if nbytes > t.nbytes:
                 raise OutputTooLarge(t.name, nbytes, t.nbytes)
             sizes.append(nbytes)
@@ -126,11 +127,14 @@ class CudaInstance:
         self._streams.release(self.stream)
 
 
+Instance = Union[HostInstance, CudaInstance]
+
+
 def make_instances(backend: Backend, count: int, pinning: cuda.HostPinning,
-                   streams: cuda.StreamPool) -> list:
+                   streams: cuda.StreamPool) -> list[Instance]:
     if backend.device is None:
         return [HostInstance(backend) for _ in range(count)]
-    instances = []
+    instances: list[Instance] = []
     try:
         for _ in range(count):
             instances.append(CudaInstance(backend, pinning, streams))

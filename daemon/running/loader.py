@@ -3,8 +3,8 @@
 The daemon serves its control socket (and tells systemd it is ready) before any model has
 loaded: a large model or a TensorRT engine can take longer than a service manager's start
 timeout. Models wait as "loading" placeholders; one loader thread creates them in order and
-hands each finished one to the socket loop through the completion queue, which alone changes
-the registry. A reload queues its new and changed models here the same way.
+hands each finished one to the socket loop through the completion queue (ModelLoaded), which
+alone changes the registry. A reload queues its new and changed models here the same way.
 """
 
 from __future__ import annotations
@@ -12,65 +12,43 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from trtd.daemon.config.settings import ModelConfig
+from trtd.daemon.running.finished import Caller, CompletionQueue, ModelLoaded
 
-if TYPE_CHECKING:  # models imports the backends; the loader thread needs them only at run time
-    from trtd.daemon.running.registry import LoadedModel
+if TYPE_CHECKING:  # the registry imports the backends; the loader thread needs it at run time only
+    from trtd.daemon.running.registry import ModelRegistry, ServedModel
 
 log = logging.getLogger("trtd.loader")
 
 
-@dataclass(slots=True)
-class Loaded:
-    """A model created in the background, to be served instead of `target` (socket loop)."""
-
-    target: LoadedModel   # the "loading" placeholder, or the model a reload replaces
-    config: ModelConfig
-    replace: bool = False
-    model: LoadedModel | None = None  # the new model (ready or failed), once created
-    # A `load` op waiting for this model: (client identity, request id) to answer when it is in.
-    answer: tuple[bytes, int] | None = None
-
-
 class ModelLoader:
-    def __init__(self, registry, completions):
+    def __init__(self, registry: ModelRegistry, completions: CompletionQueue):
         self._registry = registry
         self._completions = completions
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[ModelLoaded | None] = queue.Queue()
         self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._run, name="trtd-loader", daemon=True)
         self._thread.start()
-        self.pending = 0  # queued or loading; changed on the socket loop only
-        self._answering: list[Loaded] = []  # items a `load` op waits for (socket loop only)
+        # Models queued or being created (not requests: a `load` op waiting for one of them is
+        # in the core's in-flight count). Changed on the socket loop only.
+        self.models_loading = 0
 
-    def add(self, config: ModelConfig, answer: tuple[bytes, int] | None = None) -> None:
+    def add(self, config: ModelConfig, answer: Caller | None = None) -> ModelLoaded:
         """Serve `config` as a "loading" placeholder now, the model when it has loaded."""
-        self.pending += 1
-        item = Loaded(self._registry.add_loading(config), config, answer=answer)
-        if answer is not None:
-            self._answering.append(item)
+        self.models_loading += 1
+        item = ModelLoaded(self._registry.add_loading(config), config, answer=answer)
         self._queue.put(item)
+        return item
 
-    def give_up(self) -> list[tuple[bytes, int, str]]:
-        """A stop past its drain timeout: the `load` ops still waiting, as (identity, request
-        id, model name), to be answered now; their items will not be answered again."""
-        waiting = [(*item.answer, item.config.name) for item in self._answering if item.answer]
-        for item in self._answering:
-            item.answer = None
-        self._answering.clear()
-        return waiting
-
-    def replace(self, old, config: ModelConfig) -> None:
+    def replace(self, old: ServedModel, config: ModelConfig) -> None:
         """Load `config` and serve it instead of `old`, which serves until then."""
-        self.pending += 1
-        self._queue.put(Loaded(old, config, replace=True))
+        self.models_loading += 1
+        self._queue.put(ModelLoaded(old, config, replace=True))
 
-    def finished(self, item: Loaded) -> None:
-        self.pending -= 1
-        self._answering = [waiting for waiting in self._answering if waiting is not item]
+    def finished(self, item: ModelLoaded) -> None:
+        self.models_loading -= 1
 
     def _run(self) -> None:
         while True:
@@ -82,9 +60,9 @@ class ModelLoader:
                 item.model = self._registry.create(config)
             except BaseException as exc:  # create() keeps failures; this is a bug: keep going
                 log.exception("loading model %s failed unexpectedly", config.name)
-                from trtd.daemon.running.registry import LoadedModel
+                from trtd.daemon.running.registry import ServedModel
 
-                item.model = LoadedModel(config=config, backend=None, state="failed",
+                item.model = ServedModel(config=config, backend=None, state="failed",
                                          error=f"{type(exc).__name__}: {exc}")
             if self._cancelled.is_set():
                 from trtd.daemon.running.registry import discard

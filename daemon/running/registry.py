@@ -6,38 +6,42 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from trtd.protocol import ErrorCode, ModelInfo, ProtocolError, TensorSpec
 
-from trtd.daemon.backends import Backend, BackendError, create_backend
+from trtd.daemon.backends import Backend, BackendError
 from trtd.daemon.system import cuda
-from trtd.daemon.config.settings import BUILTIN_PREFIX, ModelConfig, model_file_problem
+from trtd.daemon.config.settings import ModelConfig
 from trtd.daemon.system.cuda import CudaError, HostPinning
+from trtd.daemon.running.finished import CompletionQueue, EngineReady, ModelState
 from trtd.daemon.running.instances import make_instances
-from trtd.daemon.running.executor import CompletionQueue, Executor
-from trtd.daemon.running.swap import EngineSwapper, Swap
+from trtd.daemon.running.executor import Executor
+from trtd.daemon.running.serving import open_first, plan_serving
+from trtd.daemon.running.swap import EngineSwapper
 from trtd.daemon.running.stats import ModelStats
 
 log = logging.getLogger("trtd.models")
 
 
 @dataclass(slots=True)
-class LoadedModel:
+class ServedModel:
+    """A model under its name: serving, loading (a placeholder) or failed (with its reason)."""
+
     config: ModelConfig
     backend: Backend | None
-    state: str  # "ready" | "failed"
+    state: ModelState
     error: str = ""
     executor: Executor | None = None
-    serving: str = ""   # the backend answering now (differs from config.backend until a swap)
-    engine: str = ""    # fingerprint of the engine in use, if any
-    build: str = ""     # the background engine build: building, comparing, rejected: ..., failed: ...
-    swapper: object = None  # the EngineSwapper thread, while one runs
-    source: str = ""    # the ONNX file an engine or variant is prepared from, if any
+    served_by: str = ""  # the backend answering now (differs from config.backend until a swap)
+    engine: str = ""     # fingerprint of the engine in use, if any
+    build: str = ""      # the background engine build: building, comparing, rejected: ..., failed: ...
+    swapper: EngineSwapper | None = None  # the background build, while one runs
+    source: str = ""     # the ONNX file an engine or variant is prepared from, if any
     stats: ModelStats = field(default_factory=ModelStats)
-    # name -> (spec, numpy dtype); built once so validation does no lookups by scan.
+    # name -> (spec, numpy dtype); built once so request binding does no lookups by scan.
     inputs: dict[str, tuple[TensorSpec, np.dtype]] = field(default_factory=dict)
     outputs: dict[str, tuple[TensorSpec, np.dtype]] = field(default_factory=dict)
 
@@ -48,20 +52,20 @@ class LoadedModel:
     def info(self) -> ModelInfo:
         b = self.backend
         return ModelInfo(
-            name=self.name, backend=self.serving or self.config.backend, state=self.state,
+            name=self.name, backend=self.served_by or self.config.backend, state=self.state,
             inputs=list(b.inputs) if b else [], outputs=list(b.outputs) if b else [],
             max_batch=b.max_batch if b else 0, error=self.error,
         )
 
 
-def _retire(executor: Executor, backend: Backend, retiring: set | None = None) -> None:
+def _retire(executor: Executor, backend: Backend, retiring: set[Executor] | None = None) -> None:
     executor.close()
     backend.close()
     if retiring is not None:
         retiring.discard(executor)
 
 
-def retire_in_background(executor: Executor, backend: Backend, name: str, retiring: set) -> None:
+def retire_in_background(executor: Executor, backend: Backend, name: str, retiring: set[Executor]) -> None:
     """Close a replaced executor once its queued requests have run, on its own thread (the
     socket loop does not wait); `retiring` keeps it in sight of a stop until then."""
     retiring.add(executor)
@@ -69,7 +73,7 @@ def retire_in_background(executor: Executor, backend: Backend, name: str, retiri
                      name=f"trtd-retire-{name}").start()
 
 
-def discard(model: LoadedModel | Swap) -> None:
+def discard(model: ServedModel | EngineReady) -> None:
     """Close a model (or a swap's engine) that was never served."""
     if model.executor is not None:
         model.executor.close()
@@ -77,7 +81,7 @@ def discard(model: LoadedModel | Swap) -> None:
         model.backend.close()
 
 
-def retire(model: LoadedModel, retiring: set) -> None:
+def retire(model: ServedModel, retiring: set[Executor]) -> None:
     """Close a model that is no longer served: its queued requests drain on their own threads,
     so the socket loop does not wait for them; an inline executor has nothing running."""
     if model.swapper is not None:
@@ -90,59 +94,27 @@ def retire(model: LoadedModel, retiring: set) -> None:
         retire_in_background(model.executor, model.backend, model.name, retiring)
 
 
-def model_io(model: LoadedModel, backend: Backend) -> None:
+def model_io(model: ServedModel, backend: Backend) -> None:
     model.inputs = {s.name: (s, np.dtype(s.dtype)) for s in backend.inputs}
     model.outputs = {s.name: (s, np.dtype(s.dtype)) for s in backend.outputs}
 
 
-def resolve_model_path(config: ModelConfig) -> str:
-    """The file to load; built-in models are generated (once) for the configured backend."""
-    path = config.path
-    if path.startswith(BUILTIN_PREFIX):
-        name = path[len(BUILTIN_PREFIX):]
-        if config.backend == "torch":
-            try:
-                from trtd.daemon.builtin.torch_models import BUILTIN_TORCH_INPUTS, builtin_torchscript_path
-                import torch  # noqa: F401  (the generator needs it)
-            except ImportError:
-                raise BackendError("built-in TorchScript models need torch: pip install \"trtd[torch]\"") from None
-
-            if not config.inputs and name in BUILTIN_TORCH_INPUTS:
-                config.inputs = list(BUILTIN_TORCH_INPUTS[name])
-            return str(builtin_torchscript_path(name))
-        from trtd.daemon.builtin.onnx_models import builtin_model_path
-
-        return str(builtin_model_path(name))
-    problem = model_file_problem(Path(path))
-    if problem:
-        raise BackendError(problem)
-    return path
-
-
-def _default_max_batch(config: ModelConfig) -> int:
-    if config.max_batch or not config.path.startswith(BUILTIN_PREFIX):
-        return config.max_batch
-    from trtd.daemon.builtin.onnx_models import DEFAULT_MAX_BATCH
-
-    return DEFAULT_MAX_BATCH.get(config.path[len(BUILTIN_PREFIX):], 0)
-
-
 class ModelRegistry:
     def __init__(self, completions: CompletionQueue, pinning: HostPinning):
-        self._models: dict[str, LoadedModel] = {}
+        self._models: dict[str, ServedModel] = {}
         self.completions = completions
         self.pinning = pinning
         self.streams = cuda.StreamPool()
         self._create_lock = threading.Lock()
         self._retiring: set[Executor] = set()  # replaced executors still finishing their requests
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ServedModel]:
         return iter(list(self._models.values()))
 
     def names(self) -> list[str]:
         return list(self._models)
 
-    def load(self, config: ModelConfig) -> LoadedModel:
+    def load(self, config: ModelConfig) -> ServedModel:
         """Load now (on the caller's thread) and serve it; a failure is kept as a failed model."""
         if config.name in self._models:
             raise ProtocolError(
@@ -153,35 +125,21 @@ class ModelRegistry:
         self._install(model)
         return model
 
-    def add_loading(self, config: ModelConfig) -> LoadedModel:
+    def add_loading(self, config: ModelConfig) -> ServedModel:
         """A placeholder in state "loading", shown by status until create() has finished."""
-        placeholder = LoadedModel(config=config, backend=None, state="loading")
+        placeholder = ServedModel(config=config, backend=None, state="loading")
         self._models[config.name] = placeholder
         return placeholder
 
-    def create(self, config: ModelConfig) -> LoadedModel:
+    def create(self, config: ModelConfig) -> ServedModel:
         """Build a model without serving it yet (safe on a loader thread: touches no registry)."""
         with self._create_lock:  # one load at a time: they share the stream pool and the GPU
             return self._create(config)
 
-    def _create(self, config: ModelConfig) -> LoadedModel:
-        # TensorRT from ONNX: ONNX Runtime serves first (engine_swap); the GPU comes later.
-        is_onnx = config.path.startswith(BUILTIN_PREFIX) or config.path.lower().endswith(".onnx")
-        onnx_first = is_onnx and (config.backend == "tensorrt" or
-                                  (config.backend == "onnxruntime" and bool(config.precision)))
+    def _create(self, config: ModelConfig) -> ServedModel:
         try:
-            if config.device >= 0 and not onnx_first:
-                cuda.open_device(config.device)  # a clear error before the backend tries
-            path = resolve_model_path(config)
-            if onnx_first:
-                # Served by ONNX Runtime at once (its CUDA provider where onnxruntime-gpu is
-                # installed, the CPU otherwise); the engine comes later (engine_swap).
-                from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend, providers_for
-
-                backend = OnnxRuntimeBackend.for_model(config, path, _default_max_batch(config),
-                                                       providers=providers_for(config.device))
-            else:
-                backend = create_backend(config, path, max_batch=_default_max_batch(config))
+            plan = plan_serving(config)  # how it is served: the one place that decides
+            backend = open_first(config, plan)
             try:
                 executor = Executor(config.name, make_instances(backend, config.instances, self.pinning,
                                                                 self.streams),
@@ -190,18 +148,19 @@ class ModelRegistry:
                 backend.close()
                 raise
         except Exception as exc:  # any model's failure is that model's, never the daemon's
+            reason = str(exc)
             if not isinstance(exc, (BackendError, CudaError, ImportError, ValueError, OSError)):
                 log.exception("model %s: unexpected error while loading", config.name)
-                exc = f"{type(exc).__name__}: {exc}"
-            log.error("model %s failed to load: %s", config.name, exc)
-            return LoadedModel(config=config, backend=None, state="failed", error=str(exc))
-        model = LoadedModel(config=config, backend=backend, state="ready", executor=executor,
-                            serving=backend.kind, source=path if onnx_first else "")
+                reason = f"{type(exc).__name__}: {exc}"
+            log.error("model %s failed to load: %s", config.name, reason)
+            return ServedModel(config=config, backend=None, state="failed", error=reason)
+        model = ServedModel(config=config, backend=backend, state="ready", executor=executor,
+                            served_by=backend.kind, source=plan.source)
         model_io(model, backend)
         log.info("model %s ready (%s, %s)", config.name, backend.kind, config.path)
         return model
 
-    def _install(self, model: LoadedModel) -> None:
+    def _install(self, model: ServedModel) -> None:
         """Serve a created model under its name (socket loop only)."""
         self._models[model.name] = model
         if model.source:  # ONNX first: the engine or reduced-precision variant comes later
@@ -212,7 +171,7 @@ class ModelRegistry:
             else:
                 model.build = "off (swap = \"off\")"
 
-    def finish_loading(self, placeholder: LoadedModel, model: LoadedModel) -> bool:
+    def finish_loading(self, placeholder: ServedModel, model: ServedModel) -> bool:
         """Put a model created in the background in its placeholder's place (socket loop only).
 
         False (and the model closed) when the placeholder is gone: unloaded, or the daemon
@@ -224,7 +183,7 @@ class ModelRegistry:
         self._install(model)
         return True
 
-    def finish_replacing(self, model: LoadedModel) -> bool:
+    def finish_replacing(self, model: ServedModel) -> bool:
         """Serve a reloaded model instead of the one serving under its name now (by name: that
         may be a model whose first load finished after the reload asked); a failed one leaves
         the old one serving. Discarded when the name was unloaded meanwhile."""
@@ -239,16 +198,18 @@ class ModelRegistry:
         retire(old, self._retiring)
         return True
 
-    def swap(self, item) -> None:
+    def swap(self, item: EngineReady) -> None:
         """Put a compared engine in place of ONNX Runtime (socket loop only, between requests)."""
-        model = item.model
+        model: ServedModel = item.model
         if self._models.get(model.name) is not model:  # unloaded while it was built
             item.executor.close()
             item.backend.close()
             return
         old_executor, old_backend = model.executor, model.backend
+        if old_executor is None or old_backend is None:  # only a served model has a swapper
+            raise RuntimeError(f"model {model.name!r} has no backend to swap out")
         model.backend, model.executor = item.backend, item.executor
-        model.serving, model.engine = item.serving, item.engine
+        model.served_by, model.engine = item.served_by, item.engine
         model_io(model, item.backend)
         model.build = f"serving engine {item.engine}"
         model.swapper = None
@@ -257,9 +218,9 @@ class ModelRegistry:
             old_backend.close()
         else:
             retire_in_background(old_executor, old_backend, model.name, self._retiring)
-        log.info("model %s now served by %s engine %s", model.name, item.serving, item.engine)
+        log.info("model %s now served by %s engine %s", model.name, item.served_by, item.engine)
 
-    def get(self, name: str) -> LoadedModel:
+    def get(self, name: str) -> ServedModel:
         model = self._models.get(name)
         if model is None:
             known = ", ".join(self._models) or "none"
@@ -270,7 +231,7 @@ class ModelRegistry:
             )
         return model
 
-    def get_ready(self, name: str) -> LoadedModel:
+    def get_ready(self, name: str) -> ServedModel:
         model = self.get(name)
         if model.state == "loading":
             raise ProtocolError(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from trtd.daemon.system import cuda
 from trtd.daemon.backends import Backend, BackendError
@@ -26,8 +26,14 @@ from trtd.daemon.engines.cache import CacheError
 from trtd.daemon.engines.fingerprint import BuildOptions
 from trtd.daemon.engines.profiles import InputRange, Profile, ProfileError, check_against_model, parse_profiles
 from trtd.daemon.engines.trt import TensorRTUnavailable, import_tensorrt
-from trtd.daemon.running.instances import make_instances
+from trtd.daemon.running.instances import Instance, make_instances
 from trtd.daemon.running.executor import Executor
+from trtd.daemon.running.finished import EngineReady
+from trtd.daemon.running.serving import Later, open_later
+
+if TYPE_CHECKING:
+    from trtd.daemon.config.settings import ModelConfig
+    from trtd.daemon.running.registry import ModelRegistry, ServedModel
 
 log = logging.getLogger("trtd.swap")
 
@@ -36,18 +42,7 @@ class Cancelled(Exception):
     pass
 
 
-@dataclass
-class Swap:
-    """A compared, ready engine for `model`, to be put in place by the socket loop."""
-
-    model: object
-    backend: Backend
-    executor: Executor
-    serving: str
-    engine: str
-
-
-def build_options(config, reference: Backend) -> BuildOptions:
+def build_options(config: ModelConfig, reference: Backend) -> BuildOptions:
     """The configured build options; without profiles, one covering batch 1..max_batch."""
     inputs = {s.name: list(s.shape) for s in reference.inputs}
     if config.profiles:
@@ -89,7 +84,7 @@ def _profile_samples(options: BuildOptions) -> list[dict[str, tuple[int, ...]]]:
 
 
 class EngineSwapper(threading.Thread):
-    def __init__(self, model, onnx_path: str, registry):
+    def __init__(self, model: ServedModel, onnx_path: str, registry: ModelRegistry):
         super().__init__(name=f"trtd-build-{model.name}", daemon=True)
         self.model = model
         self.onnx_path = onnx_path
@@ -135,7 +130,7 @@ class EngineSwapper(threading.Thread):
                                      int8_target="tensorrt" if engine else "portable").path)
                 self._check()
             if config.backend != "tensorrt":
-                return self._swap_in(reference, self._onnxruntime(source), source_fp(source),
+                return self._swap_in(reference, self._open(source, "variant"), source_fp(source),
                                      f"onnxruntime-{config.precision}", [])
             options = build_options(config, reference)
             cap = 0
@@ -152,7 +147,7 @@ class EngineSwapper(threading.Thread):
             kind = "tensorrt" if config.engine_builder == "tensorrt" else "onnxruntime-optimized"
             if config.precision:
                 kind += f"-{config.precision}"
-            return self._swap_in(reference, self._load(entry.engine_path), entry.fingerprint, kind,
+            return self._swap_in(reference, self._open(str(entry.engine_path), "engine"), entry.fingerprint, kind,
                                  _profile_samples(options))
         except Cancelled:
             model.build = "cancelled"
@@ -175,7 +170,7 @@ class EngineSwapper(threading.Thread):
         compare_rtol), on the calibration samples when there are some: real data, not noise.
         """
         model, config = self.model, self.model.config
-        instances = []
+        instances: list[Instance] = []
         real = None
         if config.precision and config.calibration:
             from trtd.daemon.precision.samples import load_samples
@@ -198,7 +193,7 @@ class EngineSwapper(threading.Thread):
             log.info("model %s: %s %s passed (%s); swapping", config.name, kind, fingerprint,
                      result.summary())
             model.build = f"passed: {result.summary()}"
-            swap = Swap(model, candidate, executor, kind, fingerprint)
+            swap = EngineReady(model, candidate, executor, kind, fingerprint)
             candidate, instances = None, []  # the socket loop owns them now
             self.registry.completions.put(swap)
         finally:
@@ -207,20 +202,9 @@ class EngineSwapper(threading.Thread):
             if candidate is not None:
                 candidate.close()
 
-    def _onnxruntime(self, path) -> Backend:
-        from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend, providers_for
-
-        config = self.model.config
-        return OnnxRuntimeBackend.for_model(config, path, self.model.backend.max_batch,
-                                            providers=providers_for(config.device))
-
-    def _load(self, path) -> Backend:
-        config = self.model.config
-        if config.engine_builder == "onnxruntime":
-            from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
-
-            return OnnxRuntimeBackend.for_model(config, path, self.model.backend.max_batch)
-        from trtd.daemon.backends.tensorrt import TensorRTBackend
-
-        return TensorRTBackend(path, device=max(config.device, 0), max_batch=config.max_batch,
-                               allow_host_code=config.allow_engine_host_code, plugins=config.plugins)
+    def _open(self, path: str, kind: Later) -> Backend:
+        """What the build made, opened as the model's backend would be (running/serving.py)."""
+        reference = self.model.backend
+        if reference is None:  # a swapper runs only for a served model
+            raise BackendError(f"model {self.model.name!r} has no backend to compare with")
+        return open_later(self.model.config, path, reference.max_batch, kind)

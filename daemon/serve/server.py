@@ -18,16 +18,15 @@ from typing import Callable
 
 import zmq
 
-from trtd.protocol import (MAX_REQUEST_BYTES, ErrorCode, ProtocolError, decode_envelope,
-                           encode_error, encode_reply, resolve_endpoint)
+from trtd.protocol import MAX_REQUEST_BYTES, resolve_endpoint
 from trtd.protocol.endpoint import ipc_path, runtime_dir
 
 from trtd.daemon.system import platform
 from trtd.daemon.serve.access import AccessPolicy, Gate
 from trtd.daemon.config.settings import ConfigError, DaemonConfig
-from trtd.daemon.core.daemon_core import PENDING, Call, DaemonCore
+from trtd.daemon.core.daemon_core import Answer, DaemonCore
+from trtd.daemon.core.stop_state import StopState
 from trtd.daemon.serve.endpoint_lock import InstanceLock
-from trtd.daemon.running.loader import Loaded
 from trtd.daemon.serve.notify import Notifier
 from trtd.daemon.serve.stopping import DrainReport, StopDeadline, exit_now
 
@@ -59,16 +58,13 @@ class Server:
         self.core: DaemonCore | None = None
         self._ctx: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
-        self._stop = threading.Event()
+        self.stop = StopState()  # the one owner of the stop's state; the core shares it
         self._reload = threading.Event()
         self._reload_source = reload_source
         self.notifier = notifier if notifier is not None else Notifier()
         self.stop_deadline = StopDeadline(self._what_holds_the_stop, self._remove_names,
                                           enforce=own_process)
         self.abandoned = False  # the drain timed out and requests were answered unfinished
-        # The signal that asked for the stop, for the log. Written by a Python-level handler,
-        # which must take no lock (a second signal may interrupt it): a plain assignment.
-        self._stop_signal: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -78,7 +74,8 @@ class Server:
         self._lock.remove_predecessor_regions()
         self._access.share_directory(self._lock.path.parent)
         self.core = DaemonCore(self.config, self.endpoint, daemon_id=secrets.token_hex(8),
-                               region_prefix=self._lock.region_prefix, share_region=self._access.share_fd)
+                               region_prefix=self._lock.region_prefix, share_region=self._access.share_fd,
+                               authorize=self.gate.check, stop=self.stop)
         self.core.reload_source = self._reload_source
         # Before binding: a client that can connect can always find the tokens.
         self.gate.write_tokens()
@@ -133,7 +130,7 @@ class Server:
     def request_stop(self, *_args) -> None:
         """Stop after draining (signal handlers and the Windows service call this, from any
         thread: it must take effect even while the socket thread runs a request)."""
-        self._stop.set()
+        self.stop.request()
         self.stop_deadline.arm(self.config.drain_timeout_s)
 
     def request_reload(self, *_args) -> None:
@@ -156,18 +153,11 @@ class Server:
             previous = signal.getsignal(sig)
 
             def note(signum, frame, previous=previous):
-                self._stop_signal = signum
+                self.stop.signal = signum
                 if callable(previous):
                     previous(signum, frame)
 
             signal.signal(sig, note)
-
-    def _stop_cause(self, core: DaemonCore) -> str:
-        if self._stop_signal is not None:
-            return f"got {signal.Signals(self._stop_signal).name}"
-        if core.shutdown_requester is not None:
-            return "a client sent `shutdown`"
-        return "stop requested"
 
     def close(self) -> None:
         # The socket before the models: a request sent from here on is never read, and its
@@ -215,7 +205,7 @@ class Server:
                    for executor in self.core.models.executors() for job in executor.running()]
         parts = [("running: " + ", ".join(running)) if running else "no request running"]
         if self.core.in_flight:
-            parts.append(f"{self.core.in_flight} request(s) or load(s) not answered yet")
+            parts.append(f"{len(self.core.in_flight)} request(s) or load(s) not answered yet")
         if self.core.loading:
             parts.append(f"{self.core.loading} model(s) loading")
         return "; ".join(parts)
@@ -231,7 +221,7 @@ class Server:
         next_reclaim = time.monotonic() + reclaim_every
         tick_ms = int(min(_TICK_S, reclaim_every) * 1000)
         loading = core.loading
-        while not self._stop.is_set() and not core.stop_requested:
+        while not self.stop.asked:
             self._turn(poller, sock, tick_ms)
             now = time.monotonic()
             if now >= next_reclaim:
@@ -255,19 +245,10 @@ class Server:
         timers and a stop from being looked at)."""
         core, _ = self._started()
         if poller.poll(tick_ms):
-            for done in core.completions.drain():
-                try:
-                    answer = core.finish(done)
-                except Exception:  # one bad completion must not lose the others
-                    log.exception("finishing a request, an engine swap or a model load failed")
-                    continue
-                if answer is not None:
-                    # An infer a worker finished, or a `load` op whose model is in (Loaded).
-                    request_id = done.answer[1] if isinstance(done, Loaded) else done.job.request_id
-                    identity, reply = answer
-                    self._send(sock, identity, reply, request_id)
+            for answer in core.step():
+                self._send(sock, answer)
             for _ in range(_READS_PER_TURN):
-                if core.stop_requested:
+                if not self.stop.reading:
                     break
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -279,27 +260,24 @@ class Server:
         """Answer the requests already running or queued (new work is refused) until none is
         left or drain_timeout_s has passed; then close() releases regions and models."""
         core, _ = self._started()
-        core.draining = True
-        core.stop_requested = False  # keep reading: releases and goodbyes are still answered
-        self.notifier.stopping(f"stopping: finishing {core.in_flight} request(s)")
-        self.stop_deadline.arm(self.config.drain_timeout_s)  # a `shutdown` op starts it here
-        deadline = self.stop_deadline.drain_ends(self.config.drain_timeout_s)
-        report = DrainReport.begin(self._stop_cause(core), core.in_flight, self.config.drain_timeout_s)
+        stop = self.stop
         # Replies sent just before the stop may not have been read yet either (see below):
         # every connection that said hello is waited for, as is the `shutdown` requester.
-        core.unread_replies.update(core.clients.identities())
-        if core.shutdown_requester is not None and not core.shutdown_acknowledged:
-            core.unread_replies.add(core.shutdown_requester)
-        while core.in_flight > 0 and time.monotonic() < deadline:
+        stop.begin_drain(core.clients.identities())  # reads go on: releases and goodbyes are served
+        self.notifier.stopping(f"stopping: finishing {len(core.in_flight)} request(s)")
+        self.stop_deadline.arm(self.config.drain_timeout_s)  # a `shutdown` op starts it here
+        deadline = self.stop_deadline.drain_ends(self.config.drain_timeout_s)
+        report = DrainReport.begin(stop.cause(), len(core.in_flight), self.config.drain_timeout_s)
+        while core.in_flight and time.monotonic() < deadline:
             self._turn(poller, sock, min(tick_ms, 50))
             self.notifier.watchdog_due()
-        unfinished = core.in_flight
-        if core.in_flight > 0:
+        unfinished = len(core.in_flight)
+        if unfinished:
             log.warning("stopping with %d request(s) unanswered after drain_timeout_s = %.1f: "
-                        "answering them as not finished", core.in_flight, self.config.drain_timeout_s)
+                        "answering them as not finished", unfinished, self.config.drain_timeout_s)
             self.abandoned = True
-            for identity, reply, request_id in core.give_up_in_flight():
-                self._send(sock, identity, reply, request_id)
+            for answer in core.give_up_in_flight():
+                self._send(sock, answer)
         # The replies of the stop (requests drained or given up on, the `shutdown` op's
         # acknowledgement) must be read before the socket closes: a DEALER with ZMQ_IMMEDIATE
         # (the SDK's) discards unread messages from a peer that disconnects (seen: `trtd
@@ -308,10 +286,10 @@ class Server:
         # that sends again (the SDK's goodbye, a looping client's next request) has read its
         # earlier replies. The rest get a short grace period, and what arrives in it is answered.
         grace_end = time.monotonic() + _STOP_GRACE_S
-        while core.unread_replies and time.monotonic() < grace_end:
+        while stop.unread_replies and time.monotonic() < grace_end:
             self._turn(poller, sock, 20)
-        report.end(unfinished, core.refused_while_draining, sum(model.stats.ok for model in core.models))
-        core.stop_requested = True
+        report.end(unfinished, stop.refused, sum(model.stats.ok for model in core.models))
+        stop.close()
 
     def _reload_now(self) -> None:
         """SIGHUP: the same as the `reload` op, reported in the log."""
@@ -334,31 +312,17 @@ class Server:
             log.warning("dropped a message of %d frames", len(frames))
             return
         identity, payload = frames
-        request_id = 0
-        try:
-            envelope = decode_envelope(payload)
-            request_id, request = envelope.request_id, envelope.request
-            self.gate.check(request, envelope.auth)
-            result = core.handle(request, Call(identity, request_id, received))
-            if result is PENDING:
-                return  # a worker instance answers it through the completion queue
-            reply = encode_reply(request_id, result)
-        except ProtocolError as exc:
-            reply = encode_error(exc.request_id or request_id, exc.code, exc.message, exc.details)
-        except Exception as exc:  # a daemon bug must not take the daemon down
-            log.exception("internal error handling request %d", request_id)
-            reply = encode_error(request_id, ErrorCode.INTERNAL,
-                                 f"internal error in the daemon ({type(exc).__name__}: {exc}); "
-                                 f"please report it with the daemon log")
-        self._send(sock, identity, reply, request_id)
+        reply = core.receive(identity, payload, received)
+        if reply is not None:  # None: a worker instance or the loader answers it (step)
+            self._send(sock, Answer(identity, 0, reply))
 
-    def _send(self, sock: zmq.Socket, identity: bytes, reply: bytes, request_id: int) -> None:
-        if self.core is not None and self.core.draining:
-            self.core.unread_replies.add(identity)  # to be read before the socket closes
+    def _send(self, sock: zmq.Socket, answer: Answer) -> None:
+        self.stop.sent_to(answer.identity)  # while draining: to be read before the socket closes
         try:
-            sock.send_multipart([identity, reply], zmq.NOBLOCK)
+            sock.send_multipart([answer.identity, answer.frame], zmq.NOBLOCK)
         except zmq.Again:
-            log.warning("a client's queue is full; reply %d dropped", request_id)
+            log.warning("a client's queue is full; a reply%s was dropped",
+                        f" to request {answer.request_id}" if answer.request_id else "")
 
 
 def run(config: DaemonConfig, reload_source: Callable[[], DaemonConfig] | None = None) -> int:

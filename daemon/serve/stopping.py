@@ -9,8 +9,7 @@ this daemon (socket file, token files, region names: mappings stay, the exit unm
 flushes the log and exits. systemd's TimeoutStopSec and the Windows stop wait hint leave
 more time than this, so a stop is never ended by SIGKILL or a hung service.
 
-It also words what a stop tells clients (new work refused, queued work not started, running
-work abandoned: OVERLOADED with `stopping` in the details) and logs how the drain went.
+It also logs how the drain went (what a stop tells clients is worded in core/stop_state.py).
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from trtd.protocol import ErrorCode, ProtocolError
-
 log = logging.getLogger("trtd.server")
 
 # What closing (unloading models, releasing regions) may take after the drain.
@@ -33,14 +30,6 @@ CLOSE_GRACE_S = 10.0
 # (a log handler blocked on a full pipe, a thread holding the GIL in a backend call), printing
 # every thread's stack to stderr (the journal) and exiting with status 1.
 BACKSTOP_S = 5.0
-
-
-def refused(op: str) -> ProtocolError:
-    """The answer to new work while the daemon drains. `stopping` in the details lets a client
-    tell it from a full queue (the SDK raises DaemonStopping, an Overloaded)."""
-    return ProtocolError(ErrorCode.OVERLOADED, (
-        f"the daemon is stopping (finishing the requests it has, then exiting); this '{op}' was "
-        f"not run: retry when the daemon is back"), {"stopping": True, "started": False})
 
 
 @dataclass(slots=True)
@@ -65,27 +54,6 @@ class DrainReport:
                  "%d new request(s) refused, %d answered ok since start; closing",
                  time.monotonic() - self.began, self.in_flight - unfinished, self.in_flight, refused,
                  answered_ok)
-
-
-def not_started(model: str, drain_timeout_s: float) -> ProtocolError:
-    return ProtocolError(ErrorCode.OVERLOADED, (
-        f"the daemon stopped before this request to model {model!r} started (drain_timeout_s = "
-        f"{drain_timeout_s:g} s had passed); it did not run: retry when the daemon is back"),
-        {"stopping": True, "started": False})
-
-
-def abandoned(model: str, drain_timeout_s: float) -> ProtocolError:
-    return ProtocolError(ErrorCode.OVERLOADED, (
-        f"the daemon stopped while this request to model {model!r} was running (drain_timeout_s "
-        f"= {drain_timeout_s:g} s had passed); its outputs are incomplete: retry when the daemon "
-        f"is back"), {"stopping": True, "started": True})
-
-
-def load_abandoned(model: str, drain_timeout_s: float) -> ProtocolError:
-    return ProtocolError(ErrorCode.OVERLOADED, (
-        f"the daemon stopped before model {model!r} had loaded (drain_timeout_s = "
-        f"{drain_timeout_s:g} s had passed); load it again when the daemon is back"),
-        {"stopping": True, "started": True})
 
 
 class StopDeadline:
