@@ -10,12 +10,12 @@ Runtime and copied into its area once.
 from __future__ import annotations
 
 import ctypes
-import math
 from pathlib import Path
 
 import numpy as np
 
 from trtd.protocol import TensorSpec
+from trtd.protocol.layout import tensor_nbytes
 
 from trtd.daemon.backends.base import Backend, BackendError, OutputTooLarge, TensorBinding
 
@@ -154,7 +154,7 @@ class OnnxRuntimeBackend(Backend):
             for i, d in enumerate(dims)
         ]
         itemsize = np.dtype(dtype).itemsize
-        max_nbytes = math.prod(max_shape) * itemsize if all(v >= 0 for v in max_shape) else -1
+        max_nbytes = tensor_nbytes(max_shape, itemsize) if all(v >= 0 for v in max_shape) else -1
         return TensorSpec(name=name, dtype=dtype, shape=shape, max_nbytes=max_nbytes)
 
     def output_shapes(self, input_shapes):

@@ -13,12 +13,12 @@ depends on the data are refused at load time with a clear error.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from trtd.protocol import TensorSpec
+from trtd.protocol.layout import tensor_nbytes
 
 from trtd.daemon.system import cuda
 from trtd.daemon.engines.trt import TensorRTUnavailable, capturing_logger, import_tensorrt
@@ -95,7 +95,7 @@ class TensorRTBackend(Backend):
                       if dynamic_batch else 0)
         self.max_batch = min(max_batch, engine_max) if (max_batch and engine_max) else engine_max
         for spec in inputs:
-            spec.max_nbytes = math.prod(self._max_shapes[spec.name]) * np.dtype(spec.dtype).itemsize
+            spec.max_nbytes = tensor_nbytes(self._max_shapes[spec.name], np.dtype(spec.dtype).itemsize)
         # Output sizes at each profile's largest input shapes, from TensorRT's own shape inference.
         largest = {spec.name: 0 for spec in outputs}
         stream = cuda.Stream(self.device)
@@ -116,7 +116,7 @@ class TensorRTBackend(Backend):
                             f"output {spec.name!r} has a data-dependent shape {list(shape)}: not "
                             f"supported by this backend yet; serve the model with onnxruntime or torch")
                     largest[spec.name] = max(largest[spec.name],
-                                             math.prod(shape) * np.dtype(spec.dtype).itemsize)
+                                             tensor_nbytes(shape, np.dtype(spec.dtype).itemsize))
             del probe
         finally:
             stream.close()
@@ -162,7 +162,7 @@ class TensorRTBackend(Backend):
         shapes = {}
         for t in outputs:
             shape = tuple(ctx.get_tensor_shape(t.name))
-            nbytes = math.prod(shape) * t.dtype.itemsize
+            nbytes = tensor_nbytes(shape, t.dtype.itemsize)
             if nbytes > t.nbytes:
                 raise OutputTooLarge(t.name, nbytes, t.nbytes)
             ctx.set_tensor_address(t.name, t.address)

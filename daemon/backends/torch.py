@@ -11,12 +11,12 @@ their areas once (TorchScript allocates its outputs, so one copy is inherent).
 from __future__ import annotations
 
 import ctypes
-import math
 from pathlib import Path
 
 import numpy as np
 
 from trtd.protocol import WIRE_DTYPES, TensorSpec
+from trtd.protocol.layout import tensor_nbytes
 
 from trtd.daemon.backends.base import Backend, BackendError, OutputTooLarge, TensorBinding
 
@@ -65,7 +65,7 @@ class CudaArrayView:
 
 
 def _host_array(address: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    nbytes = math.prod(shape) * dtype.itemsize
+    nbytes = tensor_nbytes(shape, dtype.itemsize)
     raw = (ctypes.c_uint8 * nbytes).from_address(address)
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
@@ -101,7 +101,7 @@ class TorchBackend(Backend):
 
     def _nbytes(self, shape: list[int], dtype: str) -> int:
         dims = [self.max_batch if d == -1 else d for d in shape]
-        return math.prod(dims) * np.dtype(dtype).itemsize
+        return tensor_nbytes(dims, np.dtype(dtype).itemsize)
 
     def _run_module(self, tensors):
         with self._torch.inference_mode():

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
 
 from trtd.protocol import ALIGNMENT, align_up
+from trtd.protocol.layout import tensor_nbytes
 
 from trtd.daemon.backends import Backend, TensorBinding
 
@@ -105,7 +105,7 @@ def _run(backend: Backend, instance, inputs: dict[str, np.ndarray], pinning) -> 
     """One request through a backend (or a candidate's instance), on a private host buffer."""
     predicted = backend.output_shapes({k: v.shape for k, v in inputs.items()})
     sizes = [(n, a.nbytes) for n, a in inputs.items()]
-    sizes += [(s.name, (math.prod(predicted[s.name]) * np.dtype(s.dtype).itemsize
+    sizes += [(s.name, (tensor_nbytes(predicted[s.name], np.dtype(s.dtype).itemsize)
                         if predicted.get(s.name) else max(s.max_nbytes, 1)))
               for s in backend.outputs]
     offsets, total = {}, 0
@@ -135,6 +135,6 @@ def _run(backend: Backend, instance, inputs: dict[str, np.ndarray], pinning) -> 
     outs = {}
     for b in bindings_out:
         shape = tuple(shapes[b.name])
-        n = math.prod(shape) * b.dtype.itemsize
+        n = tensor_nbytes(shape, b.dtype.itemsize)
         outs[b.name] = view[offsets[b.name]:offsets[b.name] + n].view(b.dtype).reshape(shape).copy()
     return outs
