@@ -9,8 +9,11 @@ from .errors import (AccessDenied, BackendError, BadMessage, ConfigError, Daemon
                      OutOfBounds, OutputTooLarge, Overlap, Overloaded, ProtocolMismatch, QuotaExceeded,
                      RegionError, RegionNotFound, RegionTooLarge, ServerError, TrtdError, UnknownModel,
                      UnknownOp, UnsupportedVersion)
+from .inprocess import InProcessTransport
+from .transport import Transport
+from .zmq_transport import ZmqTransport
 
-__all__ = ["Client", "ModelHandle",
+__all__ = ["Client", "ModelHandle", "Transport", "ZmqTransport", "InProcessTransport",
            "TrtdError", "DaemonNotRunning", "DaemonTimeout", "DaemonRestarted", "InvalidEndpoint",
            "ProtocolMismatch", "BadMessage", "UnsupportedVersion", "UnknownOp", "AccessDenied",
            "UnknownModel", "ModelNotReady", "InvalidInput", "InvalidTensor", "OutOfBounds", "Overlap",

@@ -28,14 +28,16 @@ import psutil
 from trtd.protocol import (ENDPOINT_ENV, WIRE_DTYPES, InputRef, ModelInfo, OutputRef,
                            align_up, from_numpy, messages as m, plan_slots, resolve_endpoint)
 
-from trtd.protocol.endpoint import (ADMIN_TOKEN, CONNECTION_TOKEN, EndpointError, find_token, ipc_path,
+from trtd.protocol.endpoint import (ADMIN_TOKEN, CONNECTION_TOKEN, EndpointError, find_token,
                                     validate_endpoint)
 
 from .checks import expected, zero_copy_shapes
+from .connection import Connection
 from .errors import (AccessDenied, DaemonRestarted, DaemonStopping, DeadlineExceeded, InvalidEndpoint, InvalidInput,
                      ModelNotReady, OutputTooLarge, RegionError, TrtdError)
 from .shm import AttachedRegion
-from .transport import Connection
+from .transport import Transport
+from .zmq_transport import ZmqTransport
 
 DEFAULT_TIMEOUT_S = 30.0
 # Output areas of unbounded size (data-dependent shapes) start at this; a reply
@@ -48,24 +50,32 @@ _DTYPES = {name: np.dtype(name) for name in WIRE_DTYPES}
 class Client:
     def __init__(self, endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
                  connect_timeout: float = 5.0, name: str = "", spin_us: int = 0,
-                 admin_token: str | None = None):
+                 admin_token: str | None = None, transport: Transport | None = None):
         """spin_us: busy-wait up to this long for each reply before sleeping (costs a CPU core
         while waiting; saves the wake-up of a sleeping thread, see trtd.bench.wakeup).
         admin_token: for load/unload/shutdown; by default read from the daemon's admin token
-        file when this user may read it."""
-        self.endpoint = _valid_endpoint(resolve_endpoint(endpoint, discover=True),
-                                        "" if endpoint else os.environ.get(ENDPOINT_ENV, ""))
+        file when this user may read it.
+        transport: what carries the frames (sdk/transport.py), e.g. an InProcessTransport to a
+        daemon core in this process; by default a ZmqTransport to `endpoint` (or TRTD_ENDPOINT,
+        or the one found running). With a transport, endpoint and spin_us are its business.
+        The Client owns it: closing the client closes the transport."""
+        if transport is not None and (endpoint is not None or spin_us):
+            raise ValueError("pass endpoint and spin_us to the transport, not with it")
+        self.endpoint = (transport.endpoint if transport is not None else
+                         _valid_endpoint(resolve_endpoint(endpoint, discover=True),
+                                         "" if endpoint else os.environ.get(ENDPOINT_ENV, "")))
         self.timeout = timeout
         self._name = name
         self._admin_token = admin_token
         self._admin_problem = ""
         # ipc sockets are guarded by their file mode; a TCP daemon wants its connection token,
         # which each daemon start renews: re-read on refusal (see _refresh_connection_token).
-        self._connection_token_file = (None if ipc_path(self.endpoint) is not None
-                                       else find_token(self.endpoint, CONNECTION_TOKEN))
+        self._connection_token_file = (find_token(self.endpoint, CONNECTION_TOKEN)
+                                       if self.endpoint.startswith("tcp://") else None)
         connection = ("" if self._connection_token_file is None
                       else read_token(self._connection_token_file)[0])
-        self._conn = Connection(self.endpoint, connect_timeout, spin_us, auth=connection)
+        self._conn = Connection(transport if transport is not None else ZmqTransport(self.endpoint, spin_us),
+                                connect_timeout, auth=connection)
         self._handles: dict[str, ModelHandle] = {}
         self._handles_lock = threading.Lock()
         self._heartbeat_stop = threading.Event()

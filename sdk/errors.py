@@ -49,8 +49,9 @@ from trtd.protocol.endpoint import EndpointError
 
 
 class TrtdError(Exception):
-    """Base of every SDK error. `code`: the protocol error code this error stands for ("" for
-    errors the SDK raises on its own); `details`: the daemon's details of it (SPEC section 11)."""
+    """Base of every SDK error. `code`: the protocol error code of its class (also when the SDK
+    raises one itself, e.g. InvalidTensor from its own shape checks; "" for the classes only the
+    SDK raises), or the code the daemon sent; `details`: the daemon's details (SPEC section 11)."""
 
     code: str = ""
 
