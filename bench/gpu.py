@@ -4,9 +4,9 @@
 
 Workloads: the ResNet-18-shaped TorchScript model at batch 1 and 8, and the
 32 MiB 3-D volume model, all built-in (seeded weights, generated locally).
-Systems, timed in interleaved blocks exactly as trtd.bench.latency does:
+Systems, timed in interleaved blocks exactly as trtd.bench.latency does (trtd.bench.lib.interleave):
 
-floor             the project-wide floor (see trtd.bench.latency): a bare pyzmq
+floor             the project-wide floor (trtd.bench.lib.floor): a bare pyzmq
                   round trip of the infer message plus a memcpy of the input into
                   shared memory, measured in this run on this machine;
 in_process        torch in this process on the same device: input from pinned host
@@ -22,22 +22,31 @@ per request) and the H2D bandwidth the daemon achieves from the region,
 compared with pinned and pageable copies measured here.
 """
 
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import sys
 import tempfile
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .latency import (BenchModel, Floor, Plan, Progress, Summary, _private_endpoint, _start_process,
-                      _stop_process, collect_meta, connect, echo_server, infer_message, measure)
+from .lib.daemon import connect, started_daemon
+from .lib.floor import Floor, echo_server, infer_message
+from .lib.interleave import Schedule, measure
+from .lib.meta import command
+from .lib.processes import private_endpoint
+from .lib.progress import Progress
+from .lib.results import write_json, write_text
+from .lib.single_report import collect_meta
+from .lib.stats import Summary
+from .lib.torch_cuda import PinnedForward, Split, median_split
+from .lib.workloads import BenchModel
 
 TARGET_RATIO = 2.0
 
@@ -59,13 +68,6 @@ WORKLOADS = (
     Workload("resnet18", 8, (8, 3, 224, 224), (8, 5)),
     Workload("volume3d", 1, (1, 1, 128, 256, 256), (1, 1, 128, 256, 256)),
 )
-
-
-@dataclass
-class Split:
-    h2d_us: float
-    compute_us: float
-    d2h_us: float
 
 
 @dataclass
@@ -91,24 +93,7 @@ def _config(device: int, tmpdir: Path) -> Path:
     return path
 
 
-def _torch_split(fn_h2d, fn_compute, fn_d2h, torch, n: int = 50) -> Split:
-    events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-    rows = []
-    for _ in range(n):
-        events[0].record()
-        fn_h2d()
-        events[1].record()
-        fn_compute()
-        events[2].record()
-        fn_d2h()
-        events[3].record()
-        torch.cuda.synchronize()
-        rows.append([events[i].elapsed_time(events[i + 1]) * 1000 for i in range(3)])
-    med = np.median(np.array(rows), axis=0)
-    return Split(*map(float, med))
-
-
-def copy_bandwidths(torch, device, nbytes: int) -> dict[str, float]:
+def copy_bandwidths(torch: Any, device: Any, nbytes: int) -> dict[str, float]:
     """H2D GB/s from pinned and from pageable host memory, for reference."""
     out = {}
     dst = torch.empty(nbytes, dtype=torch.uint8, device=device)
@@ -127,32 +112,16 @@ def copy_bandwidths(torch, device, nbytes: int) -> dict[str, float]:
     return out
 
 
-def bench_workload(w: Workload, client, floor: Floor, plan: Plan, torch, device, progress) -> WorkloadResult:
+def bench_workload(w: Workload, client: Any, floor: Floor, schedule: Schedule, torch: Any, device: Any,
+                   progress: Progress) -> WorkloadResult:
     from trtd.daemon.builtin.torch_models import builtin_torchscript_path
 
     x = np.random.default_rng(w.batch).standard_normal(w.input_shape, dtype=np.float32)
     module = torch.jit.load(str(builtin_torchscript_path(w.model)), map_location=device).eval()
-    x_pinned = torch.from_numpy(x).pin_memory()
-    y_pinned = torch.empty(w.output_shape, dtype=torch.float32).pin_memory()
-    state = {}
-
-    def h2d():
-        state["d"] = x_pinned.to(device, non_blocking=True)
-
-    def compute():
-        with torch.inference_mode():
-            state["y"] = module(state["d"])
-
-    def d2h():
-        y_pinned.copy_(state["y"], non_blocking=True)
-
-    def in_process():
-        h2d(); compute(); d2h()  # noqa: E702
-        torch.cuda.synchronize()
-
+    local = PinnedForward(torch, module, device, x, w.output_shape)
     handle = client.model(w.model)
-    in_process()
-    expected = y_pinned.numpy().copy()
+    local.run()
+    expected = local.output()
     got = handle(x)
     rel = float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
     slots = handle.zero_copy_inputs({"x": w.input_shape})
@@ -160,33 +129,32 @@ def bench_workload(w: Workload, client, floor: Floor, plan: Plan, torch, device,
     del slots
     daemon_splits = []
 
-    def zero_copy():
+    def zero_copy() -> None:
         handle.run_zero_copy()
         t = handle.last_timing
         daemon_splits.append((t.h2d_us, t.compute_us, t.d2h_us))
 
     bench_model = BenchModel.builtin(w.model, w.input_shape, w.output_shape, heavy=True)
-    steps = {"floor": floor.step(x, infer_message(bench_model)), "in_process": in_process,
+    steps = {"floor": floor.step(x, infer_message(bench_model)), "in_process": local.run,
              "daemon_copy": lambda: handle(x), "daemon_zero_copy": zero_copy}
-    progress.start(f"{w.label}: {plan.iterations} timed x {len(steps)} systems")
-    samples = measure(steps, plan, progress)
+    progress.start(f"{w.label}: {schedule.iterations} timed x {len(steps)} systems")
+    samples = measure(steps, schedule, progress)
     progress.done()
     systems = {k: Summary.of(v) for k, v in samples.items()}
     floor_p50 = systems["floor"].p50_us
     overhead = {k: systems[k].p50_us - systems["in_process"].p50_us for k in ("daemon_copy", "daemon_zero_copy")}
-    med = np.median(np.array(daemon_splits[-plan.iterations:]), axis=0)
-    split_daemon = Split(*map(float, med))
+    split_daemon = median_split(daemon_splits[-schedule.iterations:])
     return WorkloadResult(
         workload=w.label, input_bytes=x.nbytes, systems=systems, overhead_us=overhead,
         ratio_to_floor={k: v / floor_p50 for k, v in overhead.items()},
         target_met={k: v / floor_p50 <= TARGET_RATIO for k, v in overhead.items()},
-        split_in_process=_torch_split(h2d, compute, d2h, torch), split_daemon=split_daemon,
+        split_in_process=local.split(), split_daemon=split_daemon,
         rel_l2_error=rel,
         daemon_h2d_gbps=x.nbytes / (split_daemon.h2d_us / 1e6) / 1e9 if split_daemon.h2d_us else 0.0,
     )
 
 
-def render(results: list[WorkloadResult], extra: dict) -> str:
+def render(results: list[WorkloadResult], extra: dict[str, Any]) -> str:
     lines = ["| workload | floor p50 | in-process p50 | daemon copy p50 | daemon zero-copy p50 | overhead zero-copy (× floor) | overhead copy (× floor) | rel. L2 vs in-process |",
              "|---|--:|--:|--:|--:|--:|--:|--:|"]
     for r in results:
@@ -226,37 +194,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from trtd.daemon.system import cuda
     from trtd.daemon.builtin.torch_models import builtin_torchscript_path
+    from trtd.daemon.system import cuda
 
     index = int(args.device.split(":")[1]) if ":" in args.device else 0
     device = torch.device("cuda", index)
     for name in ("resnet18", "volume3d"):
         builtin_torchscript_path(name)  # generated here first; the daemon only reads them
-    plan = Plan(model=None, iterations=args.iterations, warmup=args.warmup, block=args.block,
-                settle=args.settle)
+    schedule = Schedule(iterations=args.iterations, warmup=args.warmup, block=args.block, settle=args.settle)
     progress = Progress()
     results = []
     with ExitStack() as stack:
         tmpdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trtd-gpu-bench-")))
-        endpoint = _private_endpoint(tmpdir, "bench.sock")
-        daemon = _start_process([sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", endpoint,
-                                 "--config", str(_config(index, tmpdir)), "--log-level", "WARNING"],
-                                env=dict(os.environ, TRTD_RUNTIME_DIR=str(tmpdir)))
-        stack.callback(_stop_process, daemon, "daemon")
-        floor_endpoint = stack.enter_context(echo_server(_private_endpoint(tmpdir, "floor.sock")))
+        endpoint, daemon = stack.enter_context(started_daemon(tmpdir, ["--config", str(_config(index, tmpdir))]))
+        floor_endpoint = stack.enter_context(echo_server(private_endpoint(tmpdir, "floor.sock")))
         floor = Floor(floor_endpoint, max(int(np.prod(w.input_shape)) * 4 for w in WORKLOADS))
         stack.callback(floor.close)
         client = stack.enter_context(connect(endpoint, daemon))
         for w in WORKLOADS:
-            results.append(bench_workload(w, client, floor, plan, torch, device, progress))
+            results.append(bench_workload(w, client, floor, schedule, torch, device, progress))
         status = client.status()
         extra = {"h2d_gbps": copy_bandwidths(torch, device, 32 * 2**20),
                  "host_registrations": status.host_registrations, "regions": status.regions,
                  "pinned_bytes": status.pinned_bytes,
                  "requests": sum(s.requests for s in status.models)}
     meta = collect_meta([], [], None)
-    meta["command"] = shlex.join([sys.executable, "-m", "trtd.bench.gpu", *argv])
+    meta["command"] = command("trtd.bench.gpu", argv)
     meta.pop("onnxruntime_session", None)
     meta.pop("iterations", None)
     meta["gpu"] = {"name": cuda.device_name(index), "cuda": cuda.versions(), "torch": torch.__version__,
@@ -266,15 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     table = render(results, extra)
     print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "extra": extra,
-                                               "results": [asdict(r) for r in results]}, indent=2) + "\n")
+        write_json(args.json, {"meta": meta, "extra": extra, "results": [asdict(r) for r in results]})
     if args.markdown:
-        Path(args.markdown).write_text(
-            f"# trtd GPU latency benchmark\n\n{meta['date']} on {meta['gpu']['name']} "
-            f"(CUDA driver {meta['gpu']['cuda']['driver']}, runtime {meta['gpu']['cuda']['runtime']}, "
-            f"torch {meta['gpu']['torch']}), {meta['logical_cores']} CPU cores.\n\n"
-            f"Command: `{meta['command']}`\n\n{table}\n\n## Environment\n\n```json\n"
-            f"{json.dumps(meta, indent=2)}\n```\n")
+        write_text(args.markdown,
+                   f"# trtd GPU latency benchmark\n\n{meta['date']} on {meta['gpu']['name']} "
+                   f"(CUDA driver {meta['gpu']['cuda']['driver']}, runtime {meta['gpu']['cuda']['runtime']}, "
+                   f"torch {meta['gpu']['torch']}), {meta['logical_cores']} CPU cores.\n\n"
+                   f"Command: `{meta['command']}`\n\n{table}\n\n## Environment\n\n```json\n"
+                   f"{json.dumps(meta, indent=2)}\n```\n")
     return 0 if all(r.rel_l2_error < 1e-4 for r in results) else 1
 
 

@@ -13,16 +13,20 @@ same device, interleaved, with the daemon's own split.
 
 from __future__ import annotations
 
-import json
+import argparse
 import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from .gpu import Split, _torch_split
+from .lib.accuracy import rel_l2
+from .lib.results import write_json, write_text
+from .lib.stats import percentiles_us, time_calls
+from .lib.torch_cuda import PinnedForward, Split, median_split
 
 BATCH_SHAPE = (1, 3, 224, 224)
 
@@ -38,23 +42,13 @@ class BackendRow:
     rel_l2_vs_eager: float | None = None
 
 
-def _time(run, iterations: int) -> tuple[float, float]:
-    for _ in range(max(10, iterations // 10)):
-        run()
-    samples = []
-    for _ in range(iterations):
-        t = time.perf_counter_ns()
-        run()
-        samples.append((time.perf_counter_ns() - t) / 1000)
-    p50, p99 = np.percentile(samples, (50, 99))
-    return float(p50), float(p99)
+def _time(run: Callable[[], object], iterations: int) -> tuple[float, float]:
+    """p50 and p99 µs of `run`, after max(10, iterations / 10) discarded calls."""
+    p50, p99 = percentiles_us(time_calls(run, iterations, max(10, iterations // 10)), 50, 99)
+    return p50, p99
 
 
-def _rel_l2(got: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(got.astype(np.float64) - ref) / max(np.linalg.norm(ref), 1e-30))
-
-
-def torch_rows(device_index: int, iterations: int, x: np.ndarray) -> tuple[list[BackendRow], np.ndarray]:
+def torch_rows(device_index: int, iterations: int, x: np.ndarray) -> tuple[list[BackendRow], np.ndarray | None]:
     import torch
 
     from trtd.daemon.builtin.torch_models import _modules, build_torchscript
@@ -64,34 +58,18 @@ def torch_rows(device_index: int, iterations: int, x: np.ndarray) -> tuple[list[
     eager = _modules()["resnet18"]().eval().to(device)
     scripted = build_torchscript("resnet18").to(device)
     scripted_fp16 = build_torchscript("resnet18").to(device).half()
-    x_pinned = torch.from_numpy(x).pin_memory()
-    rows, reference = [], None
+    rows: list[BackendRow] = []
+    reference: np.ndarray | None = None
     for label, module, dtype in (("PyTorch eager FP32", eager, torch.float32),
                                  ("TorchScript FP32", scripted, torch.float32),
                                  ("TorchScript FP16 (.half())", scripted_fp16, torch.float16)):
-        state: dict = {}
-        y_pinned = torch.empty((x.shape[0], 5), dtype=torch.float32).pin_memory()
-
-        def h2d():
-            state["d"] = x_pinned.to(device, non_blocking=True).to(dtype)
-
-        def compute():
-            with torch.inference_mode():
-                state["y"] = module(state["d"]).float()
-
-        def d2h():
-            y_pinned.copy_(state["y"], non_blocking=True)
-
-        def run():
-            h2d(); compute(); d2h()  # noqa: E702
-            torch.cuda.synchronize()
-
-        run()
-        out = y_pinned.numpy().copy()
+        local = PinnedForward(torch, module, device, x, (x.shape[0], 5), dtype=dtype)
+        local.run()
+        out = local.output()
         reference = out if reference is None else reference
-        p50, p99 = _time(run, iterations)
-        rows.append(BackendRow(label, True, p50_us=p50, p99_us=p99,
-                               split=_torch_split(h2d, compute, d2h, torch), rel_l2_vs_eager=_rel_l2(out, reference)))
+        p50, p99 = _time(local.run, iterations)
+        rows.append(BackendRow(label, True, p50_us=p50, p99_us=p99, split=local.split(),
+                               rel_l2_vs_eager=rel_l2(out, reference)))
     return rows, reference
 
 
@@ -123,31 +101,31 @@ def tensorrt_rows(device_index: int, iterations: int, x: np.ndarray, calibration
 def _tensorrt_row(label: str, onnx_path: str, device_index: int, iterations: int, x: np.ndarray) -> BackendRow:
     from types import SimpleNamespace
 
-    from trtd.daemon.system import cuda
     from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
     from trtd.daemon.backends.tensorrt import TensorRTBackend
-    from trtd.daemon.running.swap import build_options
     from trtd.daemon.engines.build import BuildJob, build
     from trtd.daemon.running.instances import CudaInstance
+    from trtd.daemon.running.swap import build_options
+    from trtd.daemon.system import cuda
 
-    from .verify_tensorrt import _timed_run
+    from .lib.instance_run import InstanceRunner
 
     options = build_options(SimpleNamespace(profiles=[], workspace_mib=0, opt_level=3, hardware_compatible=False,
                                             version_compatible=False, plugins=[]),
                             OnnxRuntimeBackend(onnx_path, max_batch=8))
     entry, _ = build(BuildJob(Path(onnx_path).stem, onnx_path, options, device=device_index))
     backend = TensorRTBackend(entry.engine_path, device=device_index)
-    state = {"trt": backend, "instance": CudaInstance(backend, cuda.HostPinning(), cuda.StreamPool())}
-    spec = backend.inputs[0]
+    pinning = cuda.HostPinning()
+    runner = InstanceRunner(backend, CudaInstance(backend, pinning, cuda.StreamPool()), pinning)
+    feed = {backend.inputs[0].name: x}
     splits = []
 
-    def run():
-        _, timing = _timed_run(state, spec, x)
+    def run() -> None:
+        _, timing = runner.run(feed)
         splits.append((timing.h2d_us, timing.compute_us, timing.d2h_us))
 
     p50, p99 = _time(run, iterations)
-    med = np.median(np.array(splits[-iterations:]), axis=0)
-    return BackendRow(label, True, p50_us=p50, p99_us=p99, split=Split(*map(float, med)))
+    return BackendRow(label, True, p50_us=p50, p99_us=p99, split=median_split(splits[-iterations:]))
 
 
 def render(rows: list[BackendRow]) -> str:
@@ -158,13 +136,15 @@ def render(rows: list[BackendRow]) -> str:
             lines.append(f"| {r.system} | {r.reason} | | | |")
             continue
         s = r.split
+        assert s is not None  # every available row has its split
         rel = "—" if r.rel_l2_vs_eager is None else f"{r.rel_l2_vs_eager:.1e}"
         lines.append(f"| {r.system} | {r.p50_us:.0f} | {r.p99_us:.0f} | {s.h2d_us:.0f} / {s.compute_us:.0f} / "
                      f"{s.d2h_us:.0f} | {rel} |")
     return "\n".join(lines)
 
 
-def main(args, argv: list[str]) -> int:
+def main(args: argparse.Namespace, argv: list[str]) -> int:
+    """`trtd bench --device cuda:N` (args parsed by trtd.bench.harness)."""
     import tempfile
 
     if not args.device.startswith("cuda:"):
@@ -207,14 +187,13 @@ def main(args, argv: list[str]) -> int:
     code = gpu.main(daemon_argv)
     command = shlex.join(["trtd", "bench", *argv])
     if json_path:
-        json_path.write_text(json.dumps({"command": command, "device": torch.cuda.get_device_name(index),
-                                         "torch": torch.__version__,
-                                         "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+        write_json(json_path, {"command": command, "device": torch.cuda.get_device_name(index),
+                               "torch": torch.__version__, "rows": [asdict(r) for r in rows]})
     if md_path:
-        md_path.write_text(f"# trtd bench --device {args.device}: backends\n\n{time.strftime('%Y-%m-%d')} on "
-                           f"{torch.cuda.get_device_name(index)}, torch {torch.__version__}.\n\n"
-                           f"Command: `{command}`\n\n{table}\n\nThe daemon comparison is in "
-                           f"`{md_path.stem}-daemon.md`.\n")
+        write_text(md_path, f"# trtd bench --device {args.device}: backends\n\n{time.strftime('%Y-%m-%d')} on "
+                            f"{torch.cuda.get_device_name(index)}, torch {torch.__version__}.\n\n"
+                            f"Command: `{command}`\n\n{table}\n\nThe daemon comparison is in "
+                            f"`{md_path.stem}-daemon.md`.\n")
     return code
 
 

@@ -16,14 +16,17 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
+
+from .lib.meta import command
+from .lib.results import write_json, write_text
 
 MODEL = Path(__file__).parent / "models" / "shapes_classifier.onnx"
 # Zen 2: AVX2 and FMA, no AVX-512, no VNNI; Westmere: SSE4.2, no AVX at all.
@@ -31,7 +34,7 @@ DEFAULT_CPUS = ("EPYC-Rome-v1", "Westmere-v1")
 GATE = ("--min-cosine", "0.999", "--min-top1", "0.95")
 
 
-def make_variants(folder: Path, test_samples: int = 256) -> dict:
+def make_variants(folder: Path, test_samples: int = 256) -> dict[str, Any]:
     """Calibration and test samples from the classifier's data, and one variant per INT8 target."""
     from trtd.daemon.precision.convert import INT8_TARGETS, convert
     from trtd.daemon.precision.datasets import shapes
@@ -42,16 +45,16 @@ def make_variants(folder: Path, test_samples: int = 256) -> dict:
             for target in INT8_TARGETS}
 
 
-def validate_on(candidate: Path, folder: Path, emulated_cpu: str | None) -> dict:
+def validate_on(candidate: Path, folder: Path, emulated_cpu: str | None) -> dict[str, Any]:
     """`trtd validate` with the gate, natively (None) or on an emulated CPU model: its report."""
     report = folder / f"report-{candidate.stem}-{emulated_cpu or 'native'}.json"
-    command = [sys.executable, "-m", "trtd.daemon", "validate", str(candidate), "--data", str(folder / "test.npz"),
+    argv = [sys.executable, "-m", "trtd.daemon", "validate", str(candidate), "--data", str(folder / "test.npz"),
                *GATE, "--json", str(report)]
     if emulated_cpu:
         # -0 keeps argv[0] the (virtual environment's) interpreter, so it finds its packages.
-        command = ["qemu-x86_64", "-cpu", emulated_cpu, "-0", sys.executable, os.path.realpath(sys.executable),
-                   *command[1:]]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        argv = ["qemu-x86_64", "-cpu", emulated_cpu, "-0", sys.executable, os.path.realpath(sys.executable),
+                *argv[1:]]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if out.returncode not in (0, 1) or not report.is_file():
         raise RuntimeError(f"trtd validate on {emulated_cpu or 'this CPU'} failed: {out.stdout}{out.stderr}")
     return json.loads(report.read_text())
@@ -66,7 +69,7 @@ def _cpu_flags() -> str:
     return " ".join(f for f in wanted if f in flags) or "no AVX2"
 
 
-def run(cpus: tuple[str, ...]) -> dict:
+def run(cpus: tuple[str, ...], argv: Sequence[str] = ()) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -85,7 +88,7 @@ def run(cpus: tuple[str, ...]) -> dict:
             "platform": platform.platform(), "cores": os.cpu_count(), "cpu_flags": _cpu_flags(),
             "versions": {"onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
                          "python": platform.python_version(), "qemu": _qemu_version()},
-            "command": "python -m trtd.bench.int8_portability " + shlex.join(sys.argv[1:]), "rows": rows}
+            "command": command("trtd.bench.int8_portability", argv), "rows": rows}
 
 
 def _qemu_version() -> str:
@@ -95,7 +98,7 @@ def _qemu_version() -> str:
         return "absent"
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict[str, Any]) -> str:
     lines = ["# INT8 variants on several x86 CPUs (ONNX Runtime CPU provider)", "",
              f"{result['date']} on {result['host']} ({result['platform']}, {result['cores']} cores, "
              f"flags: {result['cpu_flags']}); " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".",
@@ -115,13 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    result = run(tuple(c for c in args.cpus.split(",") if c))
+    result = run(tuple(c for c in args.cpus.split(",") if c), sys.argv[1:] if argv is None else argv)
     text = markdown(result)
     print(text)
     if args.markdown:
-        Path(args.markdown).write_text(text)
+        write_text(args.markdown, text)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

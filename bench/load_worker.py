@@ -8,8 +8,8 @@ own ONNX models, with the shapes the parent resolved).
 
 Systems: in_process (ONNX Runtime in this process, the daemon's session settings),
 daemon_copy (handle(x) through the SDK) and daemon_zero_copy (handle.run_zero_copy()
-with the input written once beforehand). See trtd.bench.load_loop for the
-handshake with the parent.
+with the input written once beforehand). See trtd.bench.lib.load_loop for the
+handshake with the parent, and trtd.bench.lib.systems for the calls.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import argparse
 import sys
 from typing import Callable
 
-from .latency import MODELS
-from .load_loop import run_worker
-from .workloads import BenchModel
+from .lib.load_loop import run_worker
+from .lib.systems import copy_call, in_process_call, onnx_session, zero_copy_call
+from .lib.workloads import MODELS, BenchModel
 
 SYSTEMS = ("in_process", "daemon_copy", "daemon_zero_copy")
 
@@ -35,23 +35,18 @@ def model_arg(text: str) -> BenchModel:
 
 
 def make_call(system: str, model: BenchModel, endpoint: str) -> Callable[[], Callable[[], object]]:
+    """The setup run_worker calls in the worker: connects, returns the call to time."""
     def setup() -> Callable[[], object]:
         feed = model.make_inputs()  # the parent's seed: the same inputs in every process
         if system == "in_process":
-            from trtd.daemon.backends.onnxruntime import create_session
-
-            session = create_session(model.source())
-            return lambda: session.run(None, feed)
+            return in_process_call(onnx_session(model), feed)
         from trtd.sdk import Client
 
         client = Client(endpoint=endpoint, timeout=60.0, name=f"trtd-bench-{system}")
         handle = client.model(model.name)
         if system == "daemon_copy":
-            arg = next(iter(feed.values())) if len(feed) == 1 else feed
-            return lambda: handle(arg)
-        for name, slot in handle.zero_copy_inputs({t.name: t.shape for t in model.inputs}).items():
-            slot[...] = feed[name]
-        return handle.run_zero_copy
+            return copy_call(handle, feed)
+        return zero_copy_call(handle, model, feed)
 
     return setup
 

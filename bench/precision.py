@@ -13,27 +13,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
+
+from .lib.meta import command
+from .lib.results import write_json, write_text
+from .lib.stats import percentiles_us, time_calls
 
 MODELS = Path(__file__).parent / "models"
 
 
-def _latency_us(session, feed, n: int = 50) -> float:
-    for _ in range(5):
-        session.run(None, feed)
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter_ns()
-        session.run(None, feed)
-        samples.append((time.perf_counter_ns() - t) / 1000)
-    return float(np.percentile(samples, 50))
+def _latency_us(session: Any, feed: dict[str, np.ndarray], n: int = 50) -> float:
+    """p50 µs of one session call on `feed`, after 5 discarded calls."""
+    return percentiles_us(time_calls(lambda: session.run(None, feed), n, 5), 50)[0]
 
 
 def _variants(onnx_path: Path, calib: np.ndarray, tmp: Path) -> dict[str, Path]:
@@ -53,8 +52,9 @@ def _variants(onnx_path: Path, calib: np.ndarray, tmp: Path) -> dict[str, Path]:
     }
 
 
-def _compare_variants(model: str, calib: np.ndarray, data: np.ndarray, tmp: Path, extra_row,
-                      batched: bool, n: int) -> dict:
+def _compare_variants(model: str, calib: np.ndarray, data: np.ndarray, tmp: Path,
+                      extra_row: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+                      batched: bool, n: int) -> dict[str, dict[str, float]]:
     """Every variant of `model` on `data`, against the FP32 output: shared metrics plus extra_row's."""
     import onnxruntime as ort
 
@@ -73,17 +73,17 @@ def _compare_variants(model: str, calib: np.ndarray, data: np.ndarray, tmp: Path
     return rows
 
 
-def run() -> dict:
+def run() -> dict[str, Any]:
     from trtd.daemon.precision.datasets import shapes, spheres
     from trtd.daemon.precision.metrics import dice, mask_metrics, top1_agreement
 
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
         # Classifier: 512 held-out images; calibration on 64 others.
         x, labels = shapes(512, seed=5)
 
-        def classifier_row(out, ref):
+        def classifier_row(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
             return {"top1_vs_fp32": top1_agreement(out, ref), "accuracy": float((out.argmax(1) == labels).mean())}
 
         results["shapes_classifier"] = _compare_variants(
@@ -91,7 +91,7 @@ def run() -> dict:
         # Segmenter: 6 held-out volumes; calibration on 8 others.
         v, masks = spheres(6, seed=7)
 
-        def segmenter_row(out, ref):
+        def segmenter_row(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
             row = {f"{k}_vs_fp32": val for k, val in mask_metrics(out, ref, 0.5, None).items()}
             row["dice_vs_truth"] = float(np.mean([dice(o[0] > 0.5, m[0] > 0.5) for o, m in zip(out, masks)]))
             return row
@@ -101,24 +101,20 @@ def run() -> dict:
     return results
 
 
-def run_gpu(device: str) -> dict:
+def run_gpu(device: str) -> dict[str, Any]:
     """FP16 where ONNX Runtime's CPU provider has no FP16 kernels: torch on the GPU, FP32 vs .half()."""
     import torch
 
     from trtd.daemon.precision.datasets import shapes, spheres
     from trtd.daemon.precision.metrics import mask_metrics, top1_agreement, value_metrics
 
-    def timed(fn, n=50):
-        for _ in range(10):
-            fn()
-        torch.cuda.synchronize()
-        samples = []
-        for _ in range(n):
-            t = time.perf_counter_ns()
+    def timed(fn: Callable[[], object], n: int = 50) -> float:
+        """p50 µs of fn() until the GPU is done (synchronized), after 10 discarded calls."""
+        def finished() -> None:
             fn()
             torch.cuda.synchronize()
-            samples.append((time.perf_counter_ns() - t) / 1000)
-        return float(np.percentile(samples, 50))
+
+        return percentiles_us(time_calls(finished, n, 10), 50)[0]
 
     out = {}
     for name, data in (("shapes_classifier", shapes(512, seed=5)[0]), ("spheres_segmenter", spheres(6, seed=7)[0])):
@@ -140,7 +136,7 @@ def run_gpu(device: str) -> dict:
     return out
 
 
-def render(results: dict, meta: dict) -> str:
+def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = ["# FP32 / FP16 / INT8 on ONNX Runtime CPU (trained demonstration models)", "",
              f"{meta['date']} on {meta['machine']}; onnxruntime {meta['onnxruntime']}, numpy {meta['numpy']}, "
              f"Python {meta['python']}.", "", f"Command: `{meta['command']}`", "",
@@ -164,7 +160,7 @@ def render(results: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     import onnxruntime
 
     parser = argparse.ArgumentParser(prog="python -m trtd.bench.precision")
@@ -173,9 +169,9 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu", metavar="DEVICE", help="instead: FP16 vs FP32 with torch on this device, e.g. cuda:0")
     args = parser.parse_args(argv)
     meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": f"{platform.node()} ({platform.platform()}, {__import__('os').cpu_count()} logical cores)",
+            "machine": f"{platform.node()} ({platform.platform()}, {os.cpu_count()} logical cores)",
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "command": shlex.join([sys.executable, "-m", "trtd.bench.precision", *(argv or sys.argv[1:])])}
+            "command": command("trtd.bench.precision", sys.argv[1:] if argv is None else argv)}
     if args.gpu:
         import torch
 
@@ -190,9 +186,9 @@ def main(argv=None) -> int:
         text = render(results, meta)
     print(text)
     if args.markdown:
-        Path(args.markdown).write_text(text)
+        write_text(args.markdown, text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        write_json(args.json, {"meta": meta, "results": results})
     return 0
 
 

@@ -14,11 +14,12 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .latency import Summary
+from .lib.processes import start_process, stop_process
+from .lib.stats import Summary
 
 READY_TIMEOUT_S = 300.0
 
@@ -38,7 +39,7 @@ class Point:
     errors: int
     window_s: float
     throughput_rps: float
-    latency: Summary | None  # trtd.bench.latency's: the same statistics everywhere
+    latency: Summary | None  # trtd.bench.lib.stats': the same statistics everywhere
     first_error: str = ""
     # Serving side (the daemon, or Triton's whole process tree); None for in-process runs.
     server_cpu_us_per_request: float | None = None
@@ -47,13 +48,13 @@ class Point:
     # Raw per-request latencies, kept in memory for the plots (not written to JSON).
     samples_us: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "samples_us"}
         out["latency"] = None if self.latency is None else self.latency.__dict__
         return out
 
 
-def _cpu_seconds(proc) -> float:
+def _cpu_seconds(proc: Any) -> float:
     """CPU time of a process, all threads; nanosecond-exact on Linux.
 
     psutil's cpu_times() counts in clock ticks (10 ms): a short sweep point of a fast model
@@ -76,7 +77,7 @@ def _cpu_seconds(proc) -> float:
     return times.user + times.system if times else 0.0
 
 
-def _cpu_and_rss(processes: Sequence) -> tuple[float, float]:
+def _cpu_and_rss(processes: Sequence[Any]) -> tuple[float, float]:
     import psutil
 
     cpu = rss = 0.0
@@ -92,6 +93,7 @@ def _cpu_and_rss(processes: Sequence) -> tuple[float, float]:
 def _read_line(proc: subprocess.Popen, deadline: float, what: str) -> str:
     import selectors
 
+    assert proc.stdout is not None  # started with stdout=PIPE
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         while True:
@@ -113,8 +115,8 @@ def _parse_failure(line: str) -> str:
         return line
 
 
-def run_point(model: str, system: str, concurrency: int, argv: list[str], env: dict | None,
-              server_processes, start_process, stop_process) -> Point:
+def run_point(model: str, system: str, concurrency: int, argv: list[str], env: dict[str, str] | None,
+              server_processes: Callable[[], list[Any]]) -> Point:
     """Start `concurrency` workers from `argv`, release them together, collect their results.
 
     `server_processes` is a callable returning the psutil.Process objects whose CPU time and

@@ -16,7 +16,6 @@ a step that cannot run says why and the rest still run.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -24,33 +23,27 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, Callable
 
 import numpy as np
 
+from .lib.instance_run import InstanceRunner
+from .lib.meta import command
+from .lib.results import write_json, write_text
 
-def _step(report: dict, name: str, fn):
+
+def _step(report: dict[str, Any], name: str, fn: Callable[[], dict[str, Any] | None]) -> None:
+    """Run one step; its outcome (or its error, with a short trace) goes into the report."""
     started = time.monotonic()
     try:
         result = fn()
         report["steps"][name] = {"ok": True, "seconds": round(time.monotonic() - started, 3), **(result or {})}
-        return result
     except Exception as exc:
         report["steps"][name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                                  "trace": traceback.format_exc(limit=4)}
-        return None
 
 
-def _metrics(got: np.ndarray, ref: np.ndarray) -> dict:
-    g, r = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
-    diff = np.abs(g - r)
-    norm = np.linalg.norm(r)
-    denom = np.linalg.norm(g) * norm
-    return {"max_abs": float(diff.max(initial=0)), "mean_abs": float(diff.mean()) if diff.size else 0.0,
-            "rel_l2": float(np.linalg.norm(g - r) / norm) if norm else 0.0,
-            "cosine": float(g @ r / denom) if denom else 1.0}
-
-
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trtd.bench.verify_tensorrt", description=__doc__.split("\n\n")[0])
     parser.add_argument("--onnx", help="ONNX model (default: the built-in ResNet-18-shaped model)")
     parser.add_argument("--torchscript", help="the same model as TorchScript, to compare with too")
@@ -61,29 +54,30 @@ def main(argv=None) -> int:
     parser.add_argument("--report", default="trtd-tensorrt-report.json")
     args = parser.parse_args(argv)
 
-    from trtd.daemon.system import cuda
     from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
     from trtd.daemon.backends.tensorrt import TensorRTBackend
-    from trtd.daemon.running.swap_gate import _run, compare
     from trtd.daemon.commands.doctor import run_checks
     from trtd.daemon.engines.build import BuildJob, build
     from trtd.daemon.engines.fingerprint import BuildOptions
     from trtd.daemon.engines.profiles import parse_profiles
+    from trtd.daemon.precision.metrics import value_metrics
     from trtd.daemon.running.instances import CudaInstance
+    from trtd.daemon.running.swap_gate import compare
+    from trtd.daemon.system import cuda
 
     onnx_path = args.onnx
     if onnx_path is None:
         from trtd.daemon.builtin.onnx_models import builtin_model_path
 
         onnx_path = str(builtin_model_path("resnet18"))
-    report = {"command": " ".join([sys.executable, "-m", "trtd.bench.verify_tensorrt", *(argv or sys.argv[1:])]),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "platform": platform.platform(),
-              "onnx": onnx_path, "steps": {}}
+    report: dict[str, Any] = {
+        "command": command("trtd.bench.verify_tensorrt", sys.argv[1:] if argv is None else argv),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "platform": platform.platform(),
+        "onnx": onnx_path, "steps": {}}
     report["environment"] = [c.__dict__ for c in run_checks()]
-    state: dict = {}
+    state: dict[str, Any] = {}
 
-    def do_build():
-        from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
+    def do_build() -> dict[str, Any]:
         from trtd.daemon.running.swap import build_options
 
         if args.profile:
@@ -99,21 +93,23 @@ def main(argv=None) -> int:
         return {"engine": str(entry.engine_path), "fingerprint": entry.fingerprint, "built_now": built,
                 "build_seconds": entry.metadata.get("build_seconds")}
 
-    def do_load():
+    def do_load() -> dict[str, Any]:
         state["trt"] = TensorRTBackend(state["engine"], device=args.device)
         state["pinning"] = cuda.HostPinning()
         state["streams"] = cuda.StreamPool()
         state["instance"] = CudaInstance(state["trt"], state["pinning"], state["streams"])
+        # One host buffer for every timed request, registered once, as a daemon region is.
+        state["runner"] = InstanceRunner(state["trt"], state["instance"], state["pinning"])
         return {"inputs": [asdict(s) for s in state["trt"].inputs],
                 "outputs": [asdict(s) for s in state["trt"].outputs], "max_batch": state["trt"].max_batch}
 
-    def do_compare_onnxruntime():
+    def do_compare_onnxruntime() -> dict[str, Any]:
         ort_backend = OnnxRuntimeBackend(onnx_path, max_batch=state["trt"].max_batch or 1)
         result = compare(ort_backend, state["instance"], 8, atol=1e-2, rtol=1e-2, pinning=state["pinning"])
         return {"passed_1e-2": result.ok, "max_abs_error": result.max_abs_error,
                 "max_rel_l2": result.max_rel_l2, "summary": result.summary()}
 
-    def do_compare_torchscript():
+    def do_compare_torchscript() -> dict[str, Any]:
         import torch
 
         module = torch.jit.load(args.torchscript, map_location=f"cuda:{args.device}").eval()
@@ -122,17 +118,17 @@ def main(argv=None) -> int:
         x = rng.standard_normal([1 if d < 0 else d for d in spec.shape]).astype(np.float32)
         with torch.inference_mode():
             ref = module(torch.from_numpy(x).cuda(args.device)).cpu().numpy()
-        got = _run(state["trt"], state["instance"], {spec.name: x}, state["pinning"])
-        return {"metrics": _metrics(next(iter(got.values())), ref)}
+        got, _ = state["runner"].run({spec.name: x})
+        return {"metrics": value_metrics(next(iter(got.values())), ref)}
 
-    def do_latency():
+    def do_latency() -> dict[str, Any]:
         spec = state["trt"].inputs[0]
         x = np.random.default_rng(1).standard_normal([1 if d < 0 else d for d in spec.shape]).astype(np.float32)
         splits, walls = [], []
         # On one buffer, pinned once (as a daemon region is): wall time and the event split.
         for i in range(args.iterations + 20):
             t = time.perf_counter_ns()
-            _, timing = _timed_run(state, spec, x)
+            _, timing = state["runner"].run({spec.name: x})
             walls.append((time.perf_counter_ns() - t) / 1000)
             if i >= 20:
                 splits.append((timing.h2d_us, timing.compute_us, timing.d2h_us))
@@ -141,14 +137,16 @@ def main(argv=None) -> int:
                 "host_wall_p99_us": float(np.percentile(walls[20:], 99)),
                 "h2d_us": float(med[0]), "compute_us": float(med[1]), "d2h_us": float(med[2])}
 
-    def do_memory_cycles():
+    def do_memory_cycles() -> dict[str, Any]:
         free = []
         for _ in range(args.cycles + 1):
             backend = TensorRTBackend(state["engine"], device=args.device)
             instance = CudaInstance(backend, state["pinning"], state["streams"])
             spec = backend.inputs[0]
             x = np.zeros([1 if d < 0 else d for d in spec.shape], np.float32)
-            _run(backend, instance, {spec.name: x}, state["pinning"])
+            runner = InstanceRunner(backend, instance, state["pinning"])
+            runner.run({spec.name: x})
+            runner.close()
             instance.close()
             backend.close()
             free.append(cuda.memory_info(args.device)[0])
@@ -167,31 +165,14 @@ def main(argv=None) -> int:
         _step(report, name, fn)
     if args.torchscript and report["steps"].get("load", {}).get("ok"):
         _step(report, "compare_torchscript", do_compare_torchscript)
-    Path(args.report).write_text(json.dumps(report, indent=2, default=str) + "\n")
-    Path(args.report).with_suffix(".md").write_text(_markdown(report))
+    write_json(args.report, report, default=str)
+    write_text(Path(args.report).with_suffix(".md"), _markdown(report))
     print(_markdown(report))
     return 0 if all(s.get("ok") for s in report["steps"].values()) else 1
 
 
-def _timed_run(state, spec, x):
-    from types import SimpleNamespace
-
-    from trtd.daemon.backends import TensorBinding
-
-    buf = state.setdefault("timed_buffer", np.zeros(x.nbytes + sum(max(s.max_nbytes, 0) for s in state["trt"].outputs) + 4096, np.uint8))
-    base = buf.ctypes.data
-    region = SimpleNamespace(address=base, nbytes=buf.nbytes, name="verify")
-    buf[:x.nbytes] = x.reshape(-1).view(np.uint8)
-    inputs = [TensorBinding(spec.name, x.dtype, x.shape, base, x.nbytes)]
-    offset, outputs = (x.nbytes + 255) // 256 * 256, []
-    for out in state["trt"].outputs:
-        outputs.append(TensorBinding(out.name, np.dtype(out.dtype), None, base + offset, out.max_nbytes))
-        offset += (out.max_nbytes + 255) // 256 * 256
-    return state["instance"].run(region, inputs, outputs)
-
-
-def _markdown(report: dict) -> str:
-    lines = [f"# trtd TensorRT verification", "", f"{report['date']} on {report['platform']}", "",
+def _markdown(report: dict[str, Any]) -> str:
+    lines = ["# trtd TensorRT verification", "", f"{report['date']} on {report['platform']}", "",
              f"Command: `{report['command']}`", "", "| step | ok | details |", "|---|---|---|"]
     for name, step in report["steps"].items():
         details = step.get("error") or ", ".join(f"{k}={v}" for k, v in step.items()

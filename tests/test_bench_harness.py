@@ -204,3 +204,115 @@ def test_own_model_usage_errors(args, message, tmp_path):
     model = _own_model(tmp_path / "own.onnx")
     done = _bench(*(a.format(model=model) for a in args), cwd=tmp_path)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+# -- the shape of bench/ ---------------------------------------------------------------------------
+# Read with ast, nothing imported: bench/'s helpers (bench/lib) and its benchmarks must not import
+# each other in a cycle, lib must not import a benchmark, and nothing in bench may import a
+# private (underscore) name of the daemon: those change without notice.
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+# Private daemon names bench still uses, each waiting for a public equivalent in trtd.daemon
+# (file: module.name -> why bench needs it). Remove an entry once the public name exists.
+PENDING_PUBLIC = {
+    "bench/gpu_compare.py: trtd.daemon.builtin.torch_models._modules":
+        "the eager (not scripted) built-in modules, for the 'PyTorch eager' row",
+}
+
+
+def _bench_modules() -> dict[str, Path]:
+    """Every module under bench/ by its import name (trtd.bench...)."""
+    modules = {}
+    for path in sorted(BENCH.rglob("*.py")):
+        parts = path.relative_to(BENCH).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(("trtd", "bench", *parts))] = path
+    return modules
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, list[str]]]:
+    """(module, imported names) of every import statement, lazy ones inside functions included."""
+    import ast
+
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.append((module, [alias.name for alias in node.names]))
+    return found
+
+
+def _import_graph() -> dict[str, set[str]]:
+    modules = _bench_modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for module, names in _imports(name, path):
+            # `from package import submodule` needs the submodule, not the package's own code
+            # (which Python runs first in any case, as for every import of a submodule).
+            submodules = {f"{module}.{n}" for n in names} & set(modules)
+            targets = submodules | ({module} if len(submodules) < max(len(names), 1) else set())
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle through each module that is on one (depth-first search)."""
+    found, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                found.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_bench_modules_import_each_other_without_a_cycle():
+    graph = _import_graph()
+    assert "trtd.bench.lib.floor" in graph and "trtd.bench.harness.cli" in graph  # the scan saw bench/
+    assert _cycles(graph) == [], "\n".join(" -> ".join(c) for c in _cycles(graph))
+
+
+def test_the_shared_helpers_import_no_benchmark():
+    graph = _import_graph()
+    wrong = {f"{name} imports {target}" for name, targets in graph.items() if name.startswith("trtd.bench.lib")
+             for target in targets if not target.startswith("trtd.bench.lib")}
+    assert not wrong, sorted(wrong)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_bench_uses_no_private_daemon_name():
+    found = set()
+    for name, path in _bench_modules().items():
+        for module, names in _imports(name, path):
+            if module != "trtd.daemon" and not module.startswith("trtd.daemon."):
+                continue
+            where = path.relative_to(BENCH.parent).as_posix()
+            if any(part.startswith("_") for part in module.split(".")):
+                found.add(f"{where}: {module}")
+            found |= {f"{where}: {module}.{n}" for n in names if n.startswith("_")}
+    new = found - set(PENDING_PUBLIC)
+    assert not new, f"private daemon names imported by bench (use a public one): {sorted(new)}"
+    gone = set(PENDING_PUBLIC) - found
+    assert not gone, f"no longer imported: remove from PENDING_PUBLIC: {sorted(gone)}"

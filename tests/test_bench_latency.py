@@ -15,6 +15,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from trtd.bench import latency  # noqa: E402
+from trtd.bench.lib import single_client  # noqa: E402
 
 SYSTEMS = ("floor", "in_process", "daemon_copy", "daemon_zero_copy")
 SHM = Path("/dev/shm")
@@ -84,7 +85,7 @@ def test_error_mid_run_stops_everything(monkeypatch, nothing_left_behind):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(latency, "bench_model", broken)
+    monkeypatch.setattr(single_client, "bench_model", broken)
     with pytest.raises(RuntimeError, match="boom"):
         latency.main(["--models", "mlp", "--iterations", "10", "--warmup", "1"])
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from daemon_process import serving
-from trtd.bench.fuzz import (DAEMON_CONFIG, FRAMES, FuzzTarget, admin_request, mutated_frame,
-                             typed_request)
+from trtd.bench.fuzz.strategies import FRAMES, admin_request, mutated_frame, typed_request
+from trtd.bench.fuzz.target import DAEMON_CONFIG, FuzzTarget
 
 EXAMPLES = int(os.environ.get("TRTD_FUZZ_EXAMPLES", "250"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,

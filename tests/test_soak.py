@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from trtd.bench.soak import MIN_STEADY_SAMPLES, _judge, _problems
+from trtd.bench.soak.verdict import MIN_STEADY_SAMPLES, judge, problems
 
 # The real soak below has its own 180 s bound (its subprocess): above it, so that bound, which
 # names the command, is the one that fires (pytest-timeout would only say "Timeout").
@@ -27,22 +27,22 @@ def _samples(n: int, rss_growth_per_s: float = 0.0, step_s: float = 2.0) -> list
 
 
 def test_flat_samples_pass_and_growth_fails():
-    assert _problems(_judge(_samples(30), warmup_s=10), 0, CLEAN) == []
-    grown = _problems(_judge(_samples(30, rss_growth_per_s=2**20), warmup_s=10), 0, CLEAN)
+    assert problems(judge(_samples(30), warmup_s=10), 0, CLEAN) == []
+    grown = problems(judge(_samples(30, rss_growth_per_s=2**20), warmup_s=10), 0, CLEAN)
     assert len(grown) == 1 and grown[0].startswith("rss grew"), grown
 
 
 def test_too_few_samples_after_warm_up_fail_with_the_reason():
-    few = _judge(_samples(MIN_STEADY_SAMPLES + 2), warmup_s=2.0 * 3)  # samples at t = 6, 8, ...
-    problems = _problems(few, 0, CLEAN)
-    assert len(problems) == 1 and "growth not judged" in problems[0] and "run longer" in problems[0]
-    assert _problems(_judge([], warmup_s=30), 0, CLEAN)[0].startswith("growth not judged: 0 sample")
+    few = judge(_samples(MIN_STEADY_SAMPLES + 2), warmup_s=2.0 * 3)  # samples at t = 6, 8, ...
+    found = problems(few, 0, CLEAN)
+    assert len(found) == 1 and "growth not judged" in found[0] and "run longer" in found[0]
+    assert problems(judge([], warmup_s=30), 0, CLEAN)[0].startswith("growth not judged: 0 sample")
 
 
 def test_failed_requests_and_leftover_regions_fail():
-    judged = _judge(_samples(30), warmup_s=10)
-    assert _problems(judged, 2, CLEAN) == ["2 correct request(s) failed"]
-    assert "1 region(s)" in _problems(judged, 0, {"regions": 1, "shm_files": 1})[0]
+    judged = judge(_samples(30), warmup_s=10)
+    assert problems(judged, 2, CLEAN) == ["2 correct request(s) failed"]
+    assert "1 region(s)" in problems(judged, 0, {"regions": 1, "shm_files": 1})[0]
 
 
 def test_a_soak_too_short_to_judge_exits_non_zero(tmp_path):

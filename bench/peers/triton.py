@@ -32,7 +32,9 @@ import venv
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
+
+from ..lib.processes import start_process, stop_process
 
 PYTRITON_VERSION = "0.7.0"  # the version this harness was written and measured with
 PROTOCOLS = ("http", "grpc", "grpc_shm")
@@ -67,7 +69,7 @@ def _env_python(env_dir: Path) -> Path:
     return env_dir / "bin" / "python"
 
 
-def ensure_env(env_dir: Path, log) -> Path:
+def ensure_env(env_dir: Path, log: Callable[[str], None]) -> Path:
     """Create the environment and install PyTriton into it once; returns its interpreter."""
     reason = unsupported_reason()
     if reason:
@@ -116,13 +118,13 @@ class TritonServer:
     grpc_url: str
     token: str
     process: subprocess.Popen
-    versions: dict = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
 
     def url_for(self, protocol: str) -> str:
         return self.http_url if protocol == "http" else self.grpc_url
 
-    def worker_argv(self, protocol: str, model: str, shape, output_shape, *, warmup: int,
-                    duration_s: float, count: int) -> list[str]:
+    def worker_argv(self, protocol: str, model: str, shape: tuple[int, ...], output_shape: tuple[int, ...],
+                    *, warmup: int, duration_s: float, count: int) -> list[str]:
         return [str(self.python), str(HERE / "triton_worker.py"), "--protocol", protocol,
                 "--model", model, "--shape", ",".join(map(str, shape)),
                 "--output-shape", ",".join(map(str, output_shape)), "--url", self.url_for(protocol),
@@ -133,8 +135,8 @@ class TritonServer:
 
 
 @contextmanager
-def triton_server(python: Path, models: list[dict], ort_settings: dict, start_process,
-                  stop_process) -> Iterator[TritonServer]:
+def triton_server(python: Path, models: list[dict[str, Any]],
+                  ort_settings: dict[str, Any]) -> Iterator[TritonServer]:
     """Start PyTriton's server with `models` ({name, path, input, output, shape, output_shape})."""
     http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
     token = secrets.token_urlsafe(32)
@@ -156,13 +158,14 @@ def triton_server(python: Path, models: list[dict], ort_settings: dict, start_pr
                                grpc_url=f"127.0.0.1:{grpc_port}", token=token, process=proc,
                                versions=versions)
         finally:
-            _stop_tree(proc, stop_process)
+            _stop_tree(proc)
 
 
-def _wait_serving(proc: subprocess.Popen, log_path: Path) -> dict:
+def _wait_serving(proc: subprocess.Popen, log_path: Path) -> dict[str, Any]:
     import selectors
 
     deadline = time.monotonic() + READY_TIMEOUT_S
+    assert proc.stdout is not None  # started with stdout=PIPE
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         while time.monotonic() < deadline:
@@ -180,7 +183,7 @@ def _wait_serving(proc: subprocess.Popen, log_path: Path) -> dict:
     raise PeerUnavailable(f"the PyTriton server {state}; the end of its log:\n{log_tail}")
 
 
-def _stop_tree(proc: subprocess.Popen, stop_process) -> None:
+def _stop_tree(proc: subprocess.Popen) -> None:
     """PyTriton starts tritonserver and python-backend stubs: stop the whole session."""
     import psutil
 
@@ -196,7 +199,7 @@ def _stop_tree(proc: subprocess.Popen, stop_process) -> None:
         proc.stdout.close()
 
 
-def server_processes(server: TritonServer) -> list:
+def server_processes(server: TritonServer) -> list[Any]:
     """The server's process tree (for CPU time and RSS)."""
     import psutil
 

@@ -7,7 +7,7 @@
 grpc_shm: inputs and outputs in system shared memory registered with Triton (the
 restricted endpoint, with the access token from TRTD_BENCH_TRITON_TOKEN); the input is
 written into the region and the output copied out on every call, like trtd's copying path.
-The timing loop and the handshake are trtd.bench.load_loop's, loaded by path because trtd
+The timing loop and the handshake are trtd.bench.lib.load_loop's, loaded by path because trtd
 is not installed in this environment.
 """
 
@@ -18,8 +18,8 @@ import uuid
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from load_loop import run_worker  # noqa: E402  (bench/load_loop.py, stdlib only)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+from load_loop import run_worker  # noqa: E402  (bench/lib/load_loop.py, stdlib only)
 
 INPUT, OUTPUT = "x", "y"
 
