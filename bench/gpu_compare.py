@@ -51,11 +51,11 @@ def _time(run: Callable[[], object], iterations: int) -> tuple[float, float]:
 def torch_rows(device_index: int, iterations: int, x: np.ndarray) -> tuple[list[BackendRow], np.ndarray | None]:
     import torch
 
-    from trtd.daemon.builtin.torch_models import _modules, build_torchscript
+    from trtd.daemon.builtin.torch_models import build_torchscript, eager_modules
 
     device = torch.device("cuda", device_index)
     torch.manual_seed(0)  # the same seed build_torchscript uses: identical weights
-    eager = _modules()["resnet18"]().eval().to(device)
+    eager = eager_modules()["resnet18"]().eval().to(device)
     scripted = build_torchscript("resnet18").to(device)
     scripted_fp16 = build_torchscript("resnet18").to(device).half()
     rows: list[BackendRow] = []

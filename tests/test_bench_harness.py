@@ -215,10 +215,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 # Private daemon names bench still uses, each waiting for a public equivalent in trtd.daemon
 # (file: module.name -> why bench needs it). Remove an entry once the public name exists.
-PENDING_PUBLIC = {
-    "bench/gpu_compare.py: trtd.daemon.builtin.torch_models._modules":
-        "the eager (not scripted) built-in modules, for the 'PyTorch eager' row",
-}
+PENDING_PUBLIC: dict[str, str] = {}
 
 
 def _bench_modules() -> dict[str, Path]:

@@ -24,7 +24,8 @@ BUILTIN_TORCH_INPUTS: dict[str, list[str]] = {
 }
 
 
-def _modules():
+def eager_modules():
+    """The built-in models as eager torch modules (classes by name), before scripting."""
     import torch
     from torch import nn
 
@@ -76,7 +77,7 @@ def _modules():
 def build_torchscript(name: str):
     import torch
 
-    modules = _modules()
+    modules = eager_modules()
     if name not in modules:
         raise ValueError(f"unknown built-in TorchScript model {name!r}; known: {', '.join(modules)}")
     torch.manual_seed(0)
