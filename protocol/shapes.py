@@ -12,7 +12,7 @@ Nothing is formatted or allocated unless there is a problem: the daemon calls th
 
 from __future__ import annotations
 
-from typing import Collection, Sequence
+from typing import Collection, Mapping, Sequence
 
 # The most dimensions a tensor may have (the daemon refuses more, whatever the model says).
 MAX_RANK = 16
@@ -51,15 +51,11 @@ def shape_problem(name: str, dtype: str, expected: Sequence[int], shape: Sequenc
     return None
 
 
-def batch_problem(shapes: Collection[Sequence[int]]) -> str | None:
+def batch_problem(shapes: Mapping[str, Sequence[int]]) -> str | None:
     """For a model with a batch dimension: None when every input's first dimension (the batch)
-    is the same, else the batches found. Inputs without dimensions are left out."""
-    batch = None
-    for shape in shapes:
-        if shape:
-            if batch is None:
-                batch = shape[0]
-            elif shape[0] != batch:
-                return (f"inputs disagree on the batch dimension: "
-                        f"{sorted({s[0] for s in shapes if s})}")
-    return None
+    is the same, else which input has which batch. Inputs without dimensions are left out."""
+    batches = {name: shape[0] for name, shape in shapes.items() if shape}
+    if len(set(batches.values())) <= 1:
+        return None
+    found = ", ".join(f"{name!r} has {batch}" for name, batch in batches.items())
+    return f"inputs disagree on the batch dimension (the first): {found}; give them all the same batch"

@@ -66,7 +66,7 @@ def zero_copy_shapes(info: ModelInfo, shapes: Mapping[str, object] | None) -> di
     result = {spec.name: check_shape(spec, given[spec.name], info) if spec.name in given
               else default_shape(spec) for spec in info.inputs}
     if info.max_batch:
-        problem = batch_problem(result.values())
+        problem = batch_problem(result)
         if problem:
             raise InvalidTensor(problem)
     return result

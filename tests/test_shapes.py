@@ -50,9 +50,11 @@ def test_rank_above_max_rank_is_refused_even_when_the_model_says_so():
 
 
 def test_batch_problem():
-    assert batch_problem([(2, 3), (2,), ()]) is None
-    assert batch_problem([]) is None
-    assert batch_problem([(2, 3), (3, 3), (2, 1), (4,)]) == "inputs disagree on the batch dimension: [2, 3, 4]"
+    assert batch_problem({"a": (2, 3), "b": (2,), "c": ()}) is None
+    assert batch_problem({}) is None
+    assert batch_problem({"a": (2, 3), "b": (3, 3), "c": (2, 1), "d": (4,)}) == (
+        "inputs disagree on the batch dimension (the first): 'a' has 2, 'b' has 3, 'c' has 2, "
+        "'d' has 4; give them all the same batch")
 
 
 def _two_inputs():

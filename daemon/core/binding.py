@@ -72,7 +72,7 @@ def bind_request(req: Infer, model: ServedModel, region: Region
         raise _invalid(f"missing input(s) {', '.join(map(repr, missing))} for model {model.name!r}")
 
     if backend.max_batch:
-        problem = batch_problem(shapes.values())
+        problem = batch_problem(shapes)
         if problem:
             raise _invalid(problem)
 

@@ -136,10 +136,14 @@ def _reserve_posix(shm: shared_memory.SharedMemory, nbytes: int, on_create) -> N
 
 
 def _segment_size(region: Region) -> int:
+    """The size of the segment the daemon maps, by its own descriptor: the path is only a name,
+    which a client can unlink and point at a full-size decoy while it truncates the inode the
+    daemon maps (seen: a SIGBUS with a stat of the path)."""
     if not _HAVE_SHM_DIR:
         return region.nbytes  # Windows: a mapping cannot be resized under us
+    fd = getattr(region.shm, "_fd", -1)  # SharedMemory keeps it open until close(); POSIX only
     try:
-        return os.stat(region.path).st_size
+        return os.fstat(fd).st_size if fd >= 0 else os.stat(region.path).st_size
     except OSError:
         return -1
 

