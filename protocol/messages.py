@@ -97,6 +97,8 @@ class ModelStatus:
     instances: int = 1
     in_flight: int = 0  # requests queued or running on worker instances
     build: str = ""     # background engine build: queued, building, comparing, serving engine ..., failed: ...
+    graphs: int = 0       # CUDA graphs captured (cuda_graphs = true), over all instances
+    graph_bytes: int = 0  # device memory their pools hold
 
     # Read-only views, not wire fields (the codec encodes dataclass fields only).
     @property

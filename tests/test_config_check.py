@@ -272,3 +272,28 @@ def test_a_missing_model_file_does_not_stop_serve_and_is_logged_with_its_line(tm
         assert "trtd reload" in logged
     finally:
         assert d.stop() == 0, d.log()
+
+
+@pytest.mark.parametrize("model, message", [
+    ('backend = "torch"\ndevice = -1\ncuda_graphs = true\ninputs = ["x:-1,64"]\n',
+     'cuda_graphs needs backend = "torch" on a GPU'),
+    ('backend = "onnxruntime"\ncuda_graphs = true\ndevice = 0\n', 'cuda_graphs needs backend = "torch" on a GPU'),
+    ('backend = "torch"\ndevice = 0\ngraph_batches = [1, 8]\ninputs = ["x:-1,64"]\n',
+     "graph_batches is set but cuda_graphs is not"),
+    ('backend = "torch"\ndevice = 0\ncuda_graphs = true\ngraph_batches = [0, 8]\ninputs = ["x:-1,64"]\n',
+     "graph_batches must be batch sizes 1.."),
+    ('backend = "torch"\ndevice = 0\ncuda_graphs = true\ngraph_batches = ["1"]\ninputs = ["x:-1,64"]\n',
+     "'graph_batches' must be a list of integers"),
+])
+def test_cuda_graph_settings_are_checked_with_their_line(tmp_path, model, message):
+    path = tmp_path / "g.toml"
+    path.write_text(f'[models.m]\npath = "builtin:demo"\n{model}')
+    problems = check_file(path)
+    assert any(message in p.message for p in problems), [p.message for p in problems]
+
+
+def test_good_cuda_graph_settings_pass(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text('[models.m]\npath = "builtin:resnet18"\nbackend = "torch"\ndevice = 0\n'
+                    'cuda_graphs = true\ngraph_batches = [1, 8]\nmax_batch = 8\n')
+    assert [p.message for p in check_file(path) if "warning" not in p.message.lower()] == []

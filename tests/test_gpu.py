@@ -49,6 +49,11 @@ def _chain_module(path):
     return path
 
 
+# ResNet-18 with CUDA graphs captured for batch 1 and 8 (other sizes run eagerly).
+GRAPH_MODEL = ("path = \"builtin:resnet18\"\nbackend = \"torch\"\ndevice = 0\nmax_batch = 8\n"
+               "cuda_graphs = true\ngraph_batches = [1, 8]\n")
+
+
 @pytest.fixture(scope="module")
 def gpu_daemon(tmp_path_factory, _model_cache):
     workdir = tmp_path_factory.mktemp("gpu")
@@ -59,6 +64,9 @@ def gpu_daemon(tmp_path_factory, _model_cache):
                  "[models.volume3d]\npath = \"builtin:volume3d\"\nbackend = \"torch\"\ndevice = 0\n"
                  f"[models.chain1]\n{chain_model}"
                  f"[models.chain2]\n{chain_model}instances = 2\n"
+                 f"[models.resnet18_graph]\n{GRAPH_MODEL}"
+                 f"[models.resnet18_graph_x2]\n{GRAPH_MODEL}instances = 2\n"
+                 f"[models.resnet18_graph_fp16]\n{GRAPH_MODEL}precision = \"fp16\"\n"
                  "[models.demo_cpu]\npath = \"builtin:demo\"\n") as d:
         yield d
 
@@ -245,3 +253,80 @@ def test_tensorrt_build_inspect_and_serve_with_swap(tmp_path):
             h = c.model("r")
             h(np.zeros((2, 3, 224, 224), np.float32))
             assert h.last_backend[0] == "tensorrt" and h.last_backend[1]
+
+
+def _rel_l2(y: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+
+
+def _graphs(c: Client, name: str) -> tuple[int, int]:
+    model = next(s for s in c.status().models if s.name == name)
+    return model.graphs, model.graph_bytes
+
+
+def test_cuda_graph_replays_equal_eager_and_other_batches_run_eagerly(gpu_daemon):
+    rng = np.random.default_rng(11)
+    with Client(gpu_daemon.endpoint) as c:
+        handle = c.model("resnet18_graph")
+        for batch in (1, 8, 3, 1, 8):  # 1 and 8: captured, then replayed; 3: eager
+            for _ in range(2):
+                x = rng.standard_normal((batch, 3, 224, 224), dtype=np.float32)
+                assert _rel_l2(handle(x), _reference("resnet18", x)) <= 1e-6
+        slots = handle.zero_copy_inputs({"x": (8, 3, 224, 224)})  # another region: same graph
+        x = rng.standard_normal((8, 3, 224, 224), dtype=np.float32)
+        slots["x"][...] = x
+        del slots
+        assert _rel_l2(handle.run_zero_copy()["output"], _reference("resnet18", x)) <= 1e-6
+        graphs, graph_bytes = _graphs(c, "resnet18_graph")
+        assert graphs == 2 and graph_bytes >= 0, (graphs, graph_bytes)
+
+
+def test_cuda_graphs_of_two_instances_serve_concurrent_clients_correctly(gpu_daemon):
+    def client(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with Client(gpu_daemon.endpoint) as c:
+            handle = c.model("resnet18_graph_x2")
+            for _ in range(12):
+                x = rng.standard_normal((1, 3, 224, 224), dtype=np.float32)
+                assert _rel_l2(handle(x), _reference("resnet18", x)) <= 1e-6
+
+    run_threads(client, [(seed,) for seed in range(6)])
+    with Client(gpu_daemon.endpoint) as c:
+        assert 1 <= _graphs(c, "resnet18_graph_x2")[0] <= 2  # one b1 graph per instance used
+
+
+def test_fp16_graph_stays_close_to_fp32(gpu_daemon):
+    x = np.random.default_rng(5).standard_normal((8, 3, 224, 224), dtype=np.float32)
+    with Client(gpu_daemon.endpoint) as c:
+        y = c.model("resnet18_graph_fp16")(x)
+    assert y.dtype == np.float32
+    assert _rel_l2(y, _reference("resnet18", x)) < 1e-2
+
+
+def test_unloading_a_graph_model_returns_its_device_memory(tmp_path, _model_cache):
+    from trtd.daemon.system import cuda
+
+    base = "[models.keep]\npath = \"builtin:demo\"\n"
+    with_graphs = base + f"[models.cycled]\n{GRAPH_MODEL}"
+    x = np.random.default_rng(3).standard_normal((8, 3, 224, 224), dtype=np.float32)
+    with serving(tmp_path, with_graphs, name="g") as d, Client(d.endpoint) as admin:
+        config = tmp_path / "g.toml"
+
+        def cycle() -> None:
+            config.write_text(with_graphs)
+            admin.reload()
+            with Client(d.endpoint) as c:
+                handle = c.model("cycled")  # waits for the load
+                handle(x)
+                handle(x[:1])
+                assert _graphs(admin, "cycled")[0] == 2
+            config.write_text(base)
+            admin.reload()
+            assert "cycled" not in [s.name for s in admin.status().models]
+
+        cycle()  # the first load initialises libraries (cuDNN workspaces) for good
+        free_before, _ = cuda.memory_info(0)
+        for _ in range(3):
+            cycle()
+        free_after, _ = cuda.memory_info(0)
+        assert abs(free_before - free_after) < 64 * 2**20, (free_before, free_after)

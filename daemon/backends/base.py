@@ -59,5 +59,9 @@ class Backend(ABC):
                 outputs: list[TensorBinding]) -> dict[str, tuple[int, ...]]:
         """Run one request; returns each requested output's actual shape."""
 
+    def graph_stats(self) -> tuple[int, int]:
+        """CUDA graphs captured so far and the bytes their memory pools hold (0, 0: none)."""
+        return 0, 0
+
     def close(self) -> None:
         """Release everything the backend holds."""

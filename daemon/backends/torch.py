@@ -18,6 +18,7 @@ import numpy as np
 from trtd.protocol import WIRE_DTYPES, TensorSpec
 from trtd.protocol.layout import tensor_nbytes
 
+from trtd.daemon.backends.torch_graphs import DEFAULT_GRAPH_BATCHES, GraphCache
 from trtd.daemon.backends.base import Backend, BackendError, OutputTooLarge, TensorBinding
 
 DEFAULT_MAX_BATCH = 64
@@ -73,7 +74,11 @@ def _host_array(address: int, shape: tuple[int, ...], dtype: np.dtype) -> np.nda
 class TorchBackend(Backend):
     kind = "torch"
 
-    def __init__(self, path: str | Path, inputs: list[str], max_batch: int = 0, device: int | None = None):
+    def __init__(self, path: str | Path, inputs: list[str], max_batch: int = 0, device: int | None = None,
+                 cuda_graphs: bool = False, graph_batches: tuple[int, ...] = (), half: bool = False):
+        """half: run the module in FP16 (`precision = "fp16"`): its floating-point inputs are cast
+        to half and its floating-point outputs back, inside the call (and the CUDA graph), so
+        the model's declared I/O dtypes, and the client's bytes, stay what they were."""
         torch = self._torch = _import_torch()
         if not inputs:
             raise BackendError(
@@ -92,25 +97,40 @@ class TorchBackend(Backend):
             self._module = torch.jit.load(str(path), map_location=self._torch_device).eval()
         except Exception as exc:
             raise BackendError(f"torch.jit.load could not load {path}: {exc}") from None
+        self._half = half
+        if half:
+            self._module = self._module.half()
         dynamic = [s.shape[0] == -1 for s in specs]
         self.max_batch = (max_batch or DEFAULT_MAX_BATCH) if all(dynamic) else 0
         for s in specs:
             s.max_nbytes = self._nbytes(s.shape, s.dtype)
         self.inputs = specs
         self.outputs = self._probe_outputs()
+        self._graphs: GraphCache | None = None
+        if cuda_graphs and device is not None:
+            batches = graph_batches or tuple(b for b in DEFAULT_GRAPH_BATCHES if b <= max(self.max_batch, 1))
+            self._graphs = GraphCache(torch, self._torch_device, tuple(batches))
 
     def _nbytes(self, shape: list[int], dtype: str) -> int:
         dims = [self.max_batch if d == -1 else d for d in shape]
         return tensor_nbytes(dims, np.dtype(dtype).itemsize)
 
     def _run_module(self, tensors):
-        with self._torch.inference_mode():
+        torch = self._torch
+        with torch.inference_mode():
+            if self._half:
+                tensors = [t.half() if t.dtype == torch.float32 else t for t in tensors]
             result = self._module(*tensors)
         if isinstance(result, (tuple, list)):
-            return list(result)
-        if isinstance(result, dict):
-            return list(result.values())
-        return [result]
+            results = list(result)
+        elif isinstance(result, dict):
+            results = list(result.values())
+        else:
+            results = [result]
+        if self._half:
+            results = [r.float() if isinstance(r, torch.Tensor) and r.dtype == torch.float16 else r
+                       for r in results]
+        return results
 
     def _probe_outputs(self) -> list[TensorSpec]:
         """Output dtypes and shapes from runs at batch 1 and 2: a dim that follows the batch is dynamic."""
@@ -154,15 +174,42 @@ class TorchBackend(Backend):
                 tensors = [torch.from_numpy(_host_array(t.address, t.shape, t.dtype)) for t in inputs]
                 results = self._run_module(tensors)
                 return self._write_host(results, outputs)
-            with torch.cuda.stream(torch.cuda.ExternalStream(stream.ptr, device=self._torch_device)):
-                tensors = [torch.as_tensor(CudaArrayView(t.address, t.shape, t.dtype), device=self._torch_device)
-                           for t in inputs]
-                results = self._run_module(tensors)
-                return self._write_device(results, outputs)
+            external = torch.cuda.ExternalStream(stream.ptr, device=self._torch_device)
+            with torch.cuda.stream(external):
+                if self._graphs is not None:
+                    shapes = self._through_graph(stream.ptr, external, inputs, outputs)
+                    if shapes is not None:
+                        return shapes
+                return self._run_device(inputs, outputs)
         except (OutputTooLarge, BackendError):
             raise
         except Exception as exc:
             raise BackendError(f"TorchScript failed: {exc}") from None
+
+    def _run_device(self, inputs: list[TensorBinding], outputs: list[TensorBinding]):
+        """The eager GPU path: the module over the input buffers, results copied into the output
+        buffers, all on the current stream (what a CUDA graph captures, too)."""
+        torch = self._torch
+        tensors = [torch.as_tensor(CudaArrayView(t.address, t.shape, t.dtype), device=self._torch_device)
+                   for t in inputs]
+        return self._write_device(self._run_module(tensors), outputs)
+
+    def _through_graph(self, stream_ptr: int, external, inputs: list[TensorBinding],
+                       outputs: list[TensorBinding]) -> dict[str, tuple[int, ...]] | None:
+        """Replay (or capture, on the first request of a captured batch size) the CUDA graph for
+        exactly these buffers and shapes; None to run eagerly."""
+        graphs = self._graphs
+        key = (stream_ptr, tuple((t.address, tuple(t.shape)) for t in inputs), tuple(t.address for t in outputs))
+        shapes = graphs.replay(key)
+        if shapes is None:
+            batch = inputs[0].shape[0] if self.max_batch and inputs and inputs[0].shape else None
+            if not graphs.wants(batch if self.max_batch else 1):
+                return None
+            shapes = graphs.capture(key, external, lambda: self._run_device(inputs, outputs))
+        return {t.name: shapes[t.name] for t in outputs}
+
+    def graph_stats(self) -> tuple[int, int]:
+        return (len(self._graphs), self._graphs.graph_bytes) if self._graphs is not None else (0, 0)
 
     def _by_name(self, results):
         if len(results) != len(self.outputs):
@@ -204,6 +251,8 @@ class TorchBackend(Backend):
         return shapes
 
     def close(self) -> None:
+        if self._graphs is not None:
+            self._graphs.close()  # before the module: graphs hold its kernels' memory
         self._module = None
         if self.device is not None:
             # Return the caching allocator's blocks, so unload gives the memory back.

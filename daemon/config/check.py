@@ -140,7 +140,7 @@ def _unknown(key: str, allowed: set[str], where: str) -> str:
 def _expected_type(cls: type, key: str) -> type:
     hint = {f.name: f.type for f in dataclasses.fields(cls)}[key]
     return {"int": int, "float": float, "str": str, "str | None": str, "list[str]": list,
-            "bool": bool}[hint]
+            "list[int]": list, "bool": bool}[hint]
 
 
 def _typed(cls: type, table: dict, allowed: set[str], line_of, where: str,
@@ -156,8 +156,11 @@ def _typed(cls: type, table: dict, allowed: set[str], line_of, where: str,
         except ConfigError as exc:
             problems.append(Problem(line_of(key), str(exc)))
             continue
-        if _expected_type(cls, key) is list and not all(isinstance(v, str) for v in value):
-            problems.append(Problem(line_of(key), f"{where}'{key}' must be a list of strings"))
+        hint = {f.name: f.type for f in dataclasses.fields(cls)}[key]
+        element = {"list[str]": str, "list[int]": int}.get(hint)
+        if element is not None and not all(isinstance(v, element) and not isinstance(v, bool) for v in value):
+            kind = "strings" if element is str else "integers"
+            problems.append(Problem(line_of(key), f"{where}'{key}' must be a list of {kind}"))
             continue
         good[key] = float(value) if _expected_type(cls, key) is float else value
     return good

@@ -60,6 +60,11 @@ class ModelConfig:
     # TorchScript files carry no I/O description: "NAME:SHAPE[:DTYPE]" per input,
     # SHAPE as comma-separated dims with -1 for the dynamic batch, e.g. "x:-1,3,224,224:float32".
     inputs: list[str] = field(default_factory=list)
+    # TorchScript on a GPU: capture the model as a CUDA graph per instance and batch size, on
+    # the first request of that size, and replay it (far fewer kernel launches from Python).
+    # Other batch sizes run eagerly; graph_batches [] = 1, 2, 4, 8 (up to max_batch).
+    cuda_graphs: bool = False
+    graph_batches: list[int] = field(default_factory=list)
     # TensorRT: version-compatible engines that embed the lean runtime run host code
     # from the engine file; allow it only for engines you trust.
     allow_engine_host_code: bool = False
@@ -219,6 +224,10 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model '{m.name}': engine_builder must be \"tensorrt\" or \"onnxruntime\"")
     if m.precision not in ("", "fp16", "int8"):
         raise ConfigError(f"model '{m.name}': precision must be \"fp16\" or \"int8\", got {m.precision!r}")
+    if m.backend == "torch" and m.precision not in ("", "fp16"):
+        raise ConfigError(f"model '{m.name}': a TorchScript model runs in FP32 or FP16 (precision = "
+                          f"\"fp16\": weights and activations in half precision, inputs and outputs "
+                          f"stay as declared); INT8 needs an ONNX model")
     if m.precision == "int8" and not m.calibration:
         raise ConfigError(f"model '{m.name}': precision = \"int8\" needs calibration = \"SAMPLES.npz\" "
                           f"(or a folder of .npy files) drawn from the data the model will see")
@@ -226,6 +235,16 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model '{m.name}': compare_samples must be >= 1")
     if not all(isinstance(i, str) for i in m.inputs + m.profiles + m.plugins):
         raise ConfigError(f"model '{m.name}': inputs must be strings like \"x:-1,3,224,224:float32\"")
+    if m.cuda_graphs and (m.backend != "torch" or m.device < 0):
+        raise ConfigError(f"model '{m.name}': cuda_graphs needs backend = \"torch\" on a GPU (device >= 0); "
+                          f"TensorRT engines and the CPU do not capture graphs in this version")
+    if not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= MAX_BATCH_LIMIT
+               for b in m.graph_batches):
+        raise ConfigError(f"model '{m.name}': graph_batches must be batch sizes 1..{MAX_BATCH_LIMIT}, "
+                          f"e.g. [1, 2, 4, 8], got {m.graph_batches!r}")
+    if m.graph_batches and not m.cuda_graphs:
+        raise ConfigError(f"model '{m.name}': graph_batches is set but cuda_graphs is not; add "
+                          f"cuda_graphs = true")
 
 
 def config_problems(config: DaemonConfig) -> list[str]:

@@ -409,12 +409,13 @@ class DaemonCore:
         models = []
         for model in self.models:
             p50, p90, p99 = model.stats.percentiles()
+            graphs, graph_bytes = model.backend.graph_stats() if model.backend is not None else (0, 0)
             models.append(m.ModelStatus(
                 name=model.name, backend=model.config.backend, state=model.state,
                 requests=model.stats.ok, errors=model.stats.errors,
                 p50_us=p50, p90_us=p90, p99_us=p99, error=model.error,
                 device=model.config.device, instances=model.config.instances, build=model.build,
-                in_flight=self.in_flight.on(model.executor)))
+                in_flight=self.in_flight.on(model.executor), graphs=graphs, graph_bytes=graph_bytes))
         return m.StatusReply(
             daemon_id=self.daemon_id, pid=os.getpid(), server_version=SERVER_VERSION,
             protocol_version=PROTOCOL_VERSION, endpoint=self.endpoint,

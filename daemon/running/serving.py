@@ -88,7 +88,9 @@ def open_first(config: ModelConfig, plan: ServingPlan) -> Backend:
         from trtd.daemon.backends.torch import TorchBackend
 
         return TorchBackend(plan.path, inputs=list(plan.torch_inputs), max_batch=plan.max_batch,
-                            device=config.device if config.device >= 0 else None)
+                            device=config.device if config.device >= 0 else None,
+                            cuda_graphs=config.cuda_graphs, graph_batches=tuple(config.graph_batches),
+                            half=config.precision == "fp16")
     return tensorrt(config, plan.path, plan.max_batch, config.device if config.device >= 0 else None)
 
 

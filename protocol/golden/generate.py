@@ -98,7 +98,11 @@ replies = [
         models=[m.ModelStatus(name="demo", backend="onnxruntime", state="ready", requests=1500, errors=2,
                               p50_us=212.5, p90_us=260.0, p99_us=410.25),
                 m.ModelStatus(name="detector", backend="onnxruntime", state="failed",
-                              error="model file /srv/models/det.onnx does not exist")])),
+                              error="model file /srv/models/det.onnx does not exist"),
+                # A TorchScript model on a GPU with cuda_graphs = true, b1 and b8 captured.
+                m.ModelStatus(name="resnet18", backend="torch", state="ready", requests=90210,
+                              p50_us=505.0, p90_us=540.5, p99_us=610.0, device=0, graphs=2,
+                              graph_bytes=25165824)])),
     # A daemon draining (SPEC 6.11): it answers status, with stopping true, and refuses new work.
     ("reply.status.stopping", "status", 9, m.StatusReply(
         daemon_id=DAEMON, pid=1187, server_version="0.1.0", protocol_version=1,
