@@ -30,7 +30,7 @@ from trtd.protocol.layout import tensor_nbytes
 
 from trtd.daemon.system import cuda
 from trtd.daemon.core import stop_state
-from trtd.daemon.core.binding import bind_request
+from trtd.daemon.core.binding import bind_cached
 from trtd.daemon.core.clients import ClientRegistry
 from trtd.daemon.core.in_flight import InFlight
 from trtd.daemon.core.regions import Region, RegionLimits, RegionRegistry
@@ -387,7 +387,7 @@ class DaemonCore:
                   deadline_ns=call.received_ns + req.deadline_ms * 1_000_000 if req.deadline_ms else 0)
         executor = model.executor
         try:
-            job.inputs, job.outputs = bind_request(req, model, region)
+            job.inputs, job.outputs = bind_cached(req, model, region)
             if executor is None:  # get_ready() returns served models, which have one
                 raise ProtocolError(ErrorCode.MODEL_NOT_READY, f"model {req.model!r} has no executor")
             if not executor.inline and self.in_flight.on(executor) >= executor.capacity:

@@ -60,6 +60,8 @@ class Region:
     released: bool = False
     path: str = ""  # its file under /dev/shm, where there is one
     uses: int = field(default=0)
+    # Request bindings checked already for this region (core/binding.py's plan cache).
+    plans: dict = field(default_factory=dict)
 
     def close(self) -> None:
         self.view = _CLOSED  # drop the buffer export before closing the mapping

@@ -472,3 +472,41 @@ def test_every_accepted_request_lies_inside_the_region_with_disjoint_ranges(two,
     for binding in outputs:
         if binding.shape is not None:
             assert int(np.prod(binding.shape)) * binding.dtype.itemsize <= binding.nbytes
+
+
+# -- the plan cache (bind_cached): a hit is what binding again would return ---------------------
+
+def test_a_repeated_layout_is_looked_up_not_rebound(demo, region):
+    from trtd.daemon.core.binding import bind_cached
+
+    region.plans.clear()
+    request = _infer([_x()], [_y()], "m")
+    first = bind_cached(request, demo, region)
+    again = bind_cached(_infer([_x()], [_y()], "m"), demo, region)  # a new, equal message
+    assert again[0] is first[0] and again[1] is first[1]
+    assert first == bind_request(request, demo, region)
+
+
+def test_a_changed_layout_is_checked_again_and_refused_when_wrong(demo, region):
+    from trtd.daemon.core.binding import bind_cached
+
+    region.plans.clear()
+    bind_cached(_infer([_x()], [_y()], "m"), demo, region)
+    with pytest.raises(ProtocolError) as e:  # the same request, but its output overlaps its input
+        bind_cached(_infer([_x()], [_y(offset=0)], "m"), demo, region)
+    assert e.value.code == ErrorCode.OVERLAP
+
+
+def test_a_new_backend_for_the_model_misses_the_cache(demo, region):
+    from types import SimpleNamespace
+
+    from trtd.daemon.core.binding import bind_cached
+
+    region.plans.clear()
+    request = _infer([_x()], [_y()], "m")
+    first = bind_cached(request, demo, region)
+    swapped = SimpleNamespace(**{name: getattr(demo, name) for name in ("name", "inputs", "outputs")},
+                              backend=SimpleNamespace(max_batch=demo.backend.max_batch,
+                                                      output_shapes=demo.backend.output_shapes))
+    again = bind_cached(request, swapped, region)  # what a swap or a reload looks like to binding
+    assert again[0] is not first[0] and again == first
