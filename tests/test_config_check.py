@@ -276,8 +276,8 @@ def test_a_missing_model_file_does_not_stop_serve_and_is_logged_with_its_line(tm
 
 @pytest.mark.parametrize("model, message", [
     ('backend = "torch"\ndevice = -1\ncuda_graphs = true\ninputs = ["x:-1,64"]\n',
-     'cuda_graphs needs backend = "torch" on a GPU'),
-    ('backend = "onnxruntime"\ncuda_graphs = true\ndevice = 0\n', 'cuda_graphs needs backend = "torch" on a GPU'),
+     'cuda_graphs needs backend = "torch" or "tensorrt" on'),
+    ('backend = "onnxruntime"\ncuda_graphs = true\ndevice = 0\n', 'cuda_graphs needs backend = "torch" or "tensorrt" on'),
     ('backend = "torch"\ndevice = 0\ngraph_batches = [1, 8]\ninputs = ["x:-1,64"]\n',
      "graph_batches is set but cuda_graphs is not"),
     ('backend = "torch"\ndevice = 0\ncuda_graphs = true\ngraph_batches = [0, 8]\ninputs = ["x:-1,64"]\n',

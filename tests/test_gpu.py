@@ -330,3 +330,31 @@ def test_unloading_a_graph_model_returns_its_device_memory(tmp_path, _model_cach
             cycle()
         free_after, _ = cuda.memory_info(0)
         assert abs(free_before - free_after) < 64 * 2**20, (free_before, free_after)
+
+
+def test_a_captured_stream_graph_replays_its_work_with_one_launch():
+    """system/cuda.py's Graph (what TensorRT engines' graphs are made of): a device-to-device
+    copy captured once replays on what the source holds at launch time."""
+    from trtd.daemon.system import cuda
+
+    stream = cuda.Stream(0)
+    src, dst = cuda.DeviceBuffer(0, 4096), cuda.DeviceBuffer(0, 4096)
+    try:
+        graph = cuda.Graph(stream, lambda: cuda.copy_d2d(dst.ptr, src.ptr, 4096, stream))
+        for fill in (1.0, 2.5):
+            host = np.full(1024, fill, np.float32)
+            cuda.copy_h2d(src.ptr, host.ctypes.data, 4096, stream)
+            graph.launch(stream)
+            out = np.zeros(1024, np.float32)
+            cuda.copy_d2h(out.ctypes.data, dst.ptr, 4096, stream)
+            stream.synchronize()
+            assert (out == fill).all()
+        graph.close()
+        with pytest.raises(ZeroDivisionError):  # a failing recording ends the capture, stream usable
+            cuda.Graph(stream, lambda: 1 / 0)
+        cuda.copy_d2d(dst.ptr, src.ptr, 4096, stream)
+        stream.synchronize()
+    finally:
+        src.close()
+        dst.close()
+        stream.close()

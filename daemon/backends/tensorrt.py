@@ -25,11 +25,21 @@ from trtd.daemon.engines.trt import TensorRTUnavailable, capturing_logger, impor
 from trtd.daemon.backends.base import Backend, BackendError, OutputTooLarge, TensorBinding
 
 
+# Graphs one backend keeps at most (per instance, shape and output set): a bound on GPU memory.
+_MAX_GRAPHS = 64
+
+
 class TensorRTBackend(Backend):
     kind = "tensorrt"
 
     def __init__(self, path: str | Path, device: int | None, max_batch: int = 0,
-                 allow_host_code: bool = False, plugins: list[str] | tuple[str, ...] = ()):
+                 allow_host_code: bool = False, plugins: list[str] | tuple[str, ...] = (),
+                 cuda_graphs: bool = False):
+        """cuda_graphs: capture execute_async_v3 per (stream, shapes, addresses) as a CUDA graph
+        on its second request of that kind and replay it after (TensorRT's documented pattern:
+        enqueue once to flush deferred updates, then capture). Not run on any machine of this
+        project yet: no TensorRT engine can be built and run here."""
+        self._graphs: dict | None = {} if cuda_graphs else None
         if device is None:
             raise BackendError("TensorRT engines run on a GPU: set the model's device (e.g. device = 0)")
         try:
@@ -167,12 +177,43 @@ class TensorRTBackend(Backend):
                 raise OutputTooLarge(t.name, nbytes, t.nbytes)
             ctx.set_tensor_address(t.name, t.address)
             shapes[t.name] = shape
+        if self._graphs is not None:
+            return self._through_graph(ctx, stream, inputs, outputs, shapes)
+        self._execute(ctx, stream)
+        return shapes
+
+    def _execute(self, ctx, stream) -> None:
         if not ctx.execute_async_v3(stream.ptr):
             said = "; ".join(self._logger.messages[-3:])
             raise BackendError(f"TensorRT execute_async_v3 failed: {said or 'no message'}")
+
+    def _through_graph(self, ctx, stream, inputs: list[TensorBinding], outputs: list[TensorBinding],
+                       shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        graphs = self._graphs
+        assert graphs is not None
+        key = (stream.ptr, tuple((t.name, t.address, tuple(t.shape)) for t in inputs),
+               tuple((t.name, t.address) for t in outputs))
+        graph = graphs.get(key)
+        if graph is not None:
+            graph.launch(stream)
+        elif key in graphs:  # seen once, eagerly: its deferred updates are flushed; capture now
+            self._execute(ctx, stream)
+            graphs[key] = cuda.Graph(stream, lambda: self._execute(ctx, stream))
+        else:
+            self._execute(ctx, stream)
+            if len(graphs) < _MAX_GRAPHS:
+                graphs[key] = None
         return shapes
 
+    def graph_stats(self) -> tuple[int, int]:
+        # The graphs use the execution contexts' own memory: no pool of their own to report.
+        return (sum(g is not None for g in self._graphs.values()), 0) if self._graphs else (0, 0)
+
     def close(self) -> None:
+        for graph in (self._graphs or {}).values():
+            if graph is not None:
+                graph.close()
+        self._graphs = {} if self._graphs is not None else None
         self._contexts.clear()
         self._engine = None
         self._runtime = None

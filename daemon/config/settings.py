@@ -235,9 +235,9 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model '{m.name}': compare_samples must be >= 1")
     if not all(isinstance(i, str) for i in m.inputs + m.profiles + m.plugins):
         raise ConfigError(f"model '{m.name}': inputs must be strings like \"x:-1,3,224,224:float32\"")
-    if m.cuda_graphs and (m.backend != "torch" or m.device < 0):
-        raise ConfigError(f"model '{m.name}': cuda_graphs needs backend = \"torch\" on a GPU (device >= 0); "
-                          f"TensorRT engines and the CPU do not capture graphs in this version")
+    if m.cuda_graphs and (m.backend not in ("torch", "tensorrt") or m.device < 0):
+        raise ConfigError(f"model '{m.name}': cuda_graphs needs backend = \"torch\" or \"tensorrt\" on "
+                          f"a GPU (device >= 0); ONNX Runtime and the CPU do not capture graphs")
     if not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= MAX_BATCH_LIMIT
                for b in m.graph_batches):
         raise ConfigError(f"model '{m.name}': graph_batches must be batch sizes 1..{MAX_BATCH_LIMIT}, "

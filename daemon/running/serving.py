@@ -116,7 +116,8 @@ def tensorrt(config: ModelConfig, path: str, max_batch: int, device: int | None)
     from trtd.daemon.backends.tensorrt import TensorRTBackend
 
     return TensorRTBackend(path, device=device, max_batch=max_batch,
-                           allow_host_code=config.allow_engine_host_code, plugins=config.plugins)
+                           allow_host_code=config.allow_engine_host_code, plugins=config.plugins,
+                           cuda_graphs=config.cuda_graphs)
 
 
 def _builtin_torchscript(name: str) -> tuple[str, tuple[str, ...]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 try:  # cuda-python is an optional extra: `pip install "trtd[cuda]"`
     from cuda.bindings import runtime as _rt
@@ -210,6 +211,45 @@ class DeviceBuffer:
             use_device(self.device)
             check(_rt.cudaFree(self.ptr), "cudaFree")
             self.ptr = 0
+
+
+class Graph:
+    """Work queued on a stream, captured once and replayed with a single launch.
+
+    `record` queues the work (kernels, copies, a TensorRT execute_async_v3) on `stream` while it
+    is captured (thread-local mode: other threads may keep using CUDA meanwhile). The graph keeps
+    the addresses and parameters the work was queued with: replay it only where they still hold.
+    """
+
+    def __init__(self, stream: Stream, record: Callable[[], object]):
+        use_device(stream.device)
+        self.device = stream.device
+        self._graph = None
+        self._exec = None
+        check(_rt.cudaStreamBeginCapture(stream.handle,
+                                         _rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+              "cudaStreamBeginCapture")
+        try:
+            record()
+        except BaseException:
+            err, graph = _rt.cudaStreamEndCapture(stream.handle)  # end it whatever happened
+            if int(err) == 0 and graph is not None:
+                _rt.cudaGraphDestroy(graph)
+            raise
+        self._graph = check(_rt.cudaStreamEndCapture(stream.handle), "cudaStreamEndCapture")
+        self._exec = check(_rt.cudaGraphInstantiate(self._graph, 0), "cudaGraphInstantiate")
+
+    def launch(self, stream: Stream) -> None:
+        check(_rt.cudaGraphLaunch(self._exec, stream.handle), "cudaGraphLaunch")
+
+    def close(self) -> None:
+        use_device(self.device)
+        if self._exec is not None:
+            check(_rt.cudaGraphExecDestroy(self._exec), "cudaGraphExecDestroy")
+            self._exec = None
+        if self._graph is not None:
+            check(_rt.cudaGraphDestroy(self._graph), "cudaGraphDestroy")
+            self._graph = None
 
 
 def copy_h2d(dst: int, src: int, nbytes: int, stream: Stream) -> None:
