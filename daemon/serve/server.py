@@ -250,7 +250,7 @@ class Server:
             for _ in range(_READS_PER_TURN):
                 # Ask whether a message waits rather than let recv raise zmq.Again: an
                 # exception per turn cost ~7% of the loop's time under one client.
-                if not self.stop.reading or not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                if not self.stop.reading or not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                     break
                 self._serve_one(core, sock, sock.recv_multipart(zmq.NOBLOCK))
 
