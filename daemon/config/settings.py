@@ -103,7 +103,7 @@ class DaemonConfig:
     max_region_bytes: int = 4 * GiB
     max_regions_per_client: int = 64
     max_bytes_per_client: int = 16 * GiB
-    # Daemon-wide caps: every client and region costs memory and a file descriptor.
+    # Daemon-wide caps: every client and region costs memory and file descriptors (two per region).
     max_clients: int = 1024
     max_regions: int = 4096
     log_level: str = "INFO"

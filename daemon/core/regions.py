@@ -42,7 +42,7 @@ class RegionLimits:
     max_region_bytes: int
     max_regions_per_client: int
     max_bytes_per_client: int
-    max_regions: int = 4096  # all clients together: each region holds a file descriptor
+    max_regions: int = 4096  # all clients together: each region holds two file descriptors
 
 
 @dataclass(eq=False, slots=True)
@@ -131,10 +131,9 @@ def _reserve_posix(shm: shared_memory.SharedMemory, nbytes: int, on_create) -> N
             shm.close()
             shm.unlink()
             raise ProtocolError(ErrorCode.INTERNAL, f"could not set the region's permissions: {exc}")
-    if fd >= 0:
-        # The mapping keeps its own descriptor; one per region is enough.
-        os.close(fd)
-        shm._fd = -1  # type: ignore[attr-defined]
+    # The descriptor stays open (closed with the region): the mapping holds a duplicate that
+    # Python does not expose, and the size check before each request must ask the segment the
+    # daemon maps, not whatever a client has put under its name since (_segment_size).
 
 
 def _segment_size(region: Region) -> int:
@@ -143,7 +142,7 @@ def _segment_size(region: Region) -> int:
     daemon maps (seen: a SIGBUS with a stat of the path)."""
     if not _HAVE_SHM_DIR:
         return region.nbytes  # Windows: a mapping cannot be resized under us
-    fd = getattr(region.shm, "_fd", -1)  # SharedMemory keeps it open until close(); POSIX only
+    fd = getattr(region.shm, "_fd", -1)  # kept open by _reserve_posix until the region closes
     try:
         return os.fstat(fd).st_size if fd >= 0 else os.stat(region.path).st_size
     except OSError:

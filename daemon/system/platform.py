@@ -276,7 +276,7 @@ _signal_watcher_started = False
 
 
 def raise_fd_limit() -> None:
-    """Each region holds a descriptor: allow as many as the hard limit does (POSIX)."""
+    """Each region holds two descriptors: allow as many as the hard limit does (POSIX)."""
     if sys.platform == "win32":
         return
     import resource

@@ -160,10 +160,12 @@ def test_lease_skips_a_name_taken_by_a_file_it_did_not_create(make, prefix):
         foreign.unlink()
 
 
-def test_a_region_holds_one_descriptor_and_its_destruction_closes_it(make):
+def test_a_region_holds_two_descriptors_and_its_destruction_closes_them(make):
     registry = make()
     region = registry.lease(1, 4096)
-    assert _descriptors_of(region.path) == 1  # the mapping's; the segment's own is closed
+    # The mapping's (Python's mmap keeps a duplicate) and the segment's own, which the size check
+    # before every request asks (a path can be pointed at a decoy).
+    assert _descriptors_of(region.path) == 2
     assert registry.release(1, region.name, region.token) is True
     assert _descriptors_of(region.path) == 0
 
@@ -474,3 +476,24 @@ def test_the_released_name_memory_is_bounded(make, monkeypatch):
     oldest = _refused(ErrorCode.REGION_NOT_FOUND, registry.checkout, 1, leased[0].name, leased[0].token)
     newest = _refused(ErrorCode.REGION_NOT_FOUND, registry.checkout, 1, leased[2].name, leased[2].token)
     assert "released" not in oldest.message and "released" in newest.message
+
+
+def test_a_decoy_under_the_regions_name_does_not_hide_a_truncated_segment(make):
+    """The attack: keep a descriptor of the segment, unlink its name, put a full-size decoy
+    under the name, truncate the real segment to 0. A stat of the path would see the decoy and
+    let the daemon touch pages that are gone (SIGBUS); the check asks the daemon's own fd."""
+    registry = make()
+    region = registry.lease(1, 8192)
+    own = os.open(region.path, os.O_RDWR)
+    try:
+        os.unlink(region.path)
+        decoy = os.open(region.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(decoy, 8192)
+        os.close(decoy)
+        os.ftruncate(own, 0)
+        error = _refused(ErrorCode.REGION_NOT_FOUND, registry.checkout, 1, region.name, region.token)
+        assert "truncated" in error.message
+    finally:
+        os.close(own)
+        if os.path.exists(region.path):
+            os.unlink(region.path)
