@@ -235,10 +235,11 @@ class DaemonCore:
     @staticmethod
     def _infer_reply(job: Job, done: RequestDone) -> m.InferReply:
         base = job.region.address
+        specs = job.model.outputs  # the wire dtype names, looked up (numpy's dtype.name is slow)
         infos = []
         for t in job.outputs:
             shape = done.shapes[t.name]
-            infos.append(m.OutputInfo(name=t.name, dtype=t.dtype.name, shape=list(shape),
+            infos.append(m.OutputInfo(name=t.name, dtype=specs[t.name][0].dtype, shape=list(shape),
                                       offset=t.address - base, nbytes=tensor_nbytes(shape, t.dtype.itemsize)))
         total_us = (time.perf_counter_ns() - job.received_ns) // 1000
         timing = done.timing or RunTiming()  # a run that succeeded always reports it
