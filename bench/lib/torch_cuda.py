@@ -84,3 +84,13 @@ def median_split(timings: list[tuple[int, int, int]]) -> Split:
     """The median of (h2d_us, compute_us, d2h_us) rows, e.g. the daemon's own per-request timing."""
     med = np.median(np.array(timings), axis=0)
     return Split(*map(float, med))
+
+
+def daemon_split(call: Callable[[], object], handle: Any, n: int = 50) -> Split:
+    """Median H2D / compute / D2H the daemon reports (handle.last_timing) over `n` calls."""
+    rows = []
+    for _ in range(n):
+        call()
+        t = handle.last_timing
+        rows.append((t.h2d_us, t.compute_us, t.d2h_us))
+    return median_split(rows)
