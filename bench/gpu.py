@@ -63,8 +63,13 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "resnet18_graph_x2": ("resnet18", {"max_batch": 8, "cuda_graphs": True, "graph_batches": [1],
                                        "instances": 2}),
     "volume3d_graph": ("volume3d", {"cuda_graphs": True, "graph_batches": [1]}),
+    # The same graphs, the instance's thread sleeping on the GPU's completion instead of spinning.
+    "resnet18_graph_block": ("resnet18", {"max_batch": 8, "cuda_graphs": True, "graph_batches": [1, 8],
+                                          "gpu_wait": "block"}),
+    "volume3d_graph_block": ("volume3d", {"cuda_graphs": True, "graph_batches": [1], "gpu_wait": "block"}),
 }
 GRAPH_MODEL = {"resnet18": "resnet18_graph", "volume3d": "volume3d_graph"}
+BLOCKING_MODEL = {"resnet18": "resnet18_graph_block", "volume3d": "volume3d_graph_block"}
 FP16_MODEL = {"resnet18": "resnet18_graph_fp16"}
 # The concurrency rows: served model -> how it is served.
 CONCURRENCY = {"resnet18": "eager, 1 instance", "resnet18_graph": "CUDA graph, 1 instance",
@@ -190,6 +195,8 @@ def daemon_systems(b: Bench, w: Workload, x: np.ndarray) -> dict[str, tuple[Call
         "daemon_graph_zero_copy": (zero_copy_call(graph, model, feed), graph),
         "daemon_graph_zero_copy_spin": (zero_copy_call(spin, model, feed), spin),
     }
+    blocking = b.client.model(BLOCKING_MODEL[w.model])
+    systems["daemon_graph_zero_copy_block"] = (zero_copy_call(blocking, model, feed), blocking)
     if w.model in FP16_MODEL:
         fp16 = b.client.model(FP16_MODEL[w.model])
         systems["daemon_graph_fp16_zero_copy"] = (zero_copy_call(fp16, model, feed), fp16)

@@ -198,7 +198,8 @@ class TensorRTBackend(Backend):
             graph.launch(stream)
         elif key in graphs:  # seen once, eagerly: its deferred updates are flushed; capture now
             self._execute(ctx, stream)
-            graphs[key] = cuda.Graph(stream, lambda: self._execute(ctx, stream))
+            with cuda.capture_guard.exclusive():  # alone among every instance's GPU work
+                graphs[key] = cuda.Graph(stream, lambda: self._execute(ctx, stream))
         else:
             self._execute(ctx, stream)
             if len(graphs) < _MAX_GRAPHS:

@@ -25,6 +25,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from trtd.daemon.system import cuda
+
 log = logging.getLogger("trtd.torch")
 
 # The batch sizes captured when the configuration names none (each capped by max_batch).
@@ -79,14 +81,18 @@ class GraphCache:
         for _ in range(_WARMUP_RUNS):
             shapes = run()
         stream.synchronize()
-        before = torch.cuda.memory_allocated(self._device)
         graph = torch.cuda.CUDAGraph()
         pool = self._pools.setdefault(key[0], torch.cuda.graph_pool_handle())
-        # thread_local: another instance's thread may allocate or synchronize meanwhile,
-        # which "global" mode would turn into a failed capture.
-        with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
-            shapes = run()
-        self.graph_bytes += max(torch.cuda.memory_allocated(self._device) - before, 0)
+        # Alone among every instance's GPU work (system/cuda.py CaptureGuard); thread_local
+        # besides, so that what another library thread does cannot fail it.
+        with cuda.capture_guard.exclusive():
+            torch.cuda.empty_cache()  # what torch.cuda.graph does first: measure after it
+            before = torch.cuda.memory_reserved(self._device)
+            with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
+                shapes = run()
+            # Reserved, not allocated: what the kernels used during capture went back to the
+            # graph's private pool, which keeps it for the replays.
+            self.graph_bytes += max(torch.cuda.memory_reserved(self._device) - before, 0)
         self._graphs[key] = _Captured(graph, shapes)
         log.info("captured a CUDA graph for shapes %s (%d graph(s), %d bytes in the pool)",
                  [shape for _, shape in key[1]], len(self._graphs), self.graph_bytes)

@@ -65,6 +65,9 @@ class ModelConfig:
     # Other batch sizes run eagerly; graph_batches [] = 1, 2, 4, 8 (up to max_batch).
     cuda_graphs: bool = False
     graph_batches: list[int] = field(default_factory=list)
+    # How a GPU instance's thread waits for its request to finish: "spin" (lowest latency, a
+    # CPU core busy for the whole run) or "block" (sleeps; waking it costs a scheduler round trip).
+    gpu_wait: str = "spin"
     # TensorRT: version-compatible engines that embed the lean runtime run host code
     # from the engine file; allow it only for engines you trust.
     allow_engine_host_code: bool = False
@@ -242,6 +245,8 @@ def validate_model(m: ModelConfig) -> None:
                for b in m.graph_batches):
         raise ConfigError(f"model '{m.name}': graph_batches must be batch sizes 1..{MAX_BATCH_LIMIT}, "
                           f"e.g. [1, 2, 4, 8], got {m.graph_batches!r}")
+    if m.gpu_wait not in ("spin", "block"):
+        raise ConfigError(f"model '{m.name}': gpu_wait must be \"spin\" or \"block\", got {m.gpu_wait!r}")
     if m.graph_batches and not m.cuda_graphs:
         raise ConfigError(f"model '{m.name}': graph_batches is set but cuda_graphs is not; add "
                           f"cuda_graphs = true")

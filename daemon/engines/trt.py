@@ -1,13 +1,18 @@
 """Finding TensorRT, and the one place where TensorRT versions differ.
 
-The runtime works with the full `tensorrt` module or with the lean runtime
-(`pip install tensorrt-lean-cu13`: module `tensorrt_lean`; from the bare
-wheels: `tensorrt_lean_bindings`), which runs version-compatible engines and
-weighs ~44 MB instead of gigabytes. Building needs the full module.
+Two libraries, one API shape:
+- TensorRT (library "tensorrt"): the full `tensorrt` module, or the lean runtime
+  (`pip install tensorrt-lean-cu13`: module `tensorrt_lean`; from the bare wheels:
+  `tensorrt_lean_bindings`), which runs version-compatible engines and weighs ~44 MB
+  instead of gigabytes. Building needs the full module and a GPU.
+- TensorRT for RTX (library "tensorrt-rtx", `pip install tensorrt-rtx-cu13`: module
+  `tensorrt_rtx`): builds without a GPU, ahead of time, for chosen compute capabilities, and
+  runs its engines on RTX-class GPUs only. Its engines and TensorRT's are not interchangeable.
 
-RUNTIME_API lists every runtime class member the backend uses; a CI test checks
-each against the real lean-runtime classes, so a rename in a TensorRT release
-shows up as a failing test, not as an AttributeError in production.
+RUNTIME_API lists every runtime class member the backend uses, RTX_RUNTIME_API adds what it
+uses of TensorRT-RTX only; CI checks each against the real lean-runtime and TensorRT-RTX
+classes, so a rename in a release shows up as a failing test, not as an AttributeError in
+production.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from types import ModuleType
 
 # Tried in this order: the full library can build and run; the lean runtime only runs.
 RUNTIME_MODULES = ("tensorrt", "tensorrt_lean", "tensorrt_lean_bindings")
+# TensorRT for RTX: never a stand-in for the above (nor they for it): its engines are its own.
+RTX_MODULE = "tensorrt_rtx"
 
 RUNTIME_API: dict[str, tuple[str, ...]] = {
     "Runtime": ("deserialize_cuda_engine", "engine_host_code_allowed", "get_plugin_registry"),
@@ -33,6 +40,27 @@ RUNTIME_API: dict[str, tuple[str, ...]] = {
     "DataType": ("FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL", "UINT8", "BF16"),
 }
 
+# What the backend and the builder use of TensorRT-RTX beyond RUNTIME_API: the runtime config
+# (CUDA graphs by the library's own strategy, the JIT kernels' runtime cache), the engine's
+# validity check (why an engine cannot run on this GPU), and the target compute capabilities.
+RTX_RUNTIME_API: dict[str, tuple[str, ...]] = {
+    **RUNTIME_API,
+    "Runtime": (*RUNTIME_API["Runtime"], "get_engine_validity"),
+    "ICudaEngine": (*RUNTIME_API["ICudaEngine"], "create_runtime_config"),
+    "IRuntimeConfig": ("create_runtime_cache", "set_runtime_cache", "get_runtime_cache",
+                       "cuda_graph_strategy", "dynamic_shapes_kernel_specialization_strategy"),
+    "IRuntimeCache": ("serialize", "deserialize"),
+    "CudaGraphStrategy": ("DISABLED", "WHOLE_GRAPH_CAPTURE"),
+    "EngineValidity": ("VALID", "SUBOPTIMAL", "INVALID"),
+    "EngineInvalidityDiagnostics": ("VERSION_MISMATCH", "UNSUPPORTED_CC", "OLD_CUDA_DRIVER",
+                                    "OLD_CUDA_RUNTIME", "INSUFFICIENT_GPU_MEMORY", "MALFORMED_ENGINE",
+                                    "CUDA_ERROR"),
+    "IBuilderConfig": ("num_compute_capabilities", "set_compute_capability", "get_compute_capability",
+                       "set_memory_pool_limit", "builder_optimization_level", "profiling_verbosity",
+                       "add_optimization_profile"),
+    "ComputeCapability": ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121"),
+}
+
 # TensorRT data types the protocol carries (BF16/FP8/INT4 tensors cannot cross the wire).
 _WIRE_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32",
                 "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
@@ -45,7 +73,7 @@ class TensorRTUnavailable(ImportError):
 @dataclass(frozen=True)
 class TensorRT:
     module: ModuleType
-    flavor: str  # "full" or "lean"
+    flavor: str  # "full", "lean" or "rtx"
 
     @property
     def version(self) -> str:
@@ -59,8 +87,13 @@ class TensorRT:
             return 0
 
     @property
+    def library(self) -> str:
+        """The library's name as the config and the cache write it."""
+        return "tensorrt-rtx" if self.flavor == "rtx" else "tensorrt"
+
+    @property
     def can_build(self) -> bool:
-        return self.flavor == "full" and hasattr(self.module, "Builder")
+        return self.flavor in ("full", "rtx") and hasattr(self.module, "Builder")
 
     def wire_dtype(self, trt_dtype) -> str:
         name = getattr(trt_dtype, "name", str(trt_dtype))
@@ -73,7 +106,9 @@ class TensorRT:
 
 
 def import_tensorrt(prefer: str = "any") -> TensorRT:
-    """The TensorRT runtime module; prefer "full" to require the builder."""
+    """The TensorRT runtime module; prefer "full" to require the builder, "rtx" for TensorRT-RTX."""
+    if prefer == "rtx":
+        return _import_rtx()
     errors = []
     for name in RUNTIME_MODULES:
         if prefer == "full" and name != "tensorrt":
@@ -90,10 +125,20 @@ def import_tensorrt(prefer: str = "any") -> TensorRT:
     raise TensorRTUnavailable(f"TensorRT is not installed here ({'; '.join(errors)}); {hint}")
 
 
-def missing_runtime_api(module: ModuleType) -> list[str]:
-    """Members of RUNTIME_API that `module` lacks (empty when the runtime has all we use)."""
+def _import_rtx() -> TensorRT:
+    try:
+        module = importlib.import_module(RTX_MODULE)
+    except Exception as exc:  # ImportError, or OSError from a missing shared library
+        raise TensorRTUnavailable(
+            f"TensorRT-RTX is not installed here ({RTX_MODULE}: {exc}); pip install \"trtd[rtx]\" "
+            f"(tensorrt-rtx-cu13, from PyPI: builds engines without a GPU, runs them on RTX GPUs)") from None
+    return TensorRT(module, "rtx")
+
+
+def missing_runtime_api(module: ModuleType, api: dict[str, tuple[str, ...]] = RUNTIME_API) -> list[str]:
+    """Members of `api` that `module` lacks (empty when the runtime has all we use)."""
     missing = []
-    for cls_name, members in RUNTIME_API.items():
+    for cls_name, members in api.items():
         cls = getattr(module, cls_name, None)
         if cls is None:
             missing.append(cls_name)
@@ -105,7 +150,9 @@ def missing_runtime_api(module: ModuleType) -> list[str]:
 def capturing_logger(trt, forward=None):
     """A TensorRT logger that keeps what TensorRT says (for error messages), optionally passing it on.
 
-    `messages`: the last warnings and errors; `errors`: the last errors.
+    `messages`: the last warnings and errors; `errors`: the last errors; `layers`: the builder's
+    per-layer report ("Layers:" then one line per engine layer, as the engine inspector words it;
+    said at VERBOSE level by a build with DETAILED profiling verbosity), "" if none was said.
     """
 
     class Logger(trt.ILogger):
@@ -113,9 +160,13 @@ def capturing_logger(trt, forward=None):
             trt.ILogger.__init__(self)
             self.messages: list[str] = []
             self.errors: list[str] = []
+            self.layers = ""
 
         def log(self, severity, msg):
             level = int(severity)
+            if str(msg).startswith("Layers:"):
+                # The one way to see an RTX engine's layers where its runtime cannot load it.
+                self.layers = str(msg)
             if level <= int(trt.ILogger.Severity.WARNING):
                 self.messages = (self.messages + [str(msg)])[-20:]
                 if forward is not None:

@@ -41,14 +41,17 @@ class HostInstance:
 
 
 class CudaInstance:
-    def __init__(self, backend: Backend, pinning: cuda.HostPinning, streams: cuda.StreamPool):
+    def __init__(self, backend: Backend, pinning: cuda.HostPinning, streams: cuda.StreamPool,
+                 gpu_wait: str = "spin"):
         self.backend = backend
         self.device = backend.device
         self._pinning = pinning
         self._streams = streams
         self.stream = streams.acquire(self.device)
-        # Four timing events give the H2D / compute / D2H split of every request.
-        self._marks = [cuda.Event(self.device, timing=True) for _ in range(4)]
+        # Four timing events give the H2D / compute / D2H split of every request; the thread
+        # waits on the last one, spinning or sleeping as the model's gpu_wait says.
+        self._marks = [cuda.Event(self.device, timing=True, blocking=(i == 3 and gpu_wait == "block"))
+                       for i in range(4)]
         self._buffers: dict[str, cuda.DeviceBuffer] = {}
         self._limits = {spec.name: spec.max_nbytes for spec in list(backend.inputs) + list(backend.outputs)}
         try:
@@ -76,7 +79,8 @@ class CudaInstance:
         cuda.use_device(self.device)
         self._pinning.pin(region.address, region.nbytes, self.device)  # once per region
         try:
-            return self._run(inputs, outputs)
+            with cuda.capture_guard.shared():  # a CUDA graph capture elsewhere runs alone
+                return self._run(inputs, outputs)
         except BaseException:
             # Copies may still be queued: let them finish before the error reply lets the
             # client rewrite or release the region (and before its memory is unregistered).
@@ -131,13 +135,13 @@ Instance = Union[HostInstance, CudaInstance]
 
 
 def make_instances(backend: Backend, count: int, pinning: cuda.HostPinning,
-                   streams: cuda.StreamPool) -> list[Instance]:
+                   streams: cuda.StreamPool, gpu_wait: str = "spin") -> list[Instance]:
     if backend.device is None:
         return [HostInstance(backend) for _ in range(count)]
     instances: list[Instance] = []
     try:
         for _ in range(count):
-            instances.append(CudaInstance(backend, pinning, streams))
+            instances.append(CudaInstance(backend, pinning, streams, gpu_wait))
     except BaseException:
         for instance in instances:
             instance.close()

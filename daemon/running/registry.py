@@ -142,7 +142,7 @@ class ModelRegistry:
             backend = open_first(config, plan)
             try:
                 executor = Executor(config.name, make_instances(backend, config.instances, self.pinning,
-                                                                self.streams),
+                                                                self.streams, config.gpu_wait),
                                     config.max_queue, self.completions)
             except BaseException:
                 backend.close()

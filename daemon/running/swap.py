@@ -181,7 +181,7 @@ class EngineSwapper(threading.Thread):
         try:
             model.build = "comparing"
             instances = make_instances(candidate, config.instances, self.registry.pinning,
-                                       self.registry.streams)
+                                       self.registry.streams, config.gpu_wait)
             result = compare(reference, instances[0], config.compare_samples, tol[0], tol[1],
                              self.registry.pinning, shapes or None, inputs=real, max_rel_l2=rel_l2)
             self._check()

@@ -10,9 +10,10 @@ GPU imports this module fine and only fails when a GPU model is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 try:  # cuda-python is an optional extra: `pip install "trtd[cuda]"`
     from cuda.bindings import runtime as _rt
@@ -175,10 +176,14 @@ class StreamPool:
 
 
 class Event:
-    def __init__(self, device: int, timing: bool = False):
+    def __init__(self, device: int, timing: bool = False, blocking: bool = False):
+        """blocking: synchronize() sleeps until the event completes instead of spinning (the
+        CPU is free meanwhile; waking costs the thread a scheduler round trip)."""
         use_device(device)
         self.device = device
         flags = _rt.cudaEventDefault if timing else _rt.cudaEventDisableTiming
+        if blocking:
+            flags |= _rt.cudaEventBlockingSync
         self.handle = check(_rt.cudaEventCreateWithFlags(flags), "cudaEventCreateWithFlags")
 
     def record(self, stream: Stream) -> None:
@@ -211,6 +216,60 @@ class DeviceBuffer:
             use_device(self.device)
             check(_rt.cudaFree(self.ptr), "cudaFree")
             self.ptr = 0
+
+
+class CaptureGuard:
+    """GPU work of every instance runs shared; a CUDA graph capture runs alone.
+
+    While one thread captures, work another thread starts can break the capture or fail itself
+    ("operation not permitted when stream is capturing", seen with two instances of one
+    TorchScript model: the second instance's first use of a kernel loads its module lazily,
+    and cuBLAS sets up its workspace, while the first captures). Captures happen once per
+    instance and batch size, so making them wait for running work, and new work wait for them,
+    costs nothing in the steady state; each request pays two uncontended lock round trips.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._waiting = 0      # threads waiting to capture: new shared work waits behind them
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """For a thread inside shared(): gives its slot up while it captures, takes it back after."""
+        with self._cond:
+            self._waiting += 1
+            self._shared -= 1
+            self._cond.notify_all()
+            while self._exclusive or self._shared:
+                self._cond.wait()
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._shared += 1
+                self._cond.notify_all()
+
+
+# One per process: captures must be alone among every model's GPU work, not only their own.
+capture_guard = CaptureGuard()
 
 
 class Graph:
