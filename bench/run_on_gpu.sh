@@ -2,7 +2,8 @@
 # One call on a lent GPU machine (see the device tool's README): install trtd and
 # the pyzmq wheel carried in .whl/, run the GPU tests and the CPU suite, then the
 # GPU benchmark. Everything it prints also goes to $OUT.
-#   usage (repository root): OUT=/some/dir bash bench/run_on_gpu.sh [--bench-only|--tests-only|--harness-only]
+#   usage (repository root): OUT=/some/dir bash bench/run_on_gpu.sh [--bench-only|--tests-only|--harness-only|--gpu-and-bench]
+#   --gpu-and-bench: the GPU tests and the benchmark, without the whole CPU suite.
 set -u
 OUT=${OUT:-/tmp/trtd-gpu-out}
 mkdir -p "$OUT"
@@ -26,9 +27,11 @@ if [ "${1:-}" = "--harness-only" ]; then
 fi
 if [ "${1:-}" != "--bench-only" ]; then
   $PY -m pytest -p no:cacheprovider -m gpu -v -rs tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.log"
-  # The whole log is kept: a failure's name and traceback must survive (a tail once lost them).
-  $PY -m pytest -p no:cacheprovider -q -rfEs tests > "$OUT/all-tests-full.log" 2>&1
-  tail -n 40 "$OUT/all-tests-full.log" | tee "$OUT/all-tests.log"
+  if [ "${1:-}" != "--gpu-and-bench" ]; then
+    # The whole log is kept: a failure's name and traceback must survive (a tail once lost them).
+    $PY -m pytest -p no:cacheprovider -q -rfEs tests > "$OUT/all-tests-full.log" 2>&1
+    tail -n 40 "$OUT/all-tests-full.log" | tee "$OUT/all-tests.log"
+  fi
 fi
 if [ "${1:-}" != "--tests-only" ]; then
   $PY -m trtd.bench.gpu --json "$OUT/gpu-bench.json" --markdown "$OUT/gpu-bench.md" 2>&1 | tee "$OUT/gpu-bench.log"
