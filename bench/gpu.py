@@ -67,7 +67,12 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "resnet18_graph_block": ("resnet18", {"max_batch": 8, "cuda_graphs": True, "graph_batches": [1, 8],
                                           "gpu_wait": "block"}),
     "volume3d_graph_block": ("volume3d", {"cuda_graphs": True, "graph_batches": [1], "gpu_wait": "block"}),
+    # The same graphs, the socket loop polling 300 µs for the client's next request before it sleeps.
+    "resnet18_graph_idle_spin": ("resnet18", {"max_batch": 8, "cuda_graphs": True, "graph_batches": [1, 8],
+                                              "idle_spin_us": 300}),
+    "volume3d_graph_idle_spin": ("volume3d", {"cuda_graphs": True, "graph_batches": [1], "idle_spin_us": 300}),
 }
+IDLE_SPIN_MODEL = {"resnet18": "resnet18_graph_idle_spin", "volume3d": "volume3d_graph_idle_spin"}
 GRAPH_MODEL = {"resnet18": "resnet18_graph", "volume3d": "volume3d_graph"}
 BLOCKING_MODEL = {"resnet18": "resnet18_graph_block", "volume3d": "volume3d_graph_block"}
 FP16_MODEL = {"resnet18": "resnet18_graph_fp16"}
@@ -197,6 +202,10 @@ def daemon_systems(b: Bench, w: Workload, x: np.ndarray) -> dict[str, tuple[Call
     }
     blocking = b.client.model(BLOCKING_MODEL[w.model])
     systems["daemon_graph_zero_copy_block"] = (zero_copy_call(blocking, model, feed), blocking)
+    idle_spin = b.client.model(IDLE_SPIN_MODEL[w.model])
+    systems["daemon_graph_zero_copy_idle_spin"] = (zero_copy_call(idle_spin, model, feed), idle_spin)
+    both = b.spin_client.model(IDLE_SPIN_MODEL[w.model])
+    systems["daemon_graph_zero_copy_both_spin"] = (zero_copy_call(both, model, feed), both)
     if w.model in FP16_MODEL:
         fp16 = b.client.model(FP16_MODEL[w.model])
         systems["daemon_graph_fp16_zero_copy"] = (zero_copy_call(fp16, model, feed), fp16)

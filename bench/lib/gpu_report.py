@@ -36,13 +36,19 @@ SYSTEMS: dict[str, str] = {
                                    "with spin_us=2000 (busy-polls up to 2 ms for the reply)",
     "daemon_graph_zero_copy_block": "handle.run_zero_copy() on the cuda_graphs model served with "
                                     "gpu_wait = \"block\" (the daemon sleeps on the GPU's completion)",
+    "daemon_graph_zero_copy_idle_spin": "handle.run_zero_copy() on the cuda_graphs model served with "
+                                        "idle_spin_us = 300 (the socket loop polls 300 µs for the next "
+                                        "request before it sleeps)",
+    "daemon_graph_zero_copy_both_spin": "the idle_spin_us = 300 model from the spin_us=2000 Client: "
+                                        "neither side sleeps between requests",
 }
 # The in-process row a daemon row's overhead is taken against: the same computation.
 REFERENCE = {
     "daemon_copy": "in_process", "daemon_zero_copy": "in_process",
     "daemon_graph_copy": "in_process_graph", "daemon_graph_zero_copy": "in_process_graph",
     "daemon_graph_zero_copy_spin": "in_process_graph", "daemon_graph_fp16_zero_copy": "in_process_graph_fp16",
-    "daemon_graph_zero_copy_block": "in_process_graph",
+    "daemon_graph_zero_copy_block": "in_process_graph", "daemon_graph_zero_copy_idle_spin": "in_process_graph",
+    "daemon_graph_zero_copy_both_spin": "in_process_graph",
 }
 FP32_CHECK = 1e-5   # an FP32 row's rel. L2 above this is flagged in the table
 FP32_FAIL = 1e-4    # an FP32 daemon row above this fails the run (exit status 1)

@@ -106,6 +106,7 @@ class TorchBackend(Backend):
             s.max_nbytes = self._nbytes(s.shape, s.dtype)
         self.inputs = specs
         self.outputs = self._probe_outputs()
+        self._external: dict[int, object] = {}  # instance stream pointer -> torch's view of it
         self._graphs: GraphCache | None = None
         if cuda_graphs and device is not None:
             batches = graph_batches or tuple(b for b in DEFAULT_GRAPH_BATCHES if b <= max(self.max_batch, 1))
@@ -174,7 +175,10 @@ class TorchBackend(Backend):
                 tensors = [torch.from_numpy(_host_array(t.address, t.shape, t.dtype)) for t in inputs]
                 results = self._run_module(tensors)
                 return self._write_host(results, outputs)
-            external = torch.cuda.ExternalStream(stream.ptr, device=self._torch_device)
+            external = self._external.get(stream.ptr)
+            if external is None:  # one per instance stream: making one costs µs per request
+                external = self._external[stream.ptr] = torch.cuda.ExternalStream(
+                    stream.ptr, device=self._torch_device)
             with torch.cuda.stream(external):
                 if self._graphs is not None:
                     shapes = self._through_graph(stream.ptr, external, inputs, outputs)

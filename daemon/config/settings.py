@@ -68,6 +68,11 @@ class ModelConfig:
     # How a GPU instance's thread waits for its request to finish: "spin" (lowest latency, a
     # CPU core busy for the whole run) or "block" (sleeps; waking it costs a scheduler round trip).
     gpu_wait: str = "spin"
+    # After answering a request of this model, the socket loop keeps polling for the next
+    # request this long (µs) before it sleeps: a client that sends again soon (a loop) does not
+    # wait for the daemon's thread to wake (70-150 µs on a server; more in a VM). Costs up to
+    # this much CPU per request when no request comes. 0: sleep at once.
+    idle_spin_us: int = 0
     # TensorRT: version-compatible engines that embed the lean runtime run host code
     # from the engine file; allow it only for engines you trust.
     allow_engine_host_code: bool = False
@@ -77,6 +82,10 @@ class ModelConfig:
     # is built in the background, compared with ONNX Runtime, then swapped in.
     swap: str = "auto"                    # "auto" | "off" (stay on ONNX Runtime)
     engine_builder: str = "tensorrt"      # or "onnxruntime": an optimized ONNX model (no GPU needed)
+    # Which TensorRT builds and runs the engine: "tensorrt" (any GPU TensorRT supports: datacenter
+    # too), "tensorrt-rtx" (TensorRT for RTX: RTX GPUs, engines built ahead of time without a GPU),
+    # or "auto": from what is installed and the GPU (engines/library.py; status says which and why).
+    engine_library: str = "auto"
     profiles: list[str] = field(default_factory=list)  # one per profile: "x:MIN,OPT,MAX;y:..."
     workspace_mib: int = 0
     opt_level: int = 3
@@ -225,6 +234,14 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model '{m.name}': swap must be \"auto\" or \"off\", got {m.swap!r}")
     if m.engine_builder not in ("tensorrt", "onnxruntime"):
         raise ConfigError(f"model '{m.name}': engine_builder must be \"tensorrt\" or \"onnxruntime\"")
+    if m.engine_library not in ("auto", "tensorrt", "tensorrt-rtx"):
+        raise ConfigError(f"model '{m.name}': engine_library must be \"auto\", \"tensorrt\" or "
+                          f"\"tensorrt-rtx\", got {m.engine_library!r}"
+                          f"{did_you_mean(m.engine_library, ('auto', 'tensorrt', 'tensorrt-rtx'))}")
+    if m.engine_library == "tensorrt-rtx" and (m.hardware_compatible or m.version_compatible):
+        raise ConfigError(f"model '{m.name}': engine_library = \"tensorrt-rtx\" with hardware_compatible "
+                          f"or version_compatible: those are TensorRT options; a TensorRT-RTX engine "
+                          f"runs on every RTX GPU of its targets already")
     if m.precision not in ("", "fp16", "int8"):
         raise ConfigError(f"model '{m.name}': precision must be \"fp16\" or \"int8\", got {m.precision!r}")
     if m.backend == "torch" and m.precision not in ("", "fp16"):
@@ -245,6 +262,8 @@ def validate_model(m: ModelConfig) -> None:
                for b in m.graph_batches):
         raise ConfigError(f"model '{m.name}': graph_batches must be batch sizes 1..{MAX_BATCH_LIMIT}, "
                           f"e.g. [1, 2, 4, 8], got {m.graph_batches!r}")
+    if not 0 <= m.idle_spin_us <= 10_000:
+        raise ConfigError(f"model '{m.name}': idle_spin_us must be 0..10000 (µs), got {m.idle_spin_us}")
     if m.gpu_wait not in ("spin", "block"):
         raise ConfigError(f"model '{m.name}': gpu_wait must be \"spin\" or \"block\", got {m.gpu_wait!r}")
     if m.graph_batches and not m.cuda_graphs:

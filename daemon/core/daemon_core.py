@@ -96,6 +96,9 @@ class DaemonCore:
         self.started = time.monotonic()
         self.stop = stop if stop is not None else StopState()
         self.in_flight = InFlight()
+        # How long the socket loop should keep polling before it sleeps, set by the requests
+        # answered since it last asked (the models' idle_spin_us): read and reset by its driver.
+        self.spin_ns = 0
         self._authorize = authorize
         # The model configurations read from the config file, as read (the registry's copies
         # get filled in while loading): a reload compares against these.
@@ -218,6 +221,9 @@ class DaemonCore:
         self.in_flight.end(job)
         if not region_in_use:
             self.regions.checkin(job.region)
+        spin_ns = job.model.config.idle_spin_us * 1000
+        if spin_ns > self.spin_ns:
+            self.spin_ns = spin_ns
         stats = job.model.stats
         if done.error is not None:
             stats.record_error()

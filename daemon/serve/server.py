@@ -244,7 +244,7 @@ class Server:
         _READS_PER_TURN, so that a client flooding the socket cannot keep finished work,
         timers and a stop from being looked at)."""
         core, _ = self._started()
-        if poller.poll(tick_ms):
+        if self._wait(core, poller, tick_ms):
             for answer in core.step():
                 self._send(sock, answer)
             for _ in range(_READS_PER_TURN):
@@ -253,6 +253,18 @@ class Server:
                 if not self.stop.reading or not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                     break
                 self._serve_one(core, sock, sock.recv_multipart(zmq.NOBLOCK))
+
+    @staticmethod
+    def _wait(core: DaemonCore, poller: zmq.Poller, tick_ms: int) -> bool:
+        """Whether something is ready: polled busily first for as long as the requests just
+        answered ask (their models' idle_spin_us), then asleep for up to tick_ms."""
+        spin_ns, core.spin_ns = core.spin_ns, 0
+        if spin_ns:
+            clock, end = time.perf_counter_ns, time.perf_counter_ns() + spin_ns
+            while clock() < end:
+                if poller.poll(0):
+                    return True
+        return bool(poller.poll(tick_ms))
 
     def _drain(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int) -> None:
         """Answer the requests already running or queued (new work is refused) until none is

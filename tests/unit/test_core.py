@@ -287,3 +287,16 @@ def test_finish_refuses_what_is_not_finished_work(make_core):
     with pytest.raises(TypeError, match="unknown finished work"):
         core.finish(object())  # type: ignore[arg-type]
     assert isinstance(RequestDone.__dataclass_fields__["kind"].default, str)
+
+
+def test_answering_a_model_with_idle_spin_asks_the_loop_to_keep_polling(make_core):
+    core = make_core(ModelConfig(name="demo", path="builtin:demo", idle_spin_us=300),
+                     ModelConfig(name="quiet", path="builtin:demo"))
+    d = Driver(core)
+    d.hello()
+    region = d.ok(m.Lease(client_id=d.client_id, nbytes=4096)).region
+    x = np.zeros((1, 64), np.float32)
+    d.ok(_infer(d, region, x, model="quiet"))
+    assert core.spin_ns == 0
+    d.ok(_infer(d, region, x, model="demo"))
+    assert core.spin_ns == 300_000  # the socket loop reads and resets it before it sleeps
