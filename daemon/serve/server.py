@@ -22,6 +22,7 @@ from trtd.protocol import MAX_REQUEST_BYTES, resolve_endpoint
 from trtd.protocol.endpoint import ipc_path, runtime_dir
 
 from trtd.daemon.system import platform
+from trtd.daemon.serve import routing_ids
 from trtd.daemon.serve.access import AccessPolicy, Gate
 from trtd.daemon.config.settings import ConfigError, DaemonConfig
 from trtd.daemon.core.daemon_core import Answer, DaemonCore
@@ -104,6 +105,9 @@ class Server:
         return text
 
     def _bind(self) -> None:
+        if not routing_ids.seed():  # before the ROUTER: its automatic ids start at rand()
+            log.warning("cannot seed libzmq's routing ids here: a local peer that guesses them can "
+                        "abort the daemon (see `trtd doctor`)")
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.ROUTER)
         # A peer sending a larger frame is disconnected by libzmq before the
