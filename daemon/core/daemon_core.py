@@ -179,12 +179,28 @@ class DaemonCore:
         for item in self.completions.drain():
             try:
                 answer = self.finish(item)
-            except Exception:  # one bad completion must not lose the others
+            except Exception as exc:  # one bad completion must not lose the others
                 log.exception("finishing a request, an engine swap or a model load failed")
-                continue
+                answer = self._failed(item, exc)
             if answer is not None:
                 answers.append(answer)
         return answers
+
+    def _failed(self, item: Finished, exc: Exception) -> Answer | None:
+        """The answer for work whose finishing failed (a daemon bug): its caller still gets one."""
+        caller = None
+        if isinstance(item, RequestDone) and item.job in self.in_flight:
+            self.in_flight.end(item.job)
+            caller = Caller(item.job.identity, item.job.request_id)
+        elif isinstance(item, ModelLoaded) and item.answer is not None and item in self.in_flight:
+            self.in_flight.end(item)
+            caller = item.answer
+        if caller is None:
+            return None
+        return Answer(caller.identity, caller.request_id, encode_error(
+            caller.request_id, ErrorCode.INTERNAL,
+            f"internal error in the daemon ({type(exc).__name__}: {exc}); please report it with "
+            f"the daemon log"))
 
     def _handle(self, request: m.Request, call: Call) -> Handled:
         if self.stop.draining:

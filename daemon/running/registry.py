@@ -94,6 +94,24 @@ def retire(model: ServedModel, retiring: set[Executor]) -> None:
         retire_in_background(model.executor, model.backend, model.name, retiring)
 
 
+# The largest tensor a model may declare: beyond it, sizes stop being exact in a double (and a
+# client in JavaScript or a JSON log would round them) long before any machine could hold one;
+# a model declaring more has a wrong shape, e.g. a dimension of 2**62.
+MAX_TENSOR_BYTES = 2**53
+
+
+def io_problem(backend: Backend) -> str | None:
+    """Why the model's inputs and outputs cannot be served as declared, or None."""
+    for kind, specs in (("input", backend.inputs), ("output", backend.outputs)):
+        for spec in specs:
+            if spec.max_nbytes > MAX_TENSOR_BYTES:
+                return (f"{kind} {spec.name!r} declares {spec.dtype}{list(spec.shape)}: "
+                        f"{spec.max_nbytes} bytes at its largest (max_batch {backend.max_batch}), "
+                        f"more than any region can hold (limit {MAX_TENSOR_BYTES}); fix the model's "
+                        f"shape or lower max_batch")
+    return None
+
+
 def model_io(model: ServedModel, backend: Backend) -> None:
     model.inputs = {s.name: (s, np.dtype(s.dtype)) for s in backend.inputs}
     model.outputs = {s.name: (s, np.dtype(s.dtype)) for s in backend.outputs}
@@ -154,6 +172,12 @@ class ModelRegistry:
                 reason = f"{type(exc).__name__}: {exc}"
             log.error("model %s failed to load: %s", config.name, reason)
             return ServedModel(config=config, backend=None, state="failed", error=reason)
+        problem = io_problem(backend)
+        if problem:  # the model's own declaration: every description of it would fail to encode
+            executor.close()
+            backend.close()
+            log.error("model %s failed to load: %s", config.name, problem)
+            return ServedModel(config=config, backend=None, state="failed", error=problem)
         model = ServedModel(config=config, backend=backend, state="ready", executor=executor,
                             served_by=backend.kind, source=plan.source)
         model_io(model, backend)
