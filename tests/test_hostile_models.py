@@ -58,3 +58,46 @@ def test_a_configured_absurd_model_is_failed_in_status_and_the_rest_serve(tmp_pa
             assert c.infer("demo", np.zeros((1, 64), np.float32)).shape == (1, 10)
     finally:
         assert d.stop() == 0, d.log()
+
+
+def test_unload_and_reload_answer_at_once_while_the_models_queue_is_held(tmp_path):
+    """Issue 17.6: with requests held on a two-instance model, `unload` (and a reload that drops
+    the model) used to block the socket thread until the queue drained (9.2 s measured, the
+    watchdog at risk). Held requests here never finish until the test opens them, so a daemon
+    that waited would not answer at all; every held request is answered once opened."""
+    from daemon_process import serving, wait_until
+    from held_requests import HeldRequest
+    from slow_models import held
+
+    held(tmp_path / "held.onnx")
+    base = '[models.demo]\npath = "builtin:demo"\n'
+    with_held = base + '[models.held]\npath = "held.onnx"\ninstances = 2\nmax_queue = 8\nintra_op_threads = 1\n'
+    with serving(tmp_path, with_held, name="u") as d:
+        x = np.ones((2, 16), np.float32)
+        for drop in ("unload", "reload"):
+            clients = [Client(d.endpoint) for _ in range(4)]
+            admin = Client(d.endpoint, timeout=10)
+            try:
+                if drop == "reload":
+                    (tmp_path / "u.toml").write_text(with_held)
+                    admin.reload()
+                    admin.model("held")  # waits until it is in again
+                requests = [HeldRequest(c, x, request_id=50 + i) for i, c in enumerate(clients)]
+                assert wait_until(lambda: next((s.in_flight for s in admin.status().models
+                                                if s.name == "held"), 0) == 4, timeout=30)
+                if drop == "unload":
+                    admin.unload("held")  # answered although 2 requests run and 2 wait
+                else:
+                    (tmp_path / "u.toml").write_text(base)
+                    assert admin.reload().unloaded == ["held"]
+                assert admin.infer("demo", np.zeros((1, 64), np.float32)).shape == (1, 10)
+                assert "held" not in [s.name for s in admin.status().models]
+                for request in requests:
+                    request.open()
+                for request in requests:  # none is lost: each finishes and is answered
+                    reply = request.reply(timeout_s=30)
+                    assert "error" not in reply, reply
+                    np.testing.assert_allclose(request.y(), np.tanh(x), rtol=1e-6)
+            finally:
+                for c in clients + [admin]:
+                    c.close()

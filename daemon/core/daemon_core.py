@@ -482,7 +482,7 @@ class DaemonCore:
         return PENDING
 
     def _unload(self, req: m.Unload, call: Call):
-        self.models.unload(req.name)
+        self.models.unload(req.name, background=True)
         self._configured.pop(req.name, None)  # the config file decides again at the next reload
         return m.UnloadReply()
 
@@ -511,7 +511,7 @@ class DaemonCore:
             if name not in wanted:
                 del self._configured[name]
                 if name in self.models.names():
-                    self.models.unload(name)
+                    self.models.unload(name, background=True)
                     reply.unloaded.append(name)
         current = set(self.models.names())
         for name, config in wanted.items():

@@ -58,18 +58,23 @@ class ServedModel:
         )
 
 
-def _retire(executor: Executor, backend: Backend, retiring: set[Executor] | None = None) -> None:
+def _retire(executor: Executor, backend: Backend, retiring: set[Executor] | None = None,
+            swapper: EngineSwapper | None = None) -> None:
+    if swapper is not None:
+        swapper.cancel()  # its build uses the backend closed below: it ends first
     executor.close()
     backend.close()
     if retiring is not None:
         retiring.discard(executor)
 
 
-def retire_in_background(executor: Executor, backend: Backend, name: str, retiring: set[Executor]) -> None:
-    """Close a replaced executor once its queued requests have run, on its own thread (the
-    socket loop does not wait); `retiring` keeps it in sight of a stop until then."""
+def retire_in_background(executor: Executor, backend: Backend, name: str, retiring: set[Executor],
+                         swapper: EngineSwapper | None = None) -> None:
+    """Close a replaced or unloaded executor once its queued requests have run, on its own
+    thread (the socket loop never waits for a queue to drain or a build to stop); `retiring`
+    keeps it in sight of a stop until then."""
     retiring.add(executor)
-    threading.Thread(target=_retire, args=(executor, backend, retiring), daemon=True,
+    threading.Thread(target=_retire, args=(executor, backend, retiring, swapper), daemon=True,
                      name=f"trtd-retire-{name}").start()
 
 
@@ -82,16 +87,18 @@ def discard(model: ServedModel | EngineReady) -> None:
 
 
 def retire(model: ServedModel, retiring: set[Executor]) -> None:
-    """Close a model that is no longer served: its queued requests drain on their own threads,
-    so the socket loop does not wait for them; an inline executor has nothing running."""
-    if model.swapper is not None:
-        model.swapper.cancel()
+    """Close a model that is no longer served without making the socket loop wait: its queued
+    requests drain and its engine build stops on a thread of their own; an inline executor with
+    no build has nothing running and closes now."""
+    swapper, model.swapper = model.swapper, None
     if model.executor is None or model.backend is None:
+        if swapper is not None:
+            swapper.cancel(wait=False)  # nothing of its model is left to close after it
         return
-    if model.executor.inline:
+    if model.executor.inline and swapper is None:
         discard(model)
     else:
-        retire_in_background(model.executor, model.backend, model.name, retiring)
+        retire_in_background(model.executor, model.backend, model.name, retiring, swapper)
 
 
 # The largest tensor a model may declare: beyond it, sizes stop being exact in a double (and a
@@ -269,10 +276,16 @@ class ModelRegistry:
             )
         return model
 
-    def unload(self, name: str, wait: bool = True) -> bool:
-        """False when wait=False left a running request's model open (see Executor.close)."""
+    def unload(self, name: str, wait: bool = True, background: bool = False) -> bool:
+        """Stop serving `name`. background: return at once, its queued requests finishing (and
+        being answered) and its build stopping on their own thread (the `unload` op, a reload:
+        the socket loop must not wait for a queue of long requests). Otherwise close it here;
+        False when wait=False left a running request's model open (see Executor.close)."""
         model = self.get(name)
         del self._models[name]
+        if background:
+            retire(model, self._retiring)
+            return True
         if model.swapper is not None:
             model.swapper.cancel()  # stops the build; it uses the backend closed below
         if model.executor is not None and not model.executor.close(wait):  # waits for its requests
