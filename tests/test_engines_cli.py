@@ -111,20 +111,21 @@ def test_two_processes_build_one_engine_once(tmp_path):
 
 
 def _can_build_tensorrt() -> bool:
+    """The full TensorRT (not TensorRT-RTX, which builds anywhere it is installed)."""
     from trtd.daemon.commands.engines import tensorrt_build_problem
 
-    return tensorrt_build_problem("m.onnx", 0) is None
+    return tensorrt_build_problem("m.onnx", 0, "tensorrt") is None
 
 
 @pytest.mark.skipif(_can_build_tensorrt(), reason="this machine can build TensorRT engines")
 def test_trtd_build_where_tensorrt_cannot_build_says_what_is_missing_and_what_works(tmp_path):
     model = str(builtin_model_path("demo"))
-    out = _trtd("build", model, "--profile", "x:1x64,4x64,8x64", cache=tmp_path)
+    out = _trtd("build", model, "--library", "tensorrt", "--profile", "x:1x64,4x64,8x64", cache=tmp_path)
     assert out.returncode == 1 and out.stdout == ""
     lines = out.stderr.splitlines()
     assert lines[0] == "trtd build: a TensorRT engine cannot be built on this machine. Missing:"
     missing = [line for line in lines if line.startswith("  - ")]
-    assert missing and all(("TensorRT library" in m or "GPU" in m) for m in missing)
+    assert missing and all(("TensorRT library" in m or "GPU" in m or "TensorRT-RTX" in m) for m in missing)
     assert any(line.split() == ["trtd", "build", model, "--builder", "onnxruntime", *line.split()[5:]]
                for line in lines)
     assert any(line.strip().startswith(f"trtd serve --model NAME={model}") for line in lines)
@@ -134,7 +135,7 @@ def test_trtd_build_where_tensorrt_cannot_build_says_what_is_missing_and_what_wo
 
 
 def test_a_wrong_profile_and_a_machine_that_cannot_build_are_reported_together(tmp_path):
-    out = _trtd("build", str(builtin_model_path("resnet18")), "--profile",
+    out = _trtd("build", str(builtin_model_path("resnet18")), "--library", "tensorrt", "--profile",
                 "x:1x3x256x256,2x3x256x256,4x3x256x256", cache=tmp_path)
     assert out.returncode == 1 and out.stderr.startswith("trtd build: profile 0: input 'x' dimension 2 "
                                                          "is fixed at 224")

@@ -9,6 +9,8 @@ models are those of `--config PATH`, else of the default config file (`trtd conf
 Support matrix (what trtd is written for; the README says what was verified where):
   - TensorRT 10.x with CUDA 12 (driver R525+), TensorRT 11.x with CUDA 13 (driver R580+);
   - the lean runtime (`tensorrt-lean-cu12` / `-cu13`) runs version-compatible engines only;
+  - TensorRT for RTX 1.x (`tensorrt-rtx-cu13`, CUDA 13, driver R580+): builds without a GPU,
+    runs on RTX GPUs (compute capability 7.5, 8.0, 8.6, 8.9, 12.0, 12.1) only;
   - cuda-python 12.x or 13.x matching the driver's CUDA major;
   - ONNX Runtime (CPU, or onnxruntime-gpu for its CUDA/TensorRT providers).
 """
@@ -28,8 +30,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from trtd.daemon.config.settings import ModelConfig
 
-# The optional parts a model can need. "gpu": cuda-python, a driver and a device.
+# The optional parts a model can need. "gpu": cuda-python, a driver and a device. TENSORRT_BUILD:
+# a builder of either library (engine_library = "auto"); FULL_BUILD, RTX_BUILD: that library's.
 GPU, TENSORRT, TENSORRT_BUILD, ONNXRUNTIME, TORCH = "gpu", "tensorrt", "tensorrt-build", "onnxruntime", "torch"
+FULL_BUILD, RTX, RTX_BUILD = "tensorrt-full-build", "tensorrt-rtx", "tensorrt-rtx-build"
 
 
 @dataclass
@@ -90,17 +94,29 @@ def _tensorrt_use(m: ModelConfig) -> str | None:
     return TENSORRT_BUILD
 
 
+def _engine_library(m: ModelConfig) -> str:
+    """The configured library; for an engine file under "auto", the one its metadata names."""
+    if m.engine_library != "auto" or _tensorrt_use(m) != TENSORRT:
+        return m.engine_library
+    from trtd.daemon.engines.library import library_of_engine
+
+    return library_of_engine(m.path)
+
+
 def model_needs(m: ModelConfig) -> list[Need]:
     needs = []
     tensorrt = _tensorrt_use(m)
+    library = _engine_library(m) if tensorrt else ""
     if m.device >= 0:
         needs.append(Need(GPU, m.name, f"device {m.device}"))
     elif tensorrt:
         needs.append(Need(GPU, m.name, "backend tensorrt"))
     if tensorrt == TENSORRT:
-        needs.append(Need(TENSORRT, m.name, "runs a TensorRT engine"))
+        needs.append(Need(RTX, m.name, "runs a TensorRT-RTX engine") if library == "tensorrt-rtx"
+                     else Need(TENSORRT, m.name, "runs a TensorRT engine"))
     elif tensorrt == TENSORRT_BUILD:
-        needs.append(Need(TENSORRT_BUILD, m.name, "its TensorRT engine is built here"))
+        part = {"tensorrt": FULL_BUILD, "tensorrt-rtx": RTX_BUILD}.get(library, TENSORRT_BUILD)
+        needs.append(Need(part, m.name, "its TensorRT engine is built here"))
     if m.backend == "torch":
         needs.append(Need(TORCH, m.name, "backend torch"))
     elif tensorrt != TENSORRT:
@@ -184,7 +200,7 @@ def _driver_cuda_major() -> int | None:
 def probe_tensorrt() -> Probe:
     from trtd.daemon.engines.trt import TensorRTUnavailable, import_tensorrt
 
-    answers = (TENSORRT, TENSORRT_BUILD)
+    answers = (TENSORRT, TENSORRT_BUILD, FULL_BUILD)
     try:
         trt = import_tensorrt()
     except TensorRTUnavailable:
@@ -200,7 +216,27 @@ def probe_tensorrt() -> Probe:
         return Probe("tensorrt", answers, answers, f"{trt.version} ({trt.flavor}, can build)")
     return Probe("tensorrt", answers, (TENSORRT,), f"{trt.version} ({trt.flavor}, runtime only)",
                  "building engines needs the full tensorrt package (NVIDIA's index); or set "
-                 'engine_builder = "onnxruntime" or swap = "off" for the model')
+                 'engine_builder = "onnxruntime" or swap = "off" for the model, or (RTX GPUs) '
+                 'install TensorRT-RTX: pip install "trtd[rtx]"')
+
+
+def probe_tensorrt_rtx() -> Probe:
+    from trtd.daemon.engines.library import RTX_INSTALL, RTX_TARGETS
+    from trtd.daemon.engines.trt import TensorRTUnavailable, import_tensorrt
+
+    answers = (RTX, RTX_BUILD, TENSORRT_BUILD)
+    try:
+        rtx = import_tensorrt(prefer="rtx")
+    except TensorRTUnavailable:
+        return Probe("tensorrt-rtx", answers, (), "not installed", f"{RTX_INSTALL}; it runs on RTX GPUs only")
+    detail = (f"{rtx.version} ({rtx.cuda_build or 'CUDA ?'}): builds without a GPU; runs on "
+              f"{', '.join(RTX_TARGETS)} only")
+    driver_major = _driver_cuda_major()
+    if driver_major is not None and rtx.cuda_build == "cu13" and driver_major < 13:
+        return Probe("tensorrt-rtx", answers, (RTX_BUILD, TENSORRT_BUILD), f"{detail}; CUDA {driver_major} driver",
+                     "TensorRT-RTX for CUDA 13 runs on a CUDA 13 driver (R580+): update the driver, or "
+                     "install tensorrt-rtx-cu12")
+    return Probe("tensorrt-rtx", answers, answers, detail)
 
 
 def probe_onnxruntime() -> Probe:
@@ -228,7 +264,7 @@ def probe_shm() -> list[Probe]:
 
 
 def probe_machine() -> list[Probe]:
-    probes = probe_gpu() + [probe_tensorrt(), probe_onnxruntime(), probe_torch()]
+    probes = probe_gpu() + [probe_tensorrt(), probe_tensorrt_rtx(), probe_onnxruntime(), probe_torch()]
     if sys.platform == "win32":
         from trtd.service.tdr import describe_tdr
 
@@ -242,9 +278,12 @@ def probe_machine() -> list[Probe]:
 # -- the verdict -----------------------------------------------------------------------------------
 
 
-def judge(probe: Probe, needs: list[Need]) -> Check:
-    """A probe as a check: what is missing fails only when a configured model needs it."""
-    unmet = [n for n in needs if n.part in probe.answers and n.part not in probe.provides]
+def judge(probe: Probe, needs: list[Need], provided: set[str] | None = None) -> Check:
+    """A probe as a check: what is missing fails only when a configured model needs it and no
+    other probe provides it (`provided`: what all probes provide; a TensorRT builder, say, is
+    either library's)."""
+    provided = set(probe.provides) if provided is None else provided
+    unmet = [n for n in needs if n.part in probe.answers and n.part not in provided]
     if unmet:
         return Check(probe.name, False, probe.detail,
                      f"needed by {', '.join(n.text() for n in unmet)}: {probe.fix}")
@@ -261,9 +300,33 @@ def run_checks(config_path: str | None = None) -> list[Check]:
     config_check, needs = configured_needs(config_path)
     checks.append(config_check)
     probes = probe_machine()
-    checks += [judge(probe, needs) for probe in probes]
+    provided = {part for probe in probes for part in probe.provides}
+    checks += [judge(probe, needs, provided) for probe in probes]
+    checks += library_checks(config_path)
     gpu_present = any(probe.is_device for probe in probes)
     checks.append(verdict(checks, needs, gpu_present))
+    return checks
+
+
+def library_checks(config_path: str | None) -> list[Check]:
+    """Per model with a TensorRT engine: the library that builds or runs it here, and why; a
+    failure says exactly what this GPU lacks (a Hopper GPU with only TensorRT-RTX, say)."""
+    from trtd.daemon.config.settings import ConfigError, load_config
+    from trtd.daemon.engines import library as libraries
+
+    path = Path(config_path) if config_path else default_config_path()
+    try:
+        models = load_config(path).models if path else []
+    except (ConfigError, OSError):
+        return []  # the config line says why already
+    have, checks = libraries.installed(), []
+    for m in models:
+        use = _tensorrt_use(m)
+        if use is None:
+            continue
+        gpu = libraries.gpu_of(max(m.device, 0))
+        choice = libraries.choose(_engine_library(m), gpu, have, build=use == TENSORRT_BUILD, run=True)
+        checks.append(Check("library", not choice.problem, f"model '{m.name}': {choice.text()}", choice.problem))
     return checks
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -11,11 +12,12 @@ from trtd.daemon.engines.build import BuildJob, build, default_cache_root
 from trtd.daemon.engines.builders import BuildError, inspect_engine
 from trtd.daemon.engines.cache import CacheError, EngineCache
 from trtd.daemon.engines.fingerprint import BuildOptions
+from trtd.daemon.engines import library as libraries
 from trtd.daemon.engines.profiles import ProfileError, check_against_model, parse_profiles
 
 
 def add_build_parser(sub) -> None:
-    p = sub.add_parser("build", help="build a TensorRT engine from an ONNX model (cached per environment)")
+    p = sub.add_parser("build", help="build a TensorRT or TensorRT-RTX engine from an ONNX model (cached)")
     p.add_argument("onnx", help="the ONNX model")
     p.add_argument("--name", help="model name in the cache (default: the file's stem)")
     p.add_argument("--profile", action="append", default=[], metavar="NAME:MIN,OPT,MAX",
@@ -34,6 +36,12 @@ def add_build_parser(sub) -> None:
                    help="with --version-compatible: do not embed the lean runtime")
     p.add_argument("--builder", choices=["tensorrt", "onnxruntime"], default="tensorrt",
                    help="onnxruntime writes an optimized ONNX model (.onnx) instead: no TensorRT, no GPU")
+    p.add_argument("--library", choices=libraries.CHOICES, default="auto",
+                   help="tensorrt: for the GPU here (needs one); tensorrt-rtx: for RTX GPUs, built "
+                        "without a GPU; auto: from what is installed and the GPU (default)")
+    p.add_argument("--target", metavar="SM,...",
+                   help="TensorRT-RTX: the compute capabilities to build for, e.g. sm86,sm89,sm120 "
+                        f"(default {','.join(libraries.DEFAULT_RTX_TARGETS)}; known: {', '.join(libraries.RTX_TARGETS)})")
     p.add_argument("--device", type=int, default=0)
     p.add_argument("--inspect", action="store_true", help="print per-layer precision and tactics")
     p.add_argument("-o", "--output", help="also copy the result here")
@@ -79,6 +87,15 @@ def _missing_library() -> str | None:
     return None
 
 
+def choose_library(requested: str, device: int) -> libraries.LibraryChoice:
+    """The library `trtd build --library REQUESTED` builds with on this machine, and why. Under
+    "auto" with a GPU here the engine is for that GPU (so it must run there); without one, or
+    with --library tensorrt-rtx, it is for the RTX GPUs of its targets, wherever they are."""
+    gpu = libraries.gpu_of(device)
+    return libraries.choose(requested, gpu, libraries.installed(), build=True,
+                            run=requested == "auto" and gpu is not None, via="--library")
+
+
 def _missing_gpu(device: int) -> str | None:
     from trtd.daemon.system import cuda
 
@@ -93,32 +110,46 @@ def _missing_gpu(device: int) -> str | None:
     return None
 
 
-def tensorrt_build_problem(onnx: str, device: int) -> str | None:
-    """Why a TensorRT engine cannot be built here, and what works instead; None if it can."""
+def tensorrt_build_problem(onnx: str, device: int, library: str = "auto") -> str | None:
+    """Why an engine of `library` cannot be built here, and what works instead; None if it can."""
+    choice = choose_library(library, device)
+    if choice.library == libraries.RTX:
+        # TensorRT-RTX needs no GPU: only its absence, or (auto) a GPU it does not support with
+        # nothing else installed, stops it; the problem says what to install.
+        return f"a TensorRT-RTX engine cannot be built: {choice.problem}" if choice.problem else None
     missing = [m for m in (_missing_library(), _missing_gpu(device)) if m]
     if not missing:
         return None
     instead = [(f"trtd build {onnx} --builder onnxruntime", "an optimized ONNX model for the CPU, cached the same way"),
                (f"trtd serve --model NAME={onnx}", "serves the ONNX model with ONNX Runtime as it is")]
+    if libraries.installed().rtx:
+        instead.insert(0, (f"trtd build {onnx} --library tensorrt-rtx", "an engine for RTX GPUs, built without one"))
+    else:
+        missing.append(f"(or TensorRT-RTX, which builds engines for RTX GPUs without a GPU: {libraries.RTX_INSTALL})")
     width = max(len(command) for command, _ in instead)
     return "\n".join(["a TensorRT engine cannot be built on this machine. Missing:",
                       *(f"  - {m}" for m in missing), "What works without them:",
                       *(f"  {command.ljust(width)}   {what}" for command, what in instead)])
 
 
-def build_job(args: argparse.Namespace) -> BuildJob:
+def build_job(args: argparse.Namespace, library: str = libraries.TENSORRT) -> BuildJob:
     """The job `trtd build ARGS` asks for; for TensorRT, its profiles checked against the model."""
     profiles = parse_profiles(_profile_groups(args.profile))
     if args.builder == "tensorrt":
         check_against_model(profiles, _onnx_inputs(args.onnx))
+    rtx = args.builder == "tensorrt" and library == libraries.RTX
+    if args.target and not rtx:
+        raise ValueError("--target applies to TensorRT-RTX engines (--library tensorrt-rtx); a TensorRT "
+                         "engine is built for the GPU it is built on")
+    targets = libraries.parse_targets(args.target or libraries.DEFAULT_RTX_TARGETS) if rtx else ()
     options = BuildOptions(profiles=tuple(profiles), workspace_bytes=args.workspace * 2**20,
                            optimization_level=args.opt_level,
                            hardware_compatible=args.hardware_compatible,
                            version_compatible=args.version_compatible,
                            exclude_lean_runtime=args.exclude_lean_runtime,
-                           plugins=tuple(str(Path(p).resolve()) for p in args.plugin))
+                           plugins=tuple(str(Path(p).resolve()) for p in args.plugin), targets=targets)
     return BuildJob(model=args.name or Path(args.onnx).stem, onnx_path=args.onnx, options=options,
-                    builder=args.builder, cache_root=args.cache_dir,
+                    builder=libraries.RTX if rtx else args.builder, cache_root=args.cache_dir,
                     timing_cache=args.timing_cache, device=args.device)
 
 
@@ -126,12 +157,15 @@ def run_build(args: argparse.Namespace) -> int:
     # Every problem at once: a wrong profile and a machine that cannot build are both worth
     # knowing before the next try.
     problems = []
-    blocked = tensorrt_build_problem(args.onnx, args.device) if args.builder == "tensorrt" else None
+    choice = choose_library(args.library, args.device) if args.builder == "tensorrt" else None
+    blocked = tensorrt_build_problem(args.onnx, args.device, args.library) if choice else None
     try:
-        job = build_job(args)
+        job = build_job(args, choice.library if choice else libraries.TENSORRT)
         if blocked is None:
+            if choice is not None:
+                print(f"library: {choice.text()}", file=sys.stderr)
             entry, built = build(job, log=lambda line: print(line, file=sys.stderr))
-    except (ProfileError, ValueError, BuildError, CacheError, ImportError) as exc:
+    except (ProfileError, ValueError, BuildError, CacheError, ImportError) as exc:  # TargetError too
         problems.append(str(exc))
     except Exception as exc:  # e.g. onnx's own errors for a corrupt file
         problems.append(f"{args.onnx}: {type(exc).__name__}: {exc}")
@@ -140,16 +174,37 @@ def run_build(args: argparse.Namespace) -> int:
         print(f"trtd build: {problem}", file=sys.stderr)
     if problems:
         return 1
+    targets = entry.metadata.get("targets")
     print(f"{'built' if built else 'cached'}: {entry.engine_path} ({entry.metadata['bytes']} bytes, "
-          f"fingerprint {entry.fingerprint})")
+          f"fingerprint {entry.fingerprint}" + (f", for {','.join(targets)}" if targets else "") + ")")
     if args.output:
-        shutil.copyfile(entry.engine_path, args.output)
+        _copy_out(entry, Path(args.output))
     if args.inspect:
         if args.builder != "tensorrt":
             print("--inspect applies to TensorRT engines", file=sys.stderr)
         else:
-            print(inspect_engine(entry.engine_path.read_bytes()))
+            print(_inspect(entry))
     return 0
+
+
+def _copy_out(entry, output: Path) -> None:
+    """The engine, and its metadata beside it (`<stem>.json`): the daemon that loads the file
+    learns its library and targets from it (engines/library.py)."""
+    shutil.copyfile(entry.engine_path, output)
+    if entry.metadata.get("library"):
+        meta = dict(entry.metadata, file=output.name)
+        output.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _inspect(entry) -> str:
+    """Per-layer precisions: the builder's report where it was kept (TensorRT-RTX engines, which
+    load only on an RTX GPU), else the engine inspector (needs the GPU the engine is for)."""
+    layers = entry.metadata.get("layers")
+    if layers:
+        counts = entry.metadata.get("compute_precisions", {})
+        summary = ", ".join(f"{n} {dtype}" for dtype, n in sorted(counts.items()))
+        return "\n".join([*layers, f"convolutions and matrix products by input precision: {summary or 'none'}"])
+    return inspect_engine(entry.engine_path.read_bytes())
 
 
 def add_cache_parser(sub) -> None:
@@ -170,8 +225,11 @@ def run_cache(args: argparse.Namespace) -> int:
             print(f"no engines in {cache.dir}")
         for e in entries:
             dep = e.metadata.get("depends_on", {})
+            # For TensorRT-RTX the targets are what it runs on, not the GPU it was built on.
+            runs_on = ",".join(e.metadata["targets"]) if e.metadata.get("targets") else dep.get("gpu", "?")
+            library = e.metadata.get("library", e.metadata.get("builder", "?"))
             print(f"{e.model:<20} {e.fingerprint}  {e.metadata.get('bytes', 0):>12} B  "
-                  f"{e.metadata.get('builder', '?'):<11} {dep.get('tensorrt', '?')}  {dep.get('gpu', '?')}  "
+                  f"{library:<12} {dep.get('tensorrt', '?')}  {runs_on}  "
                   f"{e.metadata.get('stored_at', '')}")
         return 0
     bad = 0

@@ -225,7 +225,22 @@ def check_text(text: str, base_dir: Path, endpoint: str | None = None) -> list[P
                                     f"{label}{exc}"))
         problems += _model_files(model, base_dir, label, model_line)
         problems += _model_shapes(model, label, model_line)
+        problems += _engine_library(model, fields, label, model_line)
     return problems
+
+
+def _engine_library(model: ModelConfig, fields: dict, label: str, model_line) -> list[Problem]:
+    """engine_library set where no TensorRT engine is built or run: it would be ignored."""
+    if "engine_library" not in fields or model.engine_library == "auto":
+        return []
+    if model.backend != "tensorrt":
+        why = f"backend = \"{model.backend}\" runs no TensorRT engine"
+    elif model.engine_builder != "tensorrt":
+        why = f"engine_builder = \"{model.engine_builder}\" builds no TensorRT engine"
+    else:
+        return []
+    return [Problem(model_line("engine_library"), f"{label}engine_library is ignored: {why}",
+                    severity="warning")]
 
 
 def _model_files(model: ModelConfig, base_dir: Path, label: str, model_line) -> list[Problem]:

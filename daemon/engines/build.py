@@ -19,8 +19,8 @@ from typing import Callable
 
 from trtd.daemon.engines.builders import ARTIFACT_SUFFIX, BuildError
 from trtd.daemon.engines.cache import CacheEntry, EngineCache
-from trtd.daemon.engines.fingerprint import (BuildEnvironment, BuildOptions, file_sha256, fingerprint,
-                          fingerprint_inputs, options_to_json)
+from trtd.daemon.engines.fingerprint import (BuildEnvironment, BuildOptions, family, file_sha256,
+                                             fingerprint, fingerprint_inputs, options_to_json)
 
 
 @dataclass
@@ -28,17 +28,28 @@ class BuildJob:
     model: str
     onnx_path: str
     options: BuildOptions = field(default_factory=BuildOptions)
-    builder: str = "tensorrt"            # or "onnxruntime" (an optimized ONNX model)
+    builder: str = "tensorrt"            # "tensorrt-rtx", or "onnxruntime" (an optimized ONNX model)
     cache_root: str | None = None        # default: the user's trtd cache
     timing_cache: str | None = None      # default: <cache>/timing-<environment>.cache
     device: int = 0
     # A workspace ceiling that is not part of the engine's identity (the daemon caps builds
     # at a share of the GPU's free memory, which differs at every start).
     workspace_cap_bytes: int = 0
+    # TensorRT-RTX: the GPU that will run the engine ("sm86"), when known. A cached engine of the
+    # same model and options whose targets include it is used instead of building another.
+    gpu_target: str = ""
 
 
 def build_environment(builder: str, device: int = 0) -> BuildEnvironment:
-    """What the build targets; for TensorRT, read from the GPU and the installed library."""
+    """What the build targets; for TensorRT, read from the GPU and the installed library; for
+    TensorRT-RTX, its version alone (its engines run on every GPU of their targets)."""
+    if builder == "tensorrt-rtx":
+        from trtd.daemon.engines.trt import import_tensorrt
+
+        rtx = import_tensorrt(prefer="rtx")
+        version = f"{rtx.version} {rtx.cuda_build}".strip()
+        return BuildEnvironment(tensorrt_version=version, gpu_name="any", compute_capability="targets",
+                                os="any")
     if builder == "onnxruntime":
         import onnxruntime
 
@@ -72,12 +83,16 @@ def build(job: BuildJob, log: Callable[[str], None] = lambda m: None,
         if not Path(plugin).is_file():
             raise BuildError(f"plugin library {plugin} does not exist; give the path of the shared "
                              f"library that implements the model's custom ops")
+    rtx = job.builder == "tensorrt-rtx"
+    if rtx != bool(job.options.targets):
+        raise BuildError("target compute capabilities apply to TensorRT-RTX builds, which need them")
     env = env or build_environment(job.builder, job.device)
     onnx_sha = onnx_sha256(job.onnx_path)
+    inputs = fingerprint_inputs(onnx_sha, env, job.options)
     fp = fingerprint(onnx_sha, env, job.options)
     cache = EngineCache(job.cache_root or default_cache_root())
     suffix = ARTIFACT_SUFFIX[job.builder]
-    entry = cache.lookup(fp, suffix=suffix)
+    entry = _cached(cache, fp, suffix, family(inputs) if rtx else "", job.gpu_target)
     if entry is not None:
         log(f"cached: {entry.engine_path}")
         return entry, False
@@ -86,13 +101,24 @@ def build(job: BuildJob, log: Callable[[str], None] = lambda m: None,
         entry = cache.lookup(fp, repair=True, suffix=suffix)
         if entry is not None:
             return entry, False
-        timing_cache = job.timing_cache or str(cache.dir / f"timing-{_safe(env.gpu_name)}-"
-                                                            f"{_safe(env.tensorrt_version)}.cache")
-        data, seconds = _run_worker(job, timing_cache, log, on_start)
+        timing_cache = "" if rtx else job.timing_cache or str(
+            cache.dir / f"timing-{_safe(env.gpu_name)}-{_safe(env.tensorrt_version)}.cache")
+        data, seconds, info = _run_worker(job, timing_cache, log, on_start)
         metadata = {"builder": job.builder, "onnx_path": str(Path(job.onnx_path).resolve()),
-                    "build_seconds": round(seconds, 3),
-                    "depends_on": fingerprint_inputs(onnx_sha, env, job.options)}
+                    "build_seconds": round(seconds, 3), "depends_on": inputs, **info}
+        if job.builder != "onnxruntime":
+            metadata["library"] = "tensorrt-rtx" if rtx else "tensorrt"
+        if rtx:
+            metadata.update(targets=list(job.options.targets), family=family(inputs))
         return cache.store(job.model, fp, data, metadata, suffix=suffix), True
+
+
+def _cached(cache: EngineCache, fp: str, suffix: str, family_fp: str, gpu_target: str) -> CacheEntry | None:
+    """This fingerprint's entry; for TensorRT-RTX, else one of its family built for the GPU."""
+    entry = cache.lookup(fp, suffix=suffix)
+    if entry is None and family_fp and gpu_target:
+        entry = cache.find_compatible(family_fp, gpu_target)
+    return entry
 
 
 def onnx_sha256(path: str) -> str:
@@ -118,7 +144,7 @@ def _safe(text: str) -> str:
 
 
 def _run_worker(job: BuildJob, timing_cache: str, log: Callable[[str], None],
-                on_start=None) -> tuple[bytes, float]:
+                on_start=None) -> tuple[bytes, float, dict]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="trtd-build-") as tmp:
         output = os.path.join(tmp, "engine.bin")
@@ -134,14 +160,13 @@ def _run_worker(job: BuildJob, timing_cache: str, log: Callable[[str], None],
         if on_start is not None:
             on_start(proc)
         stdout, stderr = proc.communicate()
-        proc = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-        for line in proc.stderr.splitlines():
+        for line in stderr.splitlines():
             log(line)
-        result = _last_json(proc.stdout)
+        result = _last_json(stdout)
         if proc.returncode != 0 or not result.get("ok"):
-            reason = result.get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            reason = result.get("error") or (stderr.strip().splitlines() or ["no output"])[-1]
             raise BuildError(f"building {job.model} failed (exit {proc.returncode}): {reason}")
-        return Path(output).read_bytes(), time.monotonic() - started
+        return Path(output).read_bytes(), time.monotonic() - started, result.get("info") or {}
 
 
 def _last_json(stdout: str) -> dict:

@@ -1,8 +1,12 @@
-"""The builders a build process can run: TensorRT, and ONNX Runtime's graph optimizer.
+"""The builders a build process can run: TensorRT, TensorRT-RTX, and ONNX Runtime's optimizer.
 
-Each takes an ONNX file and BuildOptions and returns the bytes to cache. The
-TensorRT builder follows the documented Python API of 10.x and 11.x (the calls
-and where each was checked are listed in the README's TensorRT section); the
+Each takes an ONNX file and BuildOptions and returns the bytes to cache (and may put what it
+learnt, e.g. the engine's layers, into `info`). The TensorRT builder follows the documented
+Python API of 10.x and 11.x (the calls and where each was checked are listed in the README's
+TensorRT section); TensorRT-RTX shares that API, so the same function builds its engines, with
+two differences its documentation asks for: the target compute capabilities are set, and no
+timing cache is used (TensorRT-RTX ignores it, and using one makes the build query a GPU, so
+it could not build without one). That shared code runs against the real TensorRT-RTX in CI. The
 ONNX Runtime builder produces an optimized ONNX model through the very same
 machinery (spawned process, fingerprint, lock, atomic cache write), which is
 what lets that machinery be tested on machines without TensorRT.
@@ -45,10 +49,13 @@ def _parser_errors(parser) -> str:
 
 
 def build_tensorrt(onnx_path: str, options: BuildOptions, timing_cache: str | None,
-                   log: Callable[[str], None]) -> bytes:
+                   log: Callable[[str], None], info: dict | None = None, library: str = "tensorrt") -> bytes:
     from trtd.daemon.engines.trt import capturing_logger, import_tensorrt
 
-    trt = import_tensorrt(prefer="full").module
+    rtx = library == "tensorrt-rtx"
+    trt = import_tensorrt(prefer="rtx" if rtx else "full").module
+    if rtx and not options.targets:
+        raise BuildError("a TensorRT-RTX build needs its target compute capabilities (e.g. sm86,sm89)")
     logger = capturing_logger(trt, log)
     trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
@@ -62,7 +69,8 @@ def build_tensorrt(onnx_path: str, options: BuildOptions, timing_cache: str | No
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        raise BuildError(f"TensorRT's ONNX parser rejected {onnx_path}: {_parser_errors(parser)}")
+        raise BuildError(f"{'TensorRT-RTX' if rtx else 'TensorRT'}'s ONNX parser rejected {onnx_path}: "
+                         f"{_parser_errors(parser)}")
     config = builder.create_builder_config()
     if options.workspace_bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
@@ -74,25 +82,58 @@ def build_tensorrt(onnx_path: str, options: BuildOptions, timing_cache: str | No
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
         if options.exclude_lean_runtime:
             config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
+    if rtx:
+        _set_targets(trt, config, options.targets)
     for profile_spec in options.profiles:
         profile = builder.create_optimization_profile()
         for r in profile_spec.inputs:
             profile.set_shape(r.name, r.min, r.opt, r.max)
         config.add_optimization_profile(profile)
-    cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).exists() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    log(f"building with TensorRT {trt.__version__} ...")
+    if rtx:
+        timing_cache = None  # see the module's docstring: it would need a GPU, and does nothing
+    else:
+        cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).exists() else b""
+        cache = config.create_timing_cache(cache_bytes)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    name = "TensorRT-RTX" if rtx else "TensorRT"
+    log(f"building with {name} {trt.__version__}" + (f" for {','.join(options.targets)}" if rtx else "") + " ...")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         said = "; ".join(logger.errors[-3:]) or "no message"
-        raise BuildError(f"TensorRT could not build the engine: {said}")
+        raise BuildError(f"{name} could not build the engine: {said}")
+    if info is not None and logger.layers:
+        from trtd.daemon.engines.layers import compute_precisions, parse_layers
+
+        layers = parse_layers(logger.layers)
+        info["layers"] = [layer.line() for layer in layers]
+        info["compute_precisions"] = compute_precisions(layers)
     if timing_cache:
         try:  # a speed-up for later builds: never worth losing the engine over
             _write_atomic(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
         except OSError as exc:
             log(f"timing cache not saved ({exc})")
     return bytes(serialized)
+
+
+def _set_targets(trt, config, targets: tuple[str, ...]) -> None:
+    """The compute capabilities a TensorRT-RTX engine is built for (one kernel set each)."""
+    capabilities = []
+    for target in targets:
+        capability = getattr(trt.ComputeCapability, target.upper(), None)
+        if capability is None:
+            known = [n.lower() for n in dir(trt.ComputeCapability) if n.startswith("SM")]
+            raise BuildError(f"TensorRT-RTX {trt.__version__} cannot build for {target} (it builds "
+                             f"for {', '.join(known)})")
+        capabilities.append(capability)
+    config.num_compute_capabilities = len(capabilities)
+    for index, capability in enumerate(capabilities):
+        if not config.set_compute_capability(capability, index):
+            raise BuildError(f"TensorRT-RTX refused target {targets[index]}")
+
+
+def build_tensorrt_rtx(onnx_path: str, options: BuildOptions, timing_cache: str | None,
+                       log: Callable[[str], None], info: dict | None = None) -> bytes:
+    return build_tensorrt(onnx_path, options, timing_cache, log, info, library="tensorrt-rtx")
 
 
 def inspect_engine(engine_bytes: bytes) -> str:
@@ -126,7 +167,7 @@ _ORT_ERROR = 3
 
 
 def build_onnxruntime_optimized(onnx_path: str, options: BuildOptions, timing_cache: str | None,
-                                log: Callable[[str], None]) -> bytes:
+                                log: Callable[[str], None], info: dict | None = None) -> bytes:
     import onnxruntime as ort
 
     # This runs in the build process only, so the process-wide logger may be quietened: what
@@ -152,9 +193,10 @@ def build_onnxruntime_optimized(onnx_path: str, options: BuildOptions, timing_ca
         return Path(out).read_bytes()
 
 
-BUILDERS = {"tensorrt": build_tensorrt, "onnxruntime": build_onnxruntime_optimized}
+BUILDERS = {"tensorrt": build_tensorrt, "tensorrt-rtx": build_tensorrt_rtx,
+            "onnxruntime": build_onnxruntime_optimized}
 # What each builder's bytes are, as the cache names them: an ONNX model is not an engine.
-ARTIFACT_SUFFIX = {"tensorrt": ".engine", "onnxruntime": ".onnx"}
+ARTIFACT_SUFFIX = {"tensorrt": ".engine", "tensorrt-rtx": ".engine", "onnxruntime": ".onnx"}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -6,6 +6,9 @@
     <cache>/engines/<fingerprint>.json     metadata (model name, what it depends on, the artifact's
                                            file name), written last, with the artifact's sha256
     <cache>/engines/<fingerprint>.lock     held while that engine is being built
+    <cache>/engines/<fingerprint>.<key>.rtcache   TensorRT-RTX's runtime cache of JIT-compiled
+                                           kernels for that engine, one per GPU and versions
+                                           (engines/runtime_cache.py); removed with the engine
 
 An engine without metadata, or whose bytes do not match the recorded checksum
 (a crash mid-write, a full disk, bit rot), is treated as absent and removed,
@@ -50,7 +53,7 @@ class CacheEntry:
         return self.metadata.get("model", "")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -145,6 +148,16 @@ class EngineCache:
                                     meta, metadata))
         return found
 
+    def find_compatible(self, family: str, target: str) -> CacheEntry | None:
+        """An intact TensorRT-RTX entry of `family` whose targets include `target` ("sm86"): an
+        engine built elsewhere for a wider set of GPUs serves this one without a build."""
+        found = [e for e in self.entries() if e.metadata.get("family") == family
+                 and target in e.metadata.get("targets", ())]
+        for entry in sorted(found, key=lambda e: e.metadata.get("stored_at", ""), reverse=True):
+            if not self._check(entry.engine_path, entry.meta_path):
+                return entry
+        return None
+
     def verify(self) -> list[tuple[CacheEntry, str]]:
         """Every entry with "" when intact or the problem found."""
         return [(e, self._check(e.engine_path, e.meta_path)) for e in self.entries()]
@@ -159,9 +172,9 @@ class EngineCache:
                       sha256=hashlib.sha256(engine_bytes).hexdigest(),
                       stored_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         try:
-            _atomic_write(engine, engine_bytes)
+            atomic_write(engine, engine_bytes)
             # Metadata last: its presence says the engine file is complete.
-            _atomic_write(meta, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+            atomic_write(meta, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
         except OSError as exc:
             raise CacheError(f"cannot write the engine to {self.dir} ({exc.strerror or exc}); free "
                              f"space or set TRTD_CACHE_DIR to a writable folder") from None
@@ -191,12 +204,15 @@ class EngineCache:
                 path.unlink()
             except FileNotFoundError:
                 pass
+            if path.suffix == ".json":  # the engine's runtime caches go with it
+                for runtime_cache in path.parent.glob(f"{path.stem}.*.rtcache"):
+                    runtime_cache.unlink(missing_ok=True)
 
     def clear(self) -> int:
         entries = self.entries()
         for entry in entries:
             self.remove(entry)
-        patterns = ("*.engine", "*.onnx", ".*.tmp")  # artifacts whose metadata never got written
+        patterns = ("*.engine", "*.onnx", "*.rtcache", ".*.tmp")  # also those without metadata
         for stray in [p for pattern in patterns for p in self.dir.glob(pattern)] if self.dir.is_dir() else []:
             self._remove(stray)
         return len(entries)

@@ -8,6 +8,13 @@ version-compatible (they carry or expect the lean runtime of the same major
 version) relax the TensorRT version to its major; hardware-compatible
 (Ampere+) engines relax the GPU to "any compute capability >= 8.0", as
 TensorRT documents for those two options.
+
+A TensorRT-RTX engine (BuildOptions.targets set) is built without a GPU for a set of compute
+capabilities and, as its documentation says, runs on any GPU of those on Linux and Windows:
+its fingerprint covers the TensorRT-RTX version (and the CUDA major of its build), the target
+set, the options, the ONNX bytes and the plugins, and not the GPU model, the OS or the driver.
+Its `family` (the same without the targets) finds an engine built for another target set
+that contains a given GPU's compute capability.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ class BuildOptions:
     version_compatible: bool = False
     exclude_lean_runtime: bool = False    # version compatible without embedding the lean runtime
     plugins: tuple[str, ...] = ()         # shared libraries with custom ops
+    # TensorRT-RTX: the compute capabilities built for ("sm86", ...); empty for TensorRT.
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not 0 <= self.optimization_level <= 5:
@@ -40,6 +49,9 @@ class BuildOptions:
             raise ValueError("exclude_lean_runtime only applies to version-compatible engines")
         if self.workspace_bytes < 0:
             raise ValueError("workspace_bytes must be >= 0")
+        if self.targets and (self.hardware_compatible or self.version_compatible):
+            raise ValueError("hardware and version compatibility are TensorRT options; a TensorRT-RTX "
+                             "engine runs on every GPU of its targets already")
 
 
 @dataclass(frozen=True)
@@ -63,24 +75,48 @@ def file_sha256(path: str | Path) -> str:
 
 def fingerprint_inputs(onnx_sha256: str, env: BuildEnvironment, options: BuildOptions) -> dict:
     """The exact fields that are hashed, after the compatibility relaxations (kept as metadata)."""
+    if options.targets:
+        return _rtx_inputs(onnx_sha256, env, options)
     trt = env.tensorrt_version
     if options.version_compatible:
         trt = trt.split(".")[0] + ".x (version compatible)"
     gpu, cc = env.gpu_name, env.compute_capability
     if options.hardware_compatible:
         gpu, cc = "any (hardware compatible: Ampere and newer)", ">=8.0"
-    opts = asdict(options)
-    opts["plugins"] = sorted(file_sha256(p) for p in options.plugins)  # content, not where it lies
+    opts = _options(options)
     return {
         "schema": FINGERPRINT_SCHEMA, "onnx_sha256": onnx_sha256, "tensorrt": trt, "gpu": gpu,
         "compute_capability": cc, "os": env.os, "driver_major": env.driver_major, "options": opts,
     }
 
 
-def fingerprint(onnx_sha256: str, env: BuildEnvironment, options: BuildOptions) -> str:
-    canonical = json.dumps(fingerprint_inputs(onnx_sha256, env, options), sort_keys=True,
-                           separators=(",", ":"))
+def _options(options: BuildOptions) -> dict:
+    opts = asdict(options)
+    opts["plugins"] = sorted(file_sha256(p) for p in options.plugins)  # content, not where it lies
+    if not options.targets:
+        del opts["targets"]  # TensorRT engines' fingerprints stay what they were before targets
+    return opts
+
+
+def _rtx_inputs(onnx_sha256: str, env: BuildEnvironment, options: BuildOptions) -> dict:
+    opts = _options(options)
+    targets = opts.pop("targets")
+    return {"schema": FINGERPRINT_SCHEMA, "library": "tensorrt-rtx", "onnx_sha256": onnx_sha256,
+            "tensorrt": env.tensorrt_version, "targets": list(targets), "options": opts}
+
+
+def _digest(inputs: dict) -> str:
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def fingerprint(onnx_sha256: str, env: BuildEnvironment, options: BuildOptions) -> str:
+    return _digest(fingerprint_inputs(onnx_sha256, env, options))
+
+
+def family(inputs: dict) -> str:
+    """A TensorRT-RTX engine's fingerprint without its targets: the same engine for other GPUs."""
+    return _digest({k: v for k, v in inputs.items() if k != "targets"})
 
 
 def options_to_json(options: BuildOptions) -> dict:
@@ -94,4 +130,5 @@ def options_from_json(data: dict) -> BuildOptions:
         for p in data.get("profiles", ()))
     fields = {k: v for k, v in data.items() if k != "profiles"}
     fields["plugins"] = tuple(fields.get("plugins", ()))
+    fields["targets"] = tuple(fields.get("targets", ()))
     return BuildOptions(profiles=profiles, **fields)

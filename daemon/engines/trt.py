@@ -18,6 +18,7 @@ production.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -90,6 +91,18 @@ class TensorRT:
     def library(self) -> str:
         """The library's name as the config and the cache write it."""
         return "tensorrt-rtx" if self.flavor == "rtx" else "tensorrt"
+
+    @property
+    def cuda_build(self) -> str:
+        """TensorRT-RTX's CUDA major as its wheels name it ("cu13"), "" when not known: the -cu12
+        and -cu13 builds carry the same version number and are not one library."""
+        for cuda in ("cu13", "cu12", "cu14"):
+            try:
+                importlib.metadata.version(f"tensorrt_rtx_{cuda}_libs")
+                return cuda
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return ""
 
     @property
     def can_build(self) -> bool:

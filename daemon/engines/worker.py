@@ -30,13 +30,16 @@ def main(argv: list[str]) -> int:
         cap = job.get("workspace_cap_bytes") or 0
         if cap and (not options.workspace_bytes or options.workspace_bytes > cap):
             options = replace(options, workspace_bytes=cap)
-        data = builder(job["onnx"], options, job.get("timing_cache"), log)
+        info: dict = {}
+        data = builder(job["onnx"], options, job.get("timing_cache"), log, info)
     except (BuildError, ImportError, OSError, ValueError) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}), flush=True)
         return 1
     with open(job["output"], "wb") as f:
         f.write(data)
-    print(json.dumps({"ok": True, "bytes": len(data), "seconds": time.monotonic() - started}), flush=True)
+    # `info`: what the builder learnt (an engine's layers), for the cache's metadata.
+    print(json.dumps({"ok": True, "bytes": len(data), "seconds": time.monotonic() - started, "info": info}),
+          flush=True)
     return 0
 
 

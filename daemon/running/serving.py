@@ -72,8 +72,8 @@ def plan_serving(config: ModelConfig) -> ServingPlan:
 
 def open_first(config: ModelConfig, plan: ServingPlan) -> Backend:
     """The backend that serves `config` from its first request on."""
-    if config.device >= 0 and plan.later == "none":
-        cuda.open_device(config.device)  # a clear error before the backend tries
+    if config.device >= 0 and plan.later == "none" and not _rtx_engine(config, plan):
+        cuda.open_device(config.device)  # a clear error before the backend tries (an RTX one explains more)
     if plan.first == "onnxruntime":
         if plan.later != "none":  # standing in for an engine or a variant: the GPU if it can
             from trtd.daemon.backends.onnxruntime import providers_for
@@ -94,15 +94,16 @@ def open_first(config: ModelConfig, plan: ServingPlan) -> Backend:
     return tensorrt(config, plan.path, plan.max_batch, config.device if config.device >= 0 else None)
 
 
-def open_later(config: ModelConfig, path: str, max_batch: int, kind: Later) -> Backend:
-    """The backend for what a background job prepared: a variant ONNX file, or an engine."""
+def open_later(config: ModelConfig, path: str, max_batch: int, kind: Later, library: str = "tensorrt") -> Backend:
+    """The backend for what a background job prepared: a variant ONNX file, or an engine
+    (`library`: the TensorRT that built it)."""
     if kind == "variant":
         from trtd.daemon.backends.onnxruntime import providers_for
 
         return onnxruntime(config, path, max_batch, providers_for(config.device))
     if config.engine_builder == "onnxruntime":  # ONNX Runtime's optimized model, on the CPU
         return onnxruntime(config, path, max_batch)
-    return tensorrt(config, path, max_batch, max(config.device, 0))
+    return tensorrt(config, path, max_batch, max(config.device, 0), library)
 
 
 def onnxruntime(config: ModelConfig, path: str, max_batch: int, providers: list | None = None) -> Backend:
@@ -112,12 +113,26 @@ def onnxruntime(config: ModelConfig, path: str, max_batch: int, providers: list 
                               inter_op_threads=config.inter_op_threads, providers=providers)
 
 
-def tensorrt(config: ModelConfig, path: str, max_batch: int, device: int | None) -> Backend:
+def tensorrt(config: ModelConfig, path: str, max_batch: int, device: int | None,
+             library: str | None = None) -> Backend:
+    """`library` None: an engine file the config names, run by the configured engine_library
+    or, for "auto", by the library its metadata names (engines/library.py)."""
     from trtd.daemon.backends.tensorrt import TensorRTBackend
+    from trtd.daemon.engines.library import library_of_engine
 
+    if library is None:
+        library = config.engine_library if config.engine_library != "auto" else library_of_engine(path)
     return TensorRTBackend(path, device=device, max_batch=max_batch,
                            allow_host_code=config.allow_engine_host_code, plugins=config.plugins,
-                           cuda_graphs=config.cuda_graphs)
+                           cuda_graphs=config.cuda_graphs, library=library)
+
+
+def _rtx_engine(config: ModelConfig, plan: ServingPlan) -> bool:
+    from trtd.daemon.engines.library import RTX, library_of_engine
+
+    if plan.first != "tensorrt":
+        return False
+    return (config.engine_library if config.engine_library != "auto" else library_of_engine(plan.path)) == RTX
 
 
 def _builtin_torchscript(name: str) -> tuple[str, tuple[str, ...]]:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from trtd.daemon.system import cuda
 from trtd.daemon.backends import Backend, BackendError
 from trtd.daemon.running.swap_gate import compare
 from trtd.daemon.system.cuda import CudaError
+from trtd.daemon.engines import library as libraries
 from trtd.daemon.engines.build import BuildJob, build
 from trtd.daemon.engines.builders import BuildError
 from trtd.daemon.engines.cache import CacheError
@@ -91,6 +93,11 @@ class EngineSwapper(threading.Thread):
         self.registry = registry
         self._cancelled = threading.Event()
         self._proc = None
+        self._choice: libraries.LibraryChoice | None = None  # which TensorRT, and why
+
+    def _why(self) -> str:
+        """The library choice, appended to the build states that `trtd status` shows."""
+        return f" [library: {self._choice.text()}]" if self._choice else ""
 
     def cancel(self, wait: bool = True) -> None:
         """Stop the build (terminate its process) and wait for the thread (wait=False: a forced
@@ -133,33 +140,46 @@ class EngineSwapper(threading.Thread):
                 return self._swap_in(reference, self._open(source, "variant"), source_fp(source),
                                      f"onnxruntime-{config.precision}", [])
             options = build_options(config, reference)
-            cap = 0
+            cap, builder, gpu_target = 0, config.engine_builder, ""
             if config.engine_builder == "tensorrt":
-                import_tensorrt(prefer="full")  # no builder here: say so before touching the GPU
-                # The daemon serves from this GPU: the build may take a quarter of what is free.
-                cap = cuda.memory_info(max(config.device, 0))[0] // 4
+                device = max(config.device, 0)
+                gpu = libraries.gpu_of(device)
+                self._choice = libraries.choose(config.engine_library, gpu, libraries.installed(),
+                                                build=True, run=True)
+                model.build = f"building{self._why()}"
+                if self._choice.problem:  # say so before building what cannot run here
+                    raise TensorRTUnavailable(self._choice.problem)
+                if self._choice.library == libraries.RTX and gpu is not None:
+                    # Built without the GPU, for the default targets and this GPU's; an engine of
+                    # the same model built elsewhere for this GPU (trtd build) is used as it is.
+                    builder, gpu_target = libraries.RTX, libraries.target_of(gpu.compute_capability)
+                    options = replace(options, targets=libraries.targets_for(gpu))
+                else:
+                    import_tensorrt(prefer="full")  # no builder here: say so before touching the GPU
+                    # The daemon serves from this GPU: the build may take a quarter of what is free.
+                    cap = cuda.memory_info(device)[0] // 4
             job = BuildJob(model=config.name, onnx_path=source, options=options,
-                           builder=config.engine_builder, device=max(config.device, 0),
-                           workspace_cap_bytes=cap)
+                           builder=builder, device=max(config.device, 0),
+                           workspace_cap_bytes=cap, gpu_target=gpu_target)
             entry, _ = build(job, log=lambda line: log.info("build %s: %s", config.name, line),
                              on_start=self._build_started)
             self._check()
-            kind = "tensorrt" if config.engine_builder == "tensorrt" else "onnxruntime-optimized"
+            kind = {"tensorrt": "tensorrt", libraries.RTX: "tensorrt-rtx"}.get(builder, "onnxruntime-optimized")
             if config.precision:
                 kind += f"-{config.precision}"
-            return self._swap_in(reference, self._open(str(entry.engine_path), "engine"), entry.fingerprint, kind,
-                                 _profile_samples(options))
+            candidate = self._open(str(entry.engine_path), "engine", entry.metadata.get("library", "tensorrt"))
+            return self._swap_in(reference, candidate, entry.fingerprint, kind, _profile_samples(options))
         except Cancelled:
             model.build = "cancelled"
         except TensorRTUnavailable as exc:
-            model.build = f"unavailable: {exc}"
+            model.build = f"unavailable: {exc}{self._why()}"
         except (BuildError, CacheError, ProfileError, BackendError, CudaError, ImportError, OSError,
                 ValueError) as exc:
-            model.build = "cancelled" if self._cancelled.is_set() else f"failed: {exc}"
+            model.build = "cancelled" if self._cancelled.is_set() else f"failed: {exc}{self._why()}"
             if not self._cancelled.is_set():
                 log.error("model %s: engine build failed: %s", config.name, exc)
         except Exception as exc:  # never let a build take the daemon down
-            model.build = f"failed: {type(exc).__name__}: {exc}"
+            model.build = f"failed: {type(exc).__name__}: {exc}{self._why()}"
             log.exception("model %s: engine build failed", config.name)
 
     def _swap_in(self, reference, candidate, fingerprint: str, kind: str, shapes) -> None:
@@ -202,9 +222,9 @@ class EngineSwapper(threading.Thread):
             if candidate is not None:
                 candidate.close()
 
-    def _open(self, path: str, kind: Later) -> Backend:
+    def _open(self, path: str, kind: Later, library: str = "tensorrt") -> Backend:
         """What the build made, opened as the model's backend would be (running/serving.py)."""
         reference = self.model.backend
         if reference is None:  # a swapper runs only for a served model
             raise BackendError(f"model {self.model.name!r} has no backend to compare with")
-        return open_later(self.model.config, path, reference.max_batch, kind)
+        return open_later(self.model.config, path, reference.max_batch, kind, library)
