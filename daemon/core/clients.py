@@ -1,11 +1,16 @@
 """Clients known to the daemon: daemon-assigned ids and how their liveness is proven.
 
-A client says its pid and process start time in hello. If that pid exists here
-with that start time, the client is in our PID namespace and its death is seen
-directly (a recycled pid has another start time). Otherwise (a container, a
-client that cannot tell its start time) its leases live only as long as it
-keeps sending messages within client_timeout_s: the hello reply asks it for
-heartbeats.
+On a unix socket the OS says which process is at the other end (SO_PEERCRED, which libzmq
+reports as the message's Peer-Address, `localhost:UID:GID:PID`, with the pid as this daemon's
+PID namespace sees it): that pid, and its start time read here, identify the client, whatever
+its hello claims (a hello once claiming pid 1 got leases that were never reclaimed). Elsewhere
+(TCP) a client says its pid and start time in hello; if that pid exists here with that start
+time, its death is seen directly (a recycled pid has another start time). Otherwise (a
+container on TCP, a client that cannot tell its start time) its leases live only as long as it
+keeps sending messages within client_timeout_s: the hello reply asks it for heartbeats.
+
+A connection is one client: a second hello on it replaces the first (whose regions the caller
+releases), so one connection cannot pile up records and quotas.
 """
 
 from __future__ import annotations
@@ -44,6 +49,24 @@ def _pid_matches(pid: int, start_time: float) -> bool:
         return False
 
 
+def _start_time(pid: int) -> float:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OverflowError, ValueError, OSError):
+        return 0.0  # gone already: the record is reclaimed at the next look
+
+
+def peer_pid(peer_address: str | None) -> int | None:
+    """The pid in libzmq's Peer-Address of a unix-socket peer ("localhost:UID:GID:PID")."""
+    if not peer_address or not peer_address.startswith("localhost:"):
+        return None
+    parts = peer_address.split(":")
+    if len(parts) != 4 or not parts[3].isdigit():
+        return None
+    pid = int(parts[3])
+    return pid if pid > 0 else None
+
+
 class ClientRegistry:
     def __init__(self, client_timeout_s: float, max_clients: int = 1024):
         self._timeout = client_timeout_s
@@ -53,7 +76,15 @@ class ClientRegistry:
     def __len__(self) -> int:
         return len(self._clients)
 
-    def hello(self, pid: int, start_time: float, name: str, identity: bytes) -> ClientRecord:
+    def hello(self, pid: int, start_time: float, name: str, identity: bytes,
+              peer_pid: int | None = None) -> tuple[ClientRecord, ClientRecord | None]:
+        """The new record, and the record this connection had before (now removed), if any.
+        peer_pid: the process the OS says is at the other end of the connection."""
+        previous = next((r for r in self._clients.values() if r.identity == identity), None)
+        if previous is not None:
+            del self._clients[previous.client_id]
+        if peer_pid is not None:
+            pid, start_time = peer_pid, _start_time(peer_pid)
         if len(self._clients) >= self._max_clients:
             raise ProtocolError(
                 ErrorCode.QUOTA_EXCEEDED,
@@ -66,7 +97,7 @@ class ClientRegistry:
             identity=identity,
         )
         self._clients[record.client_id] = record
-        return record
+        return record, previous
 
     def _new_id(self) -> int:
         # Random, not sequential: an id from a previous daemon generation never

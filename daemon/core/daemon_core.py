@@ -71,6 +71,8 @@ class Call:
     identity: bytes
     request_id: int
     received_ns: int  # perf_counter_ns when the frame was read
+    # The connection's peer process as the OS reports it (unix sockets), asked for by hello only.
+    peer: Callable[[], int | None] | None = None
 
 
 class Answer(NamedTuple):
@@ -146,9 +148,11 @@ class DaemonCore:
 
     # -- the driver's two calls ----------------------------------------------------------------------
 
-    def receive(self, identity: bytes, payload: bytes, received_ns: int | None = None) -> bytes | None:
+    def receive(self, identity: bytes, payload: bytes, received_ns: int | None = None,
+                peer: Callable[[], int | None] | None = None) -> bytes | None:
         """Decode, authorize and handle one request frame: the reply frame, or None when the
-        answer comes later (from step())."""
+        answer comes later (from step()). peer: the pid of the connection's process, as the OS
+        says (the socket loop passes it for unix sockets; an in-process driver has none)."""
         received = time.perf_counter_ns() if received_ns is None else received_ns
         request_id = 0
         try:
@@ -156,7 +160,7 @@ class DaemonCore:
             request_id, request = envelope.request_id, envelope.request
             if self._authorize is not None:
                 self._authorize(request, envelope.auth)
-            result = self._handle(request, Call(identity, request_id, received))
+            result = self._handle(request, Call(identity, request_id, received, peer))
             if isinstance(result, _Pending):
                 return None  # a worker instance or the loader answers it (step)
             if isinstance(result, bytes):
@@ -363,8 +367,10 @@ class DaemonCore:
     # -- handlers ------------------------------------------------------------------------------------
 
     def _hello(self, req: m.Hello, call: Call):
-        record = self.clients.hello(req.client_pid, req.client_start_time, req.client_name,
-                                   call.identity)
+        record, previous = self.clients.hello(req.client_pid, req.client_start_time, req.client_name,
+                                             call.identity, call.peer() if call.peer else None)
+        if previous is not None:  # this connection's earlier client: one connection, one client
+            self.regions.release_client(previous.client_id)
         return m.HelloReply(
             client_id=record.client_id, daemon_id=self.daemon_id, server_version=SERVER_VERSION,
             protocol_version=PROTOCOL_VERSION, alignment=ALIGNMENT,

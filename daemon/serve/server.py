@@ -25,6 +25,7 @@ from trtd.daemon.system import platform
 from trtd.daemon.serve import routing_ids
 from trtd.daemon.serve.access import AccessPolicy, Gate
 from trtd.daemon.config.settings import ConfigError, DaemonConfig
+from trtd.daemon.core.clients import peer_pid
 from trtd.daemon.core.daemon_core import Answer, DaemonCore
 from trtd.daemon.core.stop_state import StopState
 from trtd.daemon.serve.endpoint_lock import InstanceLock
@@ -256,7 +257,7 @@ class Server:
                 # exception per turn cost ~7% of the loop's time under one client.
                 if not self.stop.reading or not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                     break
-                self._serve_one(core, sock, sock.recv_multipart(zmq.NOBLOCK))
+                self._serve_one(core, sock, sock.recv_multipart(zmq.NOBLOCK, copy=False))
 
     @staticmethod
     def _wait(core: DaemonCore, poller: zmq.Poller, tick_ms: int) -> bool:
@@ -319,14 +320,21 @@ class Server:
             log.exception("SIGHUP: reload failed")
         self.notifier.ready(self._status_line())
 
-    def _serve_one(self, core: DaemonCore, sock: zmq.Socket, frames: list[bytes]) -> None:
+    def _serve_one(self, core: DaemonCore, sock: zmq.Socket, frames: list[zmq.Frame]) -> None:
         received = time.perf_counter_ns()
         if len(frames) != 2:
             # DEALER clients send exactly one frame; anything else is not ours to answer.
             log.warning("dropped a message of %d frames", len(frames))
             return
-        identity, payload = frames
-        reply = core.receive(identity, payload, received)
+        identity, payload = frames[0].bytes, frames[1]
+
+        def peer() -> int | None:  # what the OS says about the sender (SO_PEERCRED on ipc)
+            try:
+                return peer_pid(payload.get("Peer-Address"))
+            except zmq.ZMQError:
+                return None
+
+        reply = core.receive(identity, payload.bytes, received, peer)
         if reply is not None:  # None: a worker instance or the loader answers it (step)
             self._send(sock, Answer(identity, 0, reply))
 
