@@ -44,6 +44,8 @@ DEFAULT_TIMEOUT_S = 30.0
 # naming the needed size makes the handle grow and retry once.
 _UNBOUNDED_OUTPUT_BYTES = 1 << 20
 _MAX_PLANS = 16
+# How often an infer looks again at a model that is still loading (a daemon that just restarted).
+_LOADING_POLL_S = 0.05
 _DTYPES = {name: np.dtype(name) for name in WIRE_DTYPES}
 
 
@@ -142,6 +144,24 @@ class Client:
 
     def _call(self, request: m.Request, timeout: float | None = None,
               _generation: int | None = None):
+        if isinstance(request, m.Infer) and _generation is None:
+            return self._call_when_loaded(request, self.timeout if timeout is None else timeout)
+        return self._call_once(request, timeout, _generation)
+
+    def _call_when_loaded(self, request: m.Infer, timeout: float):
+        """An infer that finds its model still loading (a daemon that has just restarted loads
+        in the background) waits for it, within the call's timeout, as describing it does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._call_once(request, max(deadline - time.monotonic(), 0.001))
+            except ModelNotReady as exc:
+                if exc.details.get("state") != "loading" or time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(_LOADING_POLL_S, max(deadline - time.monotonic(), 0.0)))
+
+    def _call_once(self, request: m.Request, timeout: float | None = None,
+                   _generation: int | None = None):
         retry = _generation is None
         generation = self.generation if retry else _generation
         sent = self._conn.auth
@@ -173,7 +193,7 @@ class Client:
         # daemon's UNKNOWN_CLIENT reaches the restart handling above.
         # Another thread may have seen the same refusal and registered again already: the
         # generation of the first attempt tells.
-        return self._call(request, timeout, _generation=generation)
+        return self._call_once(request, timeout, _generation=generation)
 
     # -- models --------------------------------------------------------------------------------------
 

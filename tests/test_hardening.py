@@ -260,3 +260,23 @@ def test_a_flood_during_a_stop_does_not_keep_the_daemon_from_draining_and_exitin
         holder.close()
         if d.alive():
             d.kill()
+
+
+def test_an_infer_after_a_restart_waits_for_its_model_to_load(tmp_path):
+    """Issue 17: after a daemon restart, `infer` raised ModelNotReady while the model reloaded
+    in the background (2-18 times per client), though describing a model waits for it."""
+    from slow_models import slow_to_load
+
+    path = slow_to_load(tmp_path / "slow.onnx")
+    d = start_daemon(tmp_path, "--model", f"slow={path}")
+    x = np.ones((1, 4), np.float32)
+    with Client(d.endpoint, timeout=60) as c:
+        handle = c.model("slow")
+        expected = handle(x)
+        d.kill()
+        d2 = start_daemon(tmp_path, "--model", f"slow={path}", wait=False)
+        try:
+            for _ in range(3):  # the first ones find the daemon starting, then the model loading
+                np.testing.assert_allclose(handle(x), expected, rtol=1e-6)
+        finally:
+            assert d2.stop() == 0, d2.log()

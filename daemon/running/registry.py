@@ -268,6 +268,7 @@ class ModelRegistry:
             raise ProtocolError(
                 ErrorCode.MODEL_NOT_READY,
                 f"model {name!r} is still loading; retry shortly (`trtd status` shows it)",
+                {"state": "loading"},  # the SDK waits for it, as for a model it describes
             )
         if model.state != "ready":
             raise ProtocolError(
