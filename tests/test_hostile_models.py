@@ -101,3 +101,23 @@ def test_unload_and_reload_answer_at_once_while_the_models_queue_is_held(tmp_pat
             finally:
                 for c in clients + [admin]:
                     c.close()
+
+
+@pytest.mark.skipif(__import__("sys").platform == "win32", reason="POSIX file modes")
+def test_a_model_file_other_users_can_write_is_refused(daemon, tmp_path):
+    """A model runs as the daemon's user (TorchScript is code): a file anyone may replace would
+    run anyone's code as the daemon (issue 17)."""
+    import os
+    import shutil
+
+    from trtd.daemon.builtin.onnx_models import builtin_model_path
+
+    path = tmp_path / "shared.onnx"
+    shutil.copy(builtin_model_path("demo"), path)
+    os.chmod(path, 0o666)
+    with Client(daemon.endpoint) as c:
+        with pytest.raises(LoadFailed, match="can be changed by its group or other users"):
+            c.load("shared", str(path))
+        os.chmod(path, 0o644)
+        c.load("shared", str(path))
+        assert c.infer("shared", np.zeros((1, 64), np.float32)).shape == (1, 10)

@@ -218,7 +218,28 @@ def model_file_problem(path: Path) -> str | None:
     if not (path.is_file() or path.is_fifo()):
         # A device such as /dev/zero would be read without end.
         return f"model file {path} is not a regular file or a named pipe"
-    return None
+    return _writable_by_others(path)
+
+
+def _writable_by_others(path: Path) -> str | None:
+    """A model is code the daemon runs as its own user (a TorchScript file can read and return
+    the daemon's files; a TensorRT plugin is a shared library): one that another user can
+    change would run that user's code as the daemon. POSIX only (Windows has ACLs instead)."""
+    if sys.platform == "win32":
+        return None
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"model file {path} cannot be read: {exc.strerror}"
+    owner_ok = st.st_uid in (0, os.geteuid())
+    if owner_ok and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return None
+    who = "its group or other users" if owner_ok else f"its owner (uid {st.st_uid}), another user,"
+    return (f"model file {path} can be changed by {who}; the daemon runs a model as its own user, "
+            f"so it serves only files that user or root owns and nobody else may write "
+            f"(chown, chmod go-w)")
 
 
 def validate_model(m: ModelConfig) -> None:
