@@ -133,20 +133,32 @@ def _reserve_posix(shm: shared_memory.SharedMemory, nbytes: int, on_create) -> N
             raise ProtocolError(ErrorCode.INTERNAL, f"could not set the region's permissions: {exc}")
     # The descriptor stays open (closed with the region): the mapping holds a duplicate that
     # Python does not expose, and the size check before each request must ask the segment the
-    # daemon maps, not whatever a client has put under its name since (_segment_size).
+    # daemon maps, not whatever a client has put under its name since (_segment_problem).
 
 
-def _segment_size(region: Region) -> int:
-    """The size of the segment the daemon maps, by its own descriptor: the path is only a name,
-    which a client can unlink and point at a full-size decoy while it truncates the inode the
-    daemon maps (seen: a SIGBUS with a stat of the path)."""
+def _segment_problem(region: Region) -> str | None:
+    """What a client did to the segment the daemon maps that makes touching it unsafe, or None.
+
+    Asked by the daemon's own descriptor: the path is only a name, which a client can unlink
+    and point at a full-size decoy while it truncates the inode the daemon maps (seen: a SIGBUS
+    with a stat of the path). Two things are looked at, both in one fstat:
+    - the size: a shrunk segment's missing pages are a SIGBUS when touched;
+    - the pages allocated: the lease reserved every page (posix_fallocate), and only a hole
+      punched into it (fallocate PUNCH_HOLE, which keeps the size) gives pages back; touching
+      one refaults it, which is a SIGBUS when /dev/shm is full at that moment.
+    """
     if not _HAVE_SHM_DIR:
-        return region.nbytes  # Windows: a mapping cannot be resized under us
+        return None  # Windows: a mapping cannot be resized or punched under us
     fd = getattr(region.shm, "_fd", -1)  # kept open by _reserve_posix until the region closes
     try:
-        return os.fstat(fd).st_size if fd >= 0 else os.stat(region.path).st_size
+        st = os.fstat(fd) if fd >= 0 else os.stat(region.path)
     except OSError:
-        return -1
+        return "its segment cannot be examined"
+    if st.st_size < region.nbytes:
+        return "was truncated by a client (it must keep its size)"
+    if st.st_blocks * 512 < region.nbytes:
+        return "had pages released by a client (a hole punched into it)"
+    return None
 
 
 class RegionRegistry:
@@ -256,14 +268,14 @@ class RegionRegistry:
     def checkout(self, client_id: int, name: str, token: str) -> Region:
         """The region for one request; it stays alive until checkin()."""
         region = self._lookup(client_id, name, token)
-        if _segment_size(region) < region.nbytes:
-            # A client shrank its region (ftruncate): touching the missing pages
-            # would kill the daemon with SIGBUS. Refuse and drop the region.
+        problem = _segment_problem(region)
+        if problem:
+            # Touching it could kill the daemon with SIGBUS: refuse and drop the region.
             self._release(region)
             raise ProtocolError(
                 ErrorCode.REGION_NOT_FOUND,
-                f"region {name!r} was truncated by a client (it must keep its size); it has been "
-                f"released: lease a new one and do not resize regions",
+                f"region {name!r} {problem}; it has been released: lease a new one, and do not "
+                f"resize regions or punch holes into them",
             )
         region.in_use += 1
         region.uses += 1

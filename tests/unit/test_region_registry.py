@@ -497,3 +497,23 @@ def test_a_decoy_under_the_regions_name_does_not_hide_a_truncated_segment(make):
         os.close(own)
         if os.path.exists(region.path):
             os.unlink(region.path)
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="POSIX shared memory")
+def test_a_hole_punched_into_a_region_is_refused_before_anything_touches_it(make):
+    """fallocate(PUNCH_HOLE | KEEP_SIZE) keeps the size but gives pages back; with /dev/shm full
+    the daemon's next touch of them would be a SIGBUS. The check counts the pages (st_blocks)."""
+    import ctypes
+
+    registry = make()
+    region = registry.lease(1, 64 * 1024)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(region.path, os.O_RDWR)
+    try:
+        punch_hole_keep_size = 0x02 | 0x01
+        assert libc.fallocate(fd, punch_hole_keep_size, ctypes.c_long(4096), ctypes.c_long(8192)) == 0
+        assert os.fstat(fd).st_size == region.nbytes  # the size alone would not tell
+    finally:
+        os.close(fd)
+    error = _refused(ErrorCode.REGION_NOT_FOUND, registry.checkout, 1, region.name, region.token)
+    assert "hole punched" in error.message
