@@ -280,3 +280,36 @@ def test_an_infer_after_a_restart_waits_for_its_model_to_load(tmp_path):
                 np.testing.assert_allclose(handle(x), expected, rtol=1e-6)
         finally:
             assert d2.stop() == 0, d2.log()
+
+
+@pytest.mark.parametrize("attack", ["decoy", "punch"])
+def test_a_region_a_client_hollowed_out_is_refused_not_a_sigbus(daemon, attack):
+    """Issue 17.2: (a) unlink the region's name, put a full-size decoy under it, truncate the
+    real segment; (b) punch a hole that keeps the size. Either used to reach a SIGBUS."""
+    import ctypes
+
+    with Client(daemon.endpoint) as c:
+        handle = c.model("demo")
+        handle(X)
+        name = handle._region.name
+        path = f"/dev/shm/{name}"
+        fd = os.open(path, os.O_RDWR)
+        try:
+            if attack == "decoy":
+                os.unlink(path)
+                decoy = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.ftruncate(decoy, os.fstat(fd).st_size)
+                os.close(decoy)
+                os.ftruncate(fd, 0)
+            else:
+                libc = ctypes.CDLL(None, use_errno=True)
+                assert libc.fallocate(fd, 0x03, ctypes.c_long(0), ctypes.c_long(4096)) == 0
+        finally:
+            os.close(fd)
+        with pytest.raises(RegionError):
+            c._call(handle._plan.request)
+        assert daemon.alive()
+        assert not os.path.exists(path)  # released: the name (and a decoy under it) is gone
+        handle._forget_region()
+        np.testing.assert_allclose(handle(X), handle(X))  # a good client goes on being served
+        assert handle(X).shape == (1, 10)
