@@ -41,7 +41,7 @@ def test_hopper_with_only_tensorrt_rtx_says_exactly_that_and_what_to_install():
     choice = choose("auto", H200, ONLY_RTX, build=True, run=True)
     assert choice.problem.startswith("GPU 0 (NVIDIA H200, compute capability 9.0) is supported by neither "
                                      "installed library: TensorRT-RTX does not support GPU 0")
-    assert "pip install tensorrt (from NVIDIA's package index)" in choice.problem
+    assert "pip install tensorrt, from NVIDIA's package index" in choice.problem
     assert "--library tensorrt-rtx --target sm86,sm89,sm120" in choice.problem
     explicit = choose("tensorrt-rtx", H200, ONLY_RTX, build=False, run=True)
     assert "TensorRT-RTX does not support GPU 0 (NVIDIA H200" in explicit.problem
@@ -208,7 +208,7 @@ def test_trtd_build_on_hopper_with_only_tensorrt_rtx_says_so(hopper_with_only_rt
     assert problem is not None and problem.startswith(
         "a TensorRT-RTX engine cannot be built: GPU 0 (NVIDIA H200, compute capability 9.0) is supported by "
         "neither installed library")
-    assert "pip install tensorrt (from NVIDIA's package index)" in problem
+    assert "pip install tensorrt, from NVIDIA's package index" in problem
     # Asked for, TensorRT-RTX builds for RTX GPUs on this machine all the same.
     assert tensorrt_build_problem("m.onnx", 0, "tensorrt-rtx") is None
 

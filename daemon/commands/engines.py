@@ -125,7 +125,8 @@ def tensorrt_build_problem(onnx: str, device: int, library: str = "auto") -> str
     if libraries.installed().rtx:
         instead.insert(0, (f"trtd build {onnx} --library tensorrt-rtx", "an engine for RTX GPUs, built without one"))
     else:
-        missing.append(f"(or TensorRT-RTX, which builds engines for RTX GPUs without a GPU: {libraries.RTX_INSTALL})")
+        missing.append("or instead TensorRT-RTX, which builds engines for RTX GPUs without a GPU: "
+                       + libraries.RTX_INSTALL)
     width = max(len(command) for command, _ in instead)
     return "\n".join(["a TensorRT engine cannot be built on this machine. Missing:",
                       *(f"  - {m}" for m in missing), "What works without them:",

@@ -30,8 +30,8 @@ RTX_TARGETS: dict[str, str] = {"sm75": "7.5", "sm80": "8.0", "sm86": "8.6", "sm8
 # Ampere (the product's RTX 30xx, 8.6), Ada (8.9) and Blackwell (12.0). Turing (sm75) only on
 # request: TensorRT-RTX's documentation advises a separate engine for it (it costs the others).
 DEFAULT_RTX_TARGETS = ("sm86", "sm89", "sm120")
-RTX_INSTALL = 'pip install "trtd[rtx]" (tensorrt-rtx-cu13 from PyPI: builds without a GPU)'
-TENSORRT_INSTALL = "pip install tensorrt (from NVIDIA's package index)"
+RTX_INSTALL = 'pip install "trtd[rtx]" (tensorrt-rtx-cu13, from PyPI)'
+TENSORRT_INSTALL = "pip install tensorrt, from NVIDIA's package index"
 
 
 class TargetError(ValueError):
