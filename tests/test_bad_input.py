@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import msgpack
 import numpy as np
@@ -338,18 +339,28 @@ def test_client_exiting_without_release_is_reclaimed(daemon):
     assert wait_until(lambda: region not in shm_names(), timeout=5), "region not reclaimed"
 
 
-def test_heartbeat_client_is_reclaimed_when_heartbeats_stop(daemon):
-    # A pid the daemon cannot verify (as from another PID namespace) must send heartbeats.
+def _raw_client(endpoint: str, auth: str | None = None):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(daemon.endpoint)
+    sock.connect(endpoint)
 
     def call(msg):
-        sock.send(msgpack.packb(msg))
+        sock.send(msgpack.packb({**msg, **({"auth": auth} if auth else {})}))
         assert sock.poll(5000)
         return msgpack.unpackb(sock.recv())
 
+    return ctx, sock, call
+
+
+def test_heartbeat_client_is_reclaimed_when_heartbeats_stop(tmp_path):
+    # Over TCP the daemon has no peer credentials: a pid it cannot verify (as from another
+    # PID namespace) must send heartbeats, and its regions go when they stop.
+    from test_access import _tcp_daemon, token_path_in
+
+    d, runtime = _tcp_daemon(tmp_path, "reclaim_interval_s = 0.2\nclient_timeout_s = 1.5\n")
+    token = token_path_in(runtime, d.endpoint).read_text().strip()
+    ctx, sock, call = _raw_client(d.endpoint, token)
     try:
         hello = call({"v": 1, "op": "hello", "id": 1, "client_pid": 2**31 - 7, "client_start_time": 1.0})
         assert hello["result"]["heartbeat_interval_s"] > 0
@@ -360,6 +371,24 @@ def test_heartbeat_client_is_reclaimed_when_heartbeats_stop(daemon):
         assert name in shm_names()
         assert wait_until(lambda: name not in shm_names(), timeout=6), "silent client not reclaimed"
         assert call({"v": 1, "op": "heartbeat", "id": 4, "client_id": cid})["error"]["code"] == "UNKNOWN_CLIENT"
+    finally:
+        sock.close()
+        ctx.term()
+        assert d.stop() == 0, d.log()
+
+
+def test_on_a_unix_socket_the_os_names_the_client_whatever_pid_it_claims(daemon):
+    # The peer's credentials (SO_PEERCRED) say which process is connected: a claimed pid that
+    # does not exist changes nothing, this live process is verified and needs no heartbeats.
+    ctx, sock, call = _raw_client(daemon.endpoint)
+    try:
+        hello = call({"v": 1, "op": "hello", "id": 1, "client_pid": 2**31 - 7, "client_start_time": 1.0})
+        assert hello["result"]["heartbeat_interval_s"] == 0
+        cid = hello["result"]["client_id"]
+        name = call({"v": 1, "op": "lease", "id": 2, "client_id": cid, "nbytes": 4096})["result"]["region"]["name"]
+        time.sleep(2.5)  # past client_timeout_s = 1.5 without a heartbeat: still ours
+        assert name in shm_names()
+        assert call({"v": 1, "op": "goodbye", "id": 3, "client_id": cid})["result"]["released"] == 1
     finally:
         sock.close()
         ctx.term()

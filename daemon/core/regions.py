@@ -156,7 +156,7 @@ def _segment_problem(region: Region) -> str | None:
         return "its segment cannot be examined"
     if st.st_size < region.nbytes:
         return "was truncated by a client (it must keep its size)"
-    if st.st_blocks * 512 < region.nbytes:
+    if getattr(st, "st_blocks", region.nbytes) * 512 < region.nbytes:  # st_blocks: POSIX only
         return "had pages released by a client (a hole punched into it)"
     return None
 
