@@ -303,9 +303,28 @@ def run_checks(config_path: str | None = None) -> list[Check]:
     provided = {part for probe in probes for part in probe.provides}
     checks += [judge(probe, needs, provided) for probe in probes]
     checks += library_checks(config_path)
+    checks.append(routing_id_check())
     gpu_present = any(probe.is_device for probe in probes)
     checks.append(verdict(checks, needs, gpu_present))
     return checks
+
+
+def routing_id_check() -> Check:
+    """Whether the loaded libzmq can be aborted by a peer that claims its next routing id
+    (daemon/serve/routing_ids.py): informational, the daemon runs either way."""
+    import zmq
+
+    from trtd.daemon.serve import routing_ids
+
+    version = f"libzmq {zmq.zmq_version()} (pyzmq {zmq.__version__})"
+    if routing_ids.libzmq_skips_used_ids():
+        return Check("zeromq", True, f"{version}: skips routing ids peers hold")
+    return Check("zeromq", None,
+                 f"{version} aborts when a peer claims its next automatic routing id; the daemon "
+                 f"seeds it{' (not possible on Windows)' if sys.platform == 'win32' else ''}, so a "
+                 f"peer must probe for it",
+                 "build pyzmq against libzmq with service/libzmq/router-skip-used-ids.patch "
+                 "(README, Known gaps)")
 
 
 def library_checks(config_path: str | None) -> list[Check]:
