@@ -313,3 +313,48 @@ def test_a_region_a_client_hollowed_out_is_refused_not_a_sigbus(daemon, attack):
         handle._forget_region()
         np.testing.assert_allclose(handle(X), handle(X))  # a good client goes on being served
         assert handle(X).shape == (1, 10)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE")
+def test_caps_fit_the_descriptor_limit_so_libzmq_never_runs_out(tmp_path):
+    """With 2 descriptors per region, max_regions = 4096 needs 8192: past the process's limit
+    libzmq aborts on its next accept (`Too many open files`, SIGABRT; seen at 118 leases under
+    a limit of 256). Under a limit of 512 the daemon lowers its caps to fit (256 kept free, 64
+    clients, (256 - 64) / 2 = 96 regions) and says so; leasing past them is refused, and new
+    connections are still accepted."""
+    import resource
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
+    endpoint = f"ipc://{tmp_path}/limited.sock"
+    log_path = tmp_path / "limited.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", endpoint,
+                                 "--model", "demo=builtin:demo"], preexec_fn=limited, stdout=log,
+                                stderr=subprocess.STDOUT, env=dict(os.environ, TRTD_RUNTIME_DIR=str(tmp_path / "run")))
+    clients = []
+    try:
+        assert wait_until(lambda: os.path.exists(endpoint[len("ipc://"):]), timeout=30), log_path.read_text()
+        leased = 0
+        for _ in range(3):  # per-client quota is 64: three clients reach the daemon-wide cap
+            c = Client(endpoint, timeout=10)
+            clients.append(c)
+            try:
+                for _ in range(64):
+                    c.lease(4096)
+                    leased += 1
+            except RegionError:
+                pass
+        assert leased == 96, leased
+        with Client(endpoint, timeout=10) as other:  # a new connection is accepted and served
+            assert other.status().regions == 96
+            clients.pop(0).close()  # its 64 regions go back
+            assert other.infer("demo", X).shape == (1, 10)
+        assert proc.poll() is None
+        assert "max_regions 4096 -> 96" in log_path.read_text()
+    finally:
+        for c in clients:
+            c.close()
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, log_path.read_text()

@@ -15,6 +15,7 @@ releases), so one connection cannot pile up records and quotas.
 
 from __future__ import annotations
 
+import errno
 import secrets
 import time
 from dataclasses import dataclass
@@ -45,7 +46,15 @@ def _pid_matches(pid: int, start_time: float) -> bool:
         return False
     try:
         return abs(psutil.Process(pid).create_time() - start_time) <= _START_TIME_TOLERANCE_S
-    except (psutil.Error, OverflowError, ValueError, OSError):
+    except psutil.NoSuchProcess:
+        return False
+    except OSError as exc:
+        # Out of descriptors (EMFILE/ENFILE) says nothing about the client: alive, look later
+        # (taking it for dead would reclaim every live client at once).
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        return False
+    except (psutil.Error, OverflowError, ValueError):
         return False
 
 
@@ -85,6 +94,10 @@ class ClientRegistry:
             del self._clients[previous.client_id]
         if peer_pid is not None:
             pid, start_time = peer_pid, _start_time(peer_pid)
+        # Only the OS vouches for a pid: a claimed one (TCP, a peer in another PID namespace,
+        # whose pid the socket reports as 0) could be any live process, pid 1 included, whose
+        # leases would then never be reclaimed. Such clients prove they live by heartbeats.
+        verified = peer_pid is not None and _pid_matches(pid, start_time)
         if len(self._clients) >= self._max_clients:
             raise ProtocolError(
                 ErrorCode.QUOTA_EXCEEDED,
@@ -93,7 +106,7 @@ class ClientRegistry:
             )
         record = ClientRecord(
             client_id=self._new_id(), pid=pid, start_time=start_time, name=name,
-            pid_verified=_pid_matches(pid, start_time), last_seen=time.monotonic(),
+            pid_verified=verified, last_seen=time.monotonic(),
             identity=identity,
         )
         self._clients[record.client_id] = record

@@ -242,7 +242,7 @@ class DaemonCore:
         if not region_in_use:
             self.regions.checkin(job.region)
         spin_ns = job.model.config.idle_spin_us * 1000
-        if spin_ns > self.spin_ns:
+        if spin_ns > self.spin_ns and done.error is None:  # refused requests must not buy spinning
             self.spin_ns = spin_ns
         stats = job.model.stats
         if done.error is not None:
@@ -351,9 +351,11 @@ class DaemonCore:
             self.models.finish_replacing(model)
             return None
         installed = self.models.finish_loading(item.target, model)
-        if item.answer is None or not self.in_flight.end(item):
+        if item.answer is None or item not in self.in_flight:
             return None  # a configured model, or a `load` op a stop has answered already
         caller = item.answer
+        # The answer is built before the op leaves the in-flight count: if building it fails,
+        # _failed still finds the op and answers INTERNAL.
         if installed and model.state == "ready":
             frame = encode_reply(caller.request_id, m.LoadReply(model=model.info()))
         else:
@@ -362,6 +364,7 @@ class DaemonCore:
             why = model.error if installed else "it was unloaded while it loaded"
             frame = encode_error(caller.request_id, ErrorCode.LOAD_FAILED,
                                  f"model {model.name!r} failed to load: {why}")
+        self.in_flight.end(item)
         return Answer(caller.identity, caller.request_id, frame)
 
     # -- handlers ------------------------------------------------------------------------------------
@@ -428,7 +431,12 @@ class DaemonCore:
             return self._end(RequestDone(job, error=exc))
         if not executor.inline:
             self.in_flight.add(job, executor)
-        done = executor.submit(job)
+        try:
+            done = executor.submit(job)
+        except Exception as exc:  # a bug: the request still ends, its region goes back
+            log.exception("submitting request %d failed", call.request_id)
+            return self._end(RequestDone(job, error=ProtocolError(
+                ErrorCode.INTERNAL, f"internal error in the daemon ({type(exc).__name__}: {exc})")))
         return PENDING if done is None else self._end(done)
 
     def _status(self, req: m.Status, call: Call):

@@ -7,6 +7,7 @@ blocks on a client that has gone: replies to a vanished peer are dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -41,6 +42,8 @@ _TICK_S = 0.2
 _STOP_GRACE_S = 1.0
 # Requests read per loop turn before finished work and timers are looked at again.
 _READS_PER_TURN = 256
+# Descriptors kept free of regions and connections: model files, logs, libraries, sockets.
+_FD_RESERVE = 256
 # Upper bound on flushing the last replies at close (reached only for peers that read nothing).
 _CLOSE_LINGER_MS = 500
 
@@ -72,6 +75,7 @@ class Server:
 
     def start(self) -> None:
         platform.raise_fd_limit()
+        self._fit_regions_to_descriptors()
         self._lock.acquire()
         self._lock.remove_predecessor_regions()
         self._access.share_directory(self._lock.path.parent)
@@ -88,6 +92,24 @@ class Server:
         log.info("trtd serving on %s (pid %d); loading %d model(s) in the background",
                  self.endpoint, os.getpid(), self.core.loading)
         self.notifier.ready(self._status_line())
+
+    def _fit_regions_to_descriptors(self) -> None:
+        """Each region holds two descriptors, each connection one; libzmq aborts the process when
+        it cannot accept a connection for want of one (`Too many open files`, ipc_listener.cpp).
+        So max_clients and max_regions are lowered to what the descriptor limit leaves after a
+        reserve for models, logs and libraries (clients get at most a quarter of it)."""
+        limit = platform.fd_limit()
+        if limit is None:
+            return
+        room = max(limit - _FD_RESERVE, 0)
+        clients = min(self.config.max_clients, room // 4)
+        regions = min(self.config.max_regions, (room - clients) // 2)
+        if (clients, regions) != (self.config.max_clients, self.config.max_regions):
+            log.warning("max_clients %d -> %d and max_regions %d -> %d: this process may open %d "
+                        "descriptors (ulimit -n / LimitNOFILE); each region takes two and each "
+                        "connection one; raise the limit to serve more", self.config.max_clients,
+                        clients, self.config.max_regions, regions, limit)
+            self.config = dataclasses.replace(self.config, max_clients=clients, max_regions=regions)
 
     def _started(self) -> tuple[DaemonCore, zmq.Socket]:
         """The core and the socket, which start() creates: the loop runs only after it."""

@@ -289,6 +289,17 @@ def raise_fd_limit() -> None:
             pass
 
 
+def fd_limit() -> int | None:
+    """How many descriptors this process may open (the soft limit), None where unlimited or
+    unknown (Windows: no such limit on handles that matters here)."""
+    if sys.platform == "win32":
+        return None
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 # -- DLL search (Windows) -------------------------------------------------------------------------
 
 # Files whose folder must be on the DLL search path for CUDA / TensorRT / cuDNN to load.
