@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .lib.cpu_burn import process_cpu_ns
 from .lib.processes import start_process, stop_process
 from .lib.stats import Summary
 
@@ -55,26 +56,9 @@ class Point:
 
 
 def _cpu_seconds(proc: Any) -> float:
-    """CPU time of a process, all threads; nanosecond-exact on Linux.
-
-    psutil's cpu_times() counts in clock ticks (10 ms): a short sweep point of a fast model
-    would read as zero. /proc/PID/task/*/schedstat has each thread's run time in ns (threads
-    that already exited are missed: the daemon's threads live as long as it does).
-    """
-    import psutil
-
-    task_dir = f"/proc/{proc.pid}/task"
-    if os.path.isdir(task_dir):
-        total = 0
-        for tid in os.listdir(task_dir):
-            try:
-                with open(f"{task_dir}/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass  # a thread that ended between listdir and open
-        return total / 1e9
-    times = proc.cpu_times() if isinstance(proc, psutil.Process) else None
-    return times.user + times.system if times else 0.0
+    """CPU time of a process, all threads, in seconds (nanosecond-exact on Linux: see
+    lib/cpu_burn.process_cpu_ns, which psutil's 10 ms clock ticks would not be)."""
+    return process_cpu_ns(proc.pid) / 1e9
 
 
 def _cpu_and_rss(processes: Sequence[Any]) -> tuple[float, float]:
