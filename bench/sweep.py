@@ -10,7 +10,6 @@ window (psutil). Throughput counts completed requests over the common window.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from dataclasses import dataclass, field
