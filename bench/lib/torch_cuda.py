@@ -23,7 +23,38 @@ class Split:
     d2h_us: float
 
 
-class PinnedForward:
+class Forward:
+    """One in-process request in three timed steps (h2d, compute, d2h) into pinned memory
+    `self._y`; subclasses say what each step does."""
+
+    _torch: Any
+    _y: Any
+
+    def h2d(self) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> None:
+        raise NotImplementedError
+
+    def d2h(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        """One whole request, finished (synchronized)."""
+        self.h2d()
+        self.compute()
+        self.d2h()
+        self._torch.cuda.synchronize()
+
+    def output(self) -> np.ndarray:
+        """A copy of the last output (after run())."""
+        return self._y.numpy().copy()
+
+    def split(self, n: int = 50) -> Split:
+        return event_split(self._torch, self.h2d, self.compute, self.d2h, n)
+
+
+class PinnedForward(Forward):
     """`module` on `device`, fed from pinned host memory; `dtype` casts the input on the device
     (FP16 modules), the output comes back as float32."""
 
@@ -46,19 +77,6 @@ class PinnedForward:
     def d2h(self) -> None:
         self._y.copy_(self._result, non_blocking=True)
 
-    def run(self) -> None:
-        """One whole request, finished (synchronized)."""
-        self.h2d()
-        self.compute()
-        self.d2h()
-        self._torch.cuda.synchronize()
-
-    def output(self) -> np.ndarray:
-        """A copy of the last output (after run())."""
-        return self._y.numpy().copy()
-
-    def split(self, n: int = 50) -> Split:
-        return event_split(self._torch, self.h2d, self.compute, self.d2h, n)
 
 
 def event_split(torch: Any, h2d: Callable[[], None], compute: Callable[[], None],

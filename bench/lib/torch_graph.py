@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from .torch_cuda import Split, event_split
+from .torch_cuda import Forward
 
 WARMUP_RUNS = 3
 
 
-class GraphForward:
+class GraphForward(Forward):
     """`module` on `device` as one captured CUDA graph over static device tensors."""
 
     def __init__(self, torch: Any, module: Any, device: Any, x: np.ndarray, dtype: Any = None,
@@ -65,19 +65,6 @@ class GraphForward:
     def d2h(self) -> None:
         self._y.copy_(self._static_out, non_blocking=True)
 
-    def run(self) -> None:
-        """One whole request, finished (synchronized)."""
-        self.h2d()
-        self.compute()
-        self.d2h()
-        self._torch.cuda.synchronize()
-
-    def output(self) -> np.ndarray:
-        """A copy of the last output (after run())."""
-        return self._y.numpy().copy()
-
-    def split(self, n: int = 50) -> Split:
-        return event_split(self._torch, self.h2d, self.compute, self.d2h, n)
 
     def close(self) -> None:
         """Free the graph and its pool now rather than at garbage collection."""
