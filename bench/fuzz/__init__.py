@@ -7,7 +7,8 @@ bytes, valid messages mutated (truncated, bytes flipped, hostile length
 prefixes, trailing bytes), typed requests of every op with wrong types in any
 field, extreme shapes (0, negative, dtype x shape overflow), offsets at and past
 the region's end, replayed, forged and stolen lease tokens, extra frames,
-frames over the size limit. Privileged ops (load, unload, reload) are sent
+frames over the size limit, routing ids the peer chose (zero-prefixed, twice the same), raw
+bytes on the socket (broken greetings, hostile ZMTP frame headers after a valid handshake). Privileged ops (load, unload, reload) are sent
 both without the admin token (UNAUTHORIZED) and, for a share of cases, with
 the daemon's real token, so that their own argument checks are fuzzed too.
 Never a `shutdown` with the token: any well-formed one (extra fields are
@@ -15,7 +16,7 @@ ignored) stops the daemon by design, which would end the campaign, not find a
 bug; nor an `unload` of the model the checks run on. After each case the checks are:
 
 - the daemon answers exactly one error or result per single-frame request (none
-  for multi-frame messages: dropped), and is alive;
+  for what breaks the wire protocol: it closes that connection), and is alive;
 - nothing was written outside a region: guard regions (the fuzzer's own and
   another client's) keep their pattern, and the fuzzer's work region changed
   only inside output areas of successful requests;

@@ -38,7 +38,7 @@ def run_campaign(target: FuzzTarget, examples: int) -> dict[str, Any]:
     campaign(typed_request(), target.request, examples)
     campaign(mutated_frame(), target.mutated, examples)
     campaign(admin_request(), target.admin, max(examples // 5, 10))
-    campaign(FRAMES, target.frames, max(examples // 10, 10))  # each one is a reconnect: fewer
+    campaign(FRAMES, target.frames, max(examples // 5, 20))  # each one is a new connection: fewer
     return target.summary()
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=2000,
                         help="cases per kind (typed, mutated; a fifth as many privileged ops with "
-                             "the admin token, a tenth as many extra/oversized frames)")
+                             "the admin token, a fifth as many frame, routing-id and wire cases)")
     parser.add_argument("--out", help="write the JSON summary here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="trtd-fuzz-") as tmp:

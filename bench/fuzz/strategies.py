@@ -160,6 +160,26 @@ def mutated_frame(draw: Any) -> dict[str, Any]:
                                           b"\xc9\x7f\xff\xff\xff\x01", b"\xdc\xff\xff"]))}
 
 
+# A valid ZMTP 3.1 greeting (NULL mechanism) and a DEALER's READY: what a wire case sends first
+# when it fuzzes the bytes after the handshake rather than the handshake itself.
+ZMTP_GREETING = b"\xff" + bytes(8) + b"\x7f\x03\x01" + b"NULL".ljust(20, b"\0") + bytes(32)
+ZMTP_DEALER_READY = b"\x04\x1c\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER"
+_WIRE_PREFIXES = st.sampled_from([b"", ZMTP_GREETING, ZMTP_GREETING + ZMTP_DEALER_READY])
+_FRAME_HEADERS = st.builds(lambda flags, size: bytes([flags, size]),
+                           st.integers(0, 255), st.integers(0, 255)) | st.builds(
+    lambda flags, size: bytes([flags]) + size.to_bytes(8, "big"),
+    st.integers(0, 255), st.sampled_from([0, 1, 255, 256, MAX_REQUEST_BYTES, MAX_REQUEST_BYTES + 1,
+                                          2**31, 2**62, 2**64 - 1]))
+
 FRAMES = st.one_of(
     st.builds(lambda n: {"frames": n}, st.lists(st.binary(max_size=64), min_size=2, max_size=4)),
-    st.builds(lambda size: {"oversized": size}, st.sampled_from([MAX_REQUEST_BYTES + 1, 1 << 20])))
+    st.builds(lambda size: {"oversized": size}, st.sampled_from([MAX_REQUEST_BYTES + 1, 1 << 20])),
+    # Routing ids a peer chooses itself (a ROUTER once aborted on a zero-prefixed one that
+    # collided with its own automatic ids): the daemon must ignore them, twice the same too.
+    st.builds(lambda rid, twice: {"routing_id": rid, "twice": twice},
+              st.one_of(st.binary(min_size=1, max_size=255),
+                        st.binary(min_size=4, max_size=4).map(lambda b: b"\0" + b)),
+              st.booleans()),
+    # Raw bytes on the socket: a broken greeting, or valid handshake then hostile frames.
+    st.builds(lambda prefix, header, tail: {"wire": prefix + header + tail},
+              _WIRE_PREFIXES, _FRAME_HEADERS, st.binary(max_size=64)))

@@ -1,7 +1,7 @@
 """The fuzzer's side of the connection: sends each case, then checks the daemon's contract.
 
 After each case: the daemon answered exactly one error or result per single-frame request
-(none for multi-frame messages: dropped) and is alive; nothing was written outside a region
+(none for what breaks the wire protocol: that connection is closed) and is alive; nothing was written outside a region
 (guard regions, the fuzzer's own and another client's, keep their pattern, and the work
 region changed only inside output areas of successful requests); the well-behaved client
 running alongside (bystander.py) keeps getting correct answers.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -19,7 +20,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from trtd.protocol.endpoint import ADMIN_TOKEN, token_path
+from trtd.protocol.endpoint import ADMIN_TOKEN, ipc_path, token_path
 from trtd.sdk import Client
 from trtd.sdk.client import read_token
 from trtd.sdk.shm import AttachedRegion
@@ -190,22 +191,61 @@ class FuzzTarget:
         self._single(data, f"mutated.{how}", None)
 
     def frames(self, case: dict) -> None:
-        if "oversized" in case:
-            # libzmq drops the sender's connection: use a throwaway one, then check we are served.
+        """Cases below the protocol (frames, routing ids, wire bytes), each on a throwaway
+        connection: the daemon disconnects a peer that breaks ZMTP or its caps, without an
+        answer, and must go on serving this connection and the bystander."""
+        if "routing_id" in case:
+            self._chosen_routing_id(case["routing_id"], case["twice"])
+            self.counts["routing_id"] += 1
+        elif "wire" in case:
+            self._wire(case["wire"])
+            self.counts["wire"] += 1
+        else:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(self.endpoint)
-            sock.send(b"\x80" * case["oversized"])
-            time.sleep(0.01)
+            if "oversized" in case:
+                sock.send(b"\x80" * case["oversized"])
+                self.counts["oversized"] += 1
+            else:
+                sock.send_multipart(case["frames"])
+                self.counts["multi_frame"] += 1
+            answered = sock.poll(50)
             sock.close()
-            self.counts["oversized"] += 1
-            self._check(self._until_ping(), None)
-            return
-        self._sock.send_multipart(case["frames"])
-        replies = self._until_ping()
-        assert replies == [], f"a multi-frame message was answered: {replies}"
-        self.counts["multi_frame"] += 1
-        self._check([], None)
+            assert not answered, f"a message the protocol has no room for was answered: {case}"
+        self._check(self._until_ping(), None)
+
+    def _chosen_routing_id(self, routing_id: bytes, twice: bool) -> None:
+        socks = []
+        try:
+            for _ in range(2 if twice else 1):
+                sock = self._ctx.socket(zmq.DEALER)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.ROUTING_ID, routing_id)
+                sock.connect(self.endpoint)
+                socks.append(sock)
+            for k, sock in enumerate(socks):
+                sock.send(msgpack.packb({"v": 1, "op": "status", "id": k + 1}))
+            for k, sock in enumerate(socks):
+                assert sock.poll(10_000), f"no answer to a peer with routing id {routing_id!r}"
+                reply = msgpack.unpackb(sock.recv(), strict_map_key=False)
+                assert reply.get("ok") and reply.get("id") == k + 1, reply
+        finally:
+            for sock in socks:
+                sock.close()
+
+    def _wire(self, data: bytes) -> None:
+        path = ipc_path(self.endpoint)
+        if path is None:
+            return  # a TCP endpoint: the same bytes through a TCP socket would test the same
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.settimeout(5)
+            raw.connect(str(path))
+            try:
+                raw.sendall(data)
+                raw.recv(4096)  # the daemon's handshake (or nothing: it may hang up first)
+            except OSError:
+                pass  # the daemon hung up on us: one of the expected outcomes
 
     def _single(self, frame: bytes, kind: str, body: dict | None) -> None:
         if body is None:  # a mutated frame: what the daemon may have read, for the checks

@@ -303,28 +303,19 @@ def run_checks(config_path: str | None = None) -> list[Check]:
     provided = {part for probe in probes for part in probe.provides}
     checks += [judge(probe, needs, provided) for probe in probes]
     checks += library_checks(config_path)
-    checks.append(routing_id_check())
+    checks.append(zeromq_check())
     gpu_present = any(probe.is_device for probe in probes)
     checks.append(verdict(checks, needs, gpu_present))
     return checks
 
 
-def routing_id_check() -> Check:
-    """Whether the loaded libzmq can be aborted by a peer that claims its next routing id
-    (daemon/serve/routing_ids.py): informational, the daemon runs either way."""
+def zeromq_check() -> Check:
+    """The libzmq the daemon and the SDK run on (informational): the daemon reads its socket as
+    a ZMQ_STREAM and speaks ZMTP 3 itself, so no libzmq ROUTER bug is reachable from a peer."""
     import zmq
 
-    from trtd.daemon.serve import routing_ids
-
-    version = f"libzmq {zmq.zmq_version()} (pyzmq {zmq.__version__})"
-    if routing_ids.libzmq_skips_used_ids():
-        return Check("zeromq", True, f"{version}: skips routing ids peers hold")
-    return Check("zeromq", None,
-                 f"{version} aborts when a peer claims its next automatic routing id; the daemon "
-                 f"seeds it{' (not possible on Windows)' if sys.platform == 'win32' else ''}, so a "
-                 f"peer must probe for it",
-                 "build pyzmq against libzmq with service/libzmq/router-skip-used-ids.patch "
-                 "(README, Known gaps)")
+    return Check("zeromq", None, f"libzmq {zmq.zmq_version()} (pyzmq {zmq.__version__}); the "
+                                 "daemon speaks ZMTP 3.1 itself over a STREAM socket")
 
 
 def library_checks(config_path: str | None) -> list[Check]:

@@ -147,6 +147,10 @@ class ClientRegistry:
     def remove(self, client_id: int) -> None:
         self._clients.pop(client_id, None)
 
+    def on_connection(self, identity: bytes) -> list[ClientRecord]:
+        """The records of one connection (at most one: a second hello replaces the first)."""
+        return [record for record in self._clients.values() if record.identity == identity]
+
     def heartbeat_interval_s(self, record: ClientRecord) -> float:
         return 0.0 if record.pid_verified else self._timeout / 3
 

@@ -286,6 +286,21 @@ class DaemonCore:
                      record.client_id, record.pid, n)
         return reclaimed
 
+    def connection_closed(self, identity: bytes) -> int:
+        """A connection has gone (its process closed it or died; or the daemon closed it for
+        breaking the protocol): its client's leases go now, not at the next reclaim. Requests
+        of it that still run keep their regions until they end (the region layer's refcount)."""
+        self.stop.heard_from(identity)  # it reads nothing more: a stop need not wait for it
+        self.stop.goodbye(identity)
+        reclaimed = 0
+        for record in self.clients.on_connection(identity):
+            n = self.regions.release_client(record.client_id)
+            self.clients.remove(record.client_id)
+            reclaimed += n
+            log.info("client %d (pid %d) closed its connection; released %d region(s)",
+                     record.client_id, record.pid, n)
+        return reclaimed
+
     def give_up_in_flight(self) -> list[Answer]:
         """A stop past drain_timeout_s: answer every request still queued or running, and every
         `load` op still waiting, with an error now, so no client waits for its own timeout.

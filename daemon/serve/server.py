@@ -1,8 +1,10 @@
-"""The socket loop: a ROUTER socket, decode -> handle -> reply, signals, reclaim.
+"""The socket loop: a STREAM socket, decode -> handle -> reply, signals, reclaim.
 
 Requests are handled on this thread, in arrival order: for one idle client
-that is the shortest path (no hand-off between threads). A ROUTER never
-blocks on a client that has gone: replies to a vanished peer are dropped.
+that is the shortest path (no hand-off between threads). The socket is a ZMQ_STREAM
+one and the daemon speaks ZMTP itself (daemon/serve/zmtp.py, peers.py): clients keep their
+DEALER sockets, while nothing a peer sends is buffered past the request limit, routing ids are
+libzmq's own, and a connection's end is seen at once. Replies to a vanished peer are dropped.
 """
 
 from __future__ import annotations
@@ -23,14 +25,13 @@ from trtd.protocol import MAX_REQUEST_BYTES, resolve_endpoint
 from trtd.protocol.endpoint import ipc_path, runtime_dir
 
 from trtd.daemon.system import platform
-from trtd.daemon.serve import routing_ids
 from trtd.daemon.serve.access import AccessPolicy, Gate
 from trtd.daemon.config.settings import ConfigError, DaemonConfig
-from trtd.daemon.core.clients import peer_pid
 from trtd.daemon.core.daemon_core import Answer, DaemonCore
 from trtd.daemon.core.stop_state import StopState
 from trtd.daemon.serve.endpoint_lock import InstanceLock
 from trtd.daemon.serve.notify import Notifier
+from trtd.daemon.serve.peers import Peers
 from trtd.daemon.serve.stopping import DrainReport, StopDeadline, exit_now
 
 log = logging.getLogger("trtd.server")
@@ -63,6 +64,7 @@ class Server:
         self.core: DaemonCore | None = None
         self._ctx: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
+        self.peers: Peers | None = None
         self.stop = StopState()  # the one owner of the stop's state; the core shares it
         self._reload = threading.Event()
         self._reload_source = reload_source
@@ -128,16 +130,17 @@ class Server:
         return text
 
     def _bind(self) -> None:
-        if not routing_ids.seed():  # before the ROUTER: its automatic ids start at rand()
-            log.warning("cannot seed libzmq's routing ids here: a local peer that guesses them can "
-                        "abort the daemon (see `trtd doctor`)")
+        # A STREAM socket names each connection itself: a peer's ZMQ_ROUTING_ID is never used
+        # (with a ROUTER, one that claimed libzmq's next automatic id aborted the process).
         self._ctx = zmq.Context()
-        sock = self._ctx.socket(zmq.ROUTER)
-        # A peer sending a larger frame is disconnected by libzmq before the
-        # frame is allocated: hostile lengths never reach msgpack.
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        sock = self._ctx.socket(zmq.STREAM)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 10000)
+        # What libzmq may read ahead of the loop per connection, in chunks of up to 8 KiB: past
+        # it, it stops reading that connection (the peer's sends block), so a flooding peer
+        # costs the daemon at most ~1 MiB besides the one partial request its decoder holds.
+        sock.setsockopt(zmq.RCVHWM, 128)
+        self.peers = Peers(sock, MAX_REQUEST_BYTES, on_closed=self._connection_closed)
         path = ipc_path(self.endpoint)
         if path is not None:
             # We hold the endpoint's lock (beside the socket, in a directory checked
@@ -256,6 +259,7 @@ class Server:
                     core.reclaim_dead_clients()
                 except Exception:  # e.g. out of file descriptors: log, keep serving, retry later
                     log.exception("reclaiming dead clients failed")
+                self.peers.expire_handshakes(now)
                 next_reclaim = now + reclaim_every
             if self._reload.is_set():
                 self._reload.clear()
@@ -273,13 +277,13 @@ class Server:
         core, _ = self._started()
         if self._wait(core, poller, tick_ms):
             for answer in core.step():
-                self._send(sock, answer)
+                self._send(answer)
             for _ in range(_READS_PER_TURN):
                 # Ask whether a message waits rather than let recv raise zmq.Again: an
                 # exception per turn cost ~7% of the loop's time under one client.
                 if not self.stop.reading or not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                     break
-                self._serve_one(core, sock, sock.recv_multipart(zmq.NOBLOCK, copy=False))
+                self._serve_chunk(core, sock.recv_multipart(zmq.NOBLOCK, copy=False))
 
     @staticmethod
     def _wait(core: DaemonCore, poller: zmq.Poller, tick_ms: int) -> bool:
@@ -314,7 +318,7 @@ class Server:
                         "answering them as not finished", unfinished, self.config.drain_timeout_s)
             self.abandoned = True
             for answer in core.give_up_in_flight():
-                self._send(sock, answer)
+                self._send(answer)
         # The replies of the stop (requests drained or given up on, the `shutdown` op's
         # acknowledgement) must be read before the socket closes: a DEALER with ZMQ_IMMEDIATE
         # (the SDK's) discards unread messages from a peer that disconnects (seen: `trtd
@@ -342,29 +346,23 @@ class Server:
             log.exception("SIGHUP: reload failed")
         self.notifier.ready(self._status_line())
 
-    def _serve_one(self, core: DaemonCore, sock: zmq.Socket, frames: list[zmq.Frame]) -> None:
+    def _serve_chunk(self, core: DaemonCore, frames: list[zmq.Frame]) -> None:
+        """What the STREAM socket read from one connection: [routing id, bytes]."""
         received = time.perf_counter_ns()
-        if len(frames) != 2:
-            # DEALER clients send exactly one frame; anything else is not ours to answer.
-            log.warning("dropped a message of %d frames", len(frames))
-            return
-        identity, payload = frames[0].bytes, frames[1]
+        peers = self.peers
+        identity = frames[0].bytes
+        for payload in peers.receive(identity, frames[1]):
+            reply = core.receive(identity, payload, received, lambda: peers.pid(identity))
+            if reply is not None:  # None: a worker instance or the loader answers it (step)
+                self._send(Answer(identity, 0, reply))
 
-        def peer() -> int | None:  # what the OS says about the sender (SO_PEERCRED on ipc)
-            try:
-                return peer_pid(payload.get("Peer-Address"))
-            except zmq.ZMQError:
-                return None
+    def _connection_closed(self, identity: bytes) -> None:
+        if self.core is not None:
+            self.core.connection_closed(identity)
 
-        reply = core.receive(identity, payload.bytes, received, peer)
-        if reply is not None:  # None: a worker instance or the loader answers it (step)
-            self._send(sock, Answer(identity, 0, reply))
-
-    def _send(self, sock: zmq.Socket, answer: Answer) -> None:
+    def _send(self, answer: Answer) -> None:
         self.stop.sent_to(answer.identity)  # while draining: to be read before the socket closes
-        try:
-            sock.send_multipart([answer.identity, answer.frame], zmq.NOBLOCK)
-        except zmq.Again:
+        if not self.peers.send(answer.identity, answer.frame):
             log.warning("a client's queue is full; a reply%s was dropped",
                         f" to request {answer.request_id}" if answer.request_id else "")
 

@@ -1,0 +1,119 @@
+"""The connections of the daemon's STREAM socket: one ZMTP session each, opened, fed, closed.
+
+libzmq's STREAM socket reads each connection's bytes for us and names the connection with a
+routing id it assigns (a peer cannot choose it); a zero-length chunk announces a connection
+and, later, its end. Each connection gets the daemon's handshake at once, its own decoder
+(daemon/serve/zmtp.py) and the pid the kernel vouches for (SO_PEERCRED, through libzmq's
+Peer-Address) from its first moment. A peer that breaks the protocol or a cap, or that has not
+finished its handshake in time, is disconnected: nothing it sent is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import zmq
+
+from trtd.daemon.core.clients import peer_pid
+from trtd.daemon.serve.zmtp import HANDSHAKE, ZmtpSession, ZmtpViolation, frame
+
+log = logging.getLogger("trtd.server")
+
+# A connection that has not finished its greeting and READY by then holds a descriptor for
+# nothing: closed. A libzmq peer finishes in well under a millisecond once the daemon answers.
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class Peer:
+    session: ZmtpSession
+    pid: int | None                      # what the OS says is at the other end (unix sockets)
+    connected_at: float = field(default_factory=time.monotonic)
+
+
+class Peers:
+    def __init__(self, sock: zmq.Socket, max_message_bytes: int,
+                 on_closed: Callable[[bytes], None]):
+        """on_closed(identity): a connection that was open has gone (either side closed it)."""
+        self._sock = sock
+        self._max = max_message_bytes
+        self._on_closed = on_closed
+        self._peers: dict[bytes, Peer] = {}
+        self.refused = 0  # connections closed for breaking the protocol, for status and tests
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def receive(self, identity: bytes, chunk: zmq.Frame) -> list[bytes]:
+        """The complete messages in what the STREAM socket read from one connection."""
+        data = chunk.bytes
+        peer = self._peers.get(identity)
+        if not data:  # libzmq's notification: a new connection, or the end of a known one
+            if peer is None:
+                self._open(identity, chunk)
+            else:
+                del self._peers[identity]
+                self._on_closed(identity)
+            return []
+        if peer is None:
+            return []  # bytes of a connection closed a moment ago: nothing to do with them
+        try:
+            messages = peer.session.feed(data)
+        except ZmtpViolation as exc:
+            self.refused += 1
+            log.warning("closed a connection%s: %s", _whose(peer), exc)
+            self.close(identity)
+            return []
+        if peer.session.outgoing:
+            self._write(identity, bytes(peer.session.outgoing))
+            peer.session.outgoing.clear()
+        return messages
+
+    def pid(self, identity: bytes) -> int | None:
+        peer = self._peers.get(identity)
+        return peer.pid if peer is not None else None
+
+    def send(self, identity: bytes, payload: bytes) -> bool:
+        """False when the peer's queue is full (the reply is dropped); a peer that has gone
+        takes nothing and is no error."""
+        return self._write(identity, frame(payload))
+
+    def close(self, identity: bytes) -> None:
+        """Disconnect a peer (libzmq closes the connection on a zero-length message to it)."""
+        if self._peers.pop(identity, None) is not None:
+            self._write(identity, b"")
+            self._on_closed(identity)
+
+    def expire_handshakes(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        stale = [identity for identity, peer in self._peers.items()
+                 if not peer.session.open and now - peer.connected_at > HANDSHAKE_TIMEOUT_S]
+        for identity in stale:
+            log.warning("closed a connection%s that did not finish its handshake in %.0f s",
+                        _whose(self._peers[identity]), HANDSHAKE_TIMEOUT_S)
+            self.close(identity)
+        return len(stale)
+
+    def _open(self, identity: bytes, notification: zmq.Frame) -> None:
+        try:
+            pid = peer_pid(notification.get("Peer-Address"))
+        except zmq.ZMQError:
+            pid = None
+        self._peers[identity] = Peer(ZmtpSession(self._max), pid)
+        self._write(identity, HANDSHAKE)
+
+    def _write(self, identity: bytes, data: bytes) -> bool:
+        try:
+            self._sock.send_multipart([identity, data], zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+        except zmq.ZMQError:  # EHOSTUNREACH: the connection went meanwhile
+            return True
+
+
+def _whose(peer: Peer) -> str:
+    return f" from pid {peer.pid}" if peer.pid else ""
