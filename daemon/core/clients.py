@@ -16,15 +16,18 @@ releases), so one connection cannot pile up records and quotas.
 from __future__ import annotations
 
 import errno
+import os
 import secrets
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import psutil
 
 from trtd.protocol import ErrorCode, ProtocolError
 
 _START_TIME_TOLERANCE_S = 0.05
+_OWN_UID = os.geteuid() if hasattr(os, "geteuid") else -1  # Windows: no uids, no SO_PEERCRED
 
 
 @dataclass(slots=True)
@@ -39,6 +42,9 @@ class ClientRecord:
     # this client from another connection is refused, whatever token it shows.
     identity: bytes
     requests: int = 0
+    # The OS says it runs as the daemon's own user, who could signal the daemon anyway: its
+    # regions are used in place. Anyone else's are guarded (running/guarded_io.py).
+    same_user: bool = False
 
 
 def _pid_matches(pid: int, start_time: float) -> bool:
@@ -65,15 +71,23 @@ def _start_time(pid: int) -> float:
         return 0.0  # gone already: the record is reclaimed at the next look
 
 
-def peer_pid(peer_address: str | None) -> int | None:
-    """The pid in libzmq's Peer-Address of a unix-socket peer ("localhost:UID:GID:PID")."""
+class PeerCredentials(NamedTuple):
+    """What the kernel says about a unix-socket peer (SO_PEERCRED)."""
+
+    pid: int
+    uid: int
+
+
+def peer_credentials(peer_address: str | None) -> PeerCredentials | None:
+    """libzmq's Peer-Address of a unix-socket peer ("localhost:UID:GID:PID"); None for TCP and
+    for a peer in another PID namespace (its pid reads as 0)."""
     if not peer_address or not peer_address.startswith("localhost:"):
         return None
     parts = peer_address.split(":")
-    if len(parts) != 4 or not parts[3].isdigit():
+    if len(parts) != 4 or not parts[1].isdigit() or not parts[3].isdigit():
         return None
     pid = int(parts[3])
-    return pid if pid > 0 else None
+    return PeerCredentials(pid, int(parts[1])) if pid > 0 else None
 
 
 class ClientRegistry:
@@ -86,9 +100,12 @@ class ClientRegistry:
         return len(self._clients)
 
     def hello(self, pid: int, start_time: float, name: str, identity: bytes,
-              peer_pid: int | None = None) -> tuple[ClientRecord, ClientRecord | None]:
+              peer: PeerCredentials | None = None, in_process: bool = False
+              ) -> tuple[ClientRecord, ClientRecord | None]:
         """The new record, and the record this connection had before (now removed), if any.
-        peer_pid: the process the OS says is at the other end of the connection."""
+        peer: the process and user the OS says are at the other end of the connection;
+        in_process: the client is this process (no socket: InProcessTransport, tests)."""
+        peer_pid = peer.pid if peer is not None else None
         previous = next((r for r in self._clients.values() if r.identity == identity), None)
         if previous is not None:
             del self._clients[previous.client_id]
@@ -107,7 +124,7 @@ class ClientRegistry:
         record = ClientRecord(
             client_id=self._new_id(), pid=pid, start_time=start_time, name=name,
             pid_verified=verified, last_seen=time.monotonic(),
-            identity=identity,
+            identity=identity, same_user=in_process or (peer is not None and peer.uid == _OWN_UID),
         )
         self._clients[record.client_id] = record
         return record, previous

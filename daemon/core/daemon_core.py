@@ -16,6 +16,7 @@ import copy
 import logging
 import os
 import select
+import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -31,7 +32,7 @@ from trtd.protocol.layout import tensor_nbytes
 from trtd.daemon.system import cuda
 from trtd.daemon.core import stop_state
 from trtd.daemon.core.binding import bind_cached
-from trtd.daemon.core.clients import ClientRegistry
+from trtd.daemon.core.clients import ClientRegistry, PeerCredentials
 from trtd.daemon.core.in_flight import InFlight
 from trtd.daemon.core.regions import Region, RegionLimits, RegionRegistry
 from trtd.daemon.core.stop_state import StopState
@@ -71,8 +72,9 @@ class Call:
     identity: bytes
     request_id: int
     received_ns: int  # perf_counter_ns when the frame was read
-    # The connection's peer process as the OS reports it (unix sockets), asked for by hello only.
-    peer: Callable[[], int | None] | None = None
+    # The connection's peer process and user as the OS reports them (unix sockets), asked for
+    # by hello only.
+    peer: Callable[[], PeerCredentials | None] | None = None
 
 
 class Answer(NamedTuple):
@@ -386,7 +388,8 @@ class DaemonCore:
 
     def _hello(self, req: m.Hello, call: Call):
         record, previous = self.clients.hello(req.client_pid, req.client_start_time, req.client_name,
-                                             call.identity, call.peer() if call.peer else None)
+                                             call.identity, call.peer() if call.peer else None,
+                                             in_process=call.peer is None)
         if previous is not None:  # this connection's earlier client: one connection, one client
             self.regions.release_client(previous.client_id)
         return m.HelloReply(
@@ -402,8 +405,10 @@ class DaemonCore:
         return m.ModelsReply(models=[model.info() for model in self.models])
 
     def _lease(self, req: m.Lease, call: Call):
-        self.clients.get(req.client_id, call.identity)
-        region = self.regions.lease(req.client_id, req.nbytes)
+        record = self.clients.get(req.client_id, call.identity)
+        # Windows mappings cannot shrink or lose pages under the daemon: nothing to guard there.
+        guarded = not record.same_user and sys.platform != "win32"
+        region = self.regions.lease(req.client_id, req.nbytes, guarded=guarded)
         return m.LeaseReply(region=m.RegionInfo(name=region.name, nbytes=region.nbytes,
                                                 token=region.token))
 

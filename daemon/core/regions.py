@@ -62,6 +62,13 @@ class Region:
     uses: int = field(default=0)
     # Request bindings checked already for this region (core/binding.py's plan cache).
     plans: dict = field(default_factory=dict)
+    # Its client is not the daemon's user: the CPU path moves its tensors by preadv/pwritev on
+    # fd, never through the mapping (running/guarded_io.py).
+    guarded: bool = False
+
+    @property
+    def fd(self) -> int:
+        return self.shm._fd  # type: ignore[attr-defined]  # kept open until the region closes
 
     def close(self) -> None:
         self.view = _CLOSED  # drop the buffer export before closing the mapping
@@ -187,7 +194,7 @@ class RegionRegistry:
 
     # -- lease / release -----------------------------------------------------------------------------
 
-    def lease(self, client_id: int, nbytes: int) -> Region:
+    def lease(self, client_id: int, nbytes: int, guarded: bool = False) -> Region:
         limits = self._limits
         if nbytes <= 0:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"a region needs nbytes > 0, got {nbytes}")
@@ -240,7 +247,8 @@ class RegionRegistry:
             raise ProtocolError(ErrorCode.INTERNAL, f"region {name} was closed as it was created")
         view = np.frombuffer(shm.buf, dtype=np.uint8, count=nbytes)
         region = Region(name=name, nbytes=nbytes, token=secrets.token_hex(16), owner=client_id,
-                        shm=shm, view=view, address=view.ctypes.data, path=f"{SHM_DIR}/{name}")
+                        shm=shm, view=view, address=view.ctypes.data, path=f"{SHM_DIR}/{name}",
+                        guarded=guarded)
         self._regions[name] = region
         return region
 

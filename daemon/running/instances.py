@@ -18,6 +18,7 @@ from trtd.protocol.layout import tensor_nbytes
 
 from trtd.daemon.system import cuda
 from trtd.daemon.backends import Backend, OutputTooLarge, TensorBinding
+from trtd.daemon.running.guarded_io import GuardedStaging
 
 
 @dataclass(slots=True)
@@ -30,10 +31,16 @@ class RunTiming:
 class HostInstance:
     def __init__(self, backend: Backend):
         self.backend = backend
+        self._staging = GuardedStaging()
 
     def run(self, region, inputs: list[TensorBinding], outputs: list[TensorBinding]):
         start = time.perf_counter_ns()
-        shapes = self.backend.enqueue(None, inputs, outputs)
+        if region.guarded:  # another user's region: never touched through its mapping
+            staged_inputs, staged_outputs = self._staging.stage(region, inputs, outputs)
+            shapes = self.backend.enqueue(None, staged_inputs, staged_outputs)
+            self._staging.write_back(region, outputs, staged_outputs, shapes)
+        else:
+            shapes = self.backend.enqueue(None, inputs, outputs)
         return shapes, RunTiming(compute_us=(time.perf_counter_ns() - start) // 1000)
 
     def close(self) -> None:

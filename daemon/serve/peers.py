@@ -17,7 +17,7 @@ from typing import Callable
 
 import zmq
 
-from trtd.daemon.core.clients import peer_pid
+from trtd.daemon.core.clients import PeerCredentials, peer_credentials
 from trtd.daemon.serve.zmtp import HANDSHAKE, ZmtpSession, ZmtpViolation, frame
 
 log = logging.getLogger("trtd.server")
@@ -30,7 +30,7 @@ HANDSHAKE_TIMEOUT_S = 10.0
 @dataclass(slots=True)
 class Peer:
     session: ZmtpSession
-    pid: int | None                      # what the OS says is at the other end (unix sockets)
+    credentials: PeerCredentials | None  # what the OS says is at the other end (unix sockets)
     connected_at: float = field(default_factory=time.monotonic)
 
 
@@ -72,9 +72,9 @@ class Peers:
             peer.session.outgoing.clear()
         return messages
 
-    def pid(self, identity: bytes) -> int | None:
+    def credentials(self, identity: bytes) -> PeerCredentials | None:
         peer = self._peers.get(identity)
-        return peer.pid if peer is not None else None
+        return peer.credentials if peer is not None else None
 
     def send(self, identity: bytes, payload: bytes) -> bool:
         """False when the peer's queue is full (the reply is dropped); a peer that has gone
@@ -99,10 +99,10 @@ class Peers:
 
     def _open(self, identity: bytes, notification: zmq.Frame) -> None:
         try:
-            pid = peer_pid(notification.get("Peer-Address"))
+            credentials = peer_credentials(notification.get("Peer-Address"))
         except zmq.ZMQError:
-            pid = None
-        self._peers[identity] = Peer(ZmtpSession(self._max), pid)
+            credentials = None
+        self._peers[identity] = Peer(ZmtpSession(self._max), credentials)
         self._write(identity, HANDSHAKE)
 
     def _write(self, identity: bytes, data: bytes) -> bool:
@@ -116,4 +116,4 @@ class Peers:
 
 
 def _whose(peer: Peer) -> str:
-    return f" from pid {peer.pid}" if peer.pid else ""
+    return f" from pid {peer.credentials.pid}" if peer.credentials else ""

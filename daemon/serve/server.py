@@ -119,6 +119,11 @@ class Server:
             raise RuntimeError("Server.start() must run before the socket loop")
         return self.core, self._socket
 
+    def _peers(self) -> Peers:
+        if self.peers is None:
+            raise RuntimeError("Server.start() must run before the socket loop")
+        return self.peers
+
     def _status_line(self) -> str:
         core, _ = self._started()
         states = [model.state for model in core.models]
@@ -259,7 +264,7 @@ class Server:
                     core.reclaim_dead_clients()
                 except Exception:  # e.g. out of file descriptors: log, keep serving, retry later
                     log.exception("reclaiming dead clients failed")
-                self.peers.expire_handshakes(now)
+                self._peers().expire_handshakes(now)
                 next_reclaim = now + reclaim_every
             if self._reload.is_set():
                 self._reload.clear()
@@ -349,10 +354,10 @@ class Server:
     def _serve_chunk(self, core: DaemonCore, frames: list[zmq.Frame]) -> None:
         """What the STREAM socket read from one connection: [routing id, bytes]."""
         received = time.perf_counter_ns()
-        peers = self.peers
+        peers = self._peers()
         identity = frames[0].bytes
         for payload in peers.receive(identity, frames[1]):
-            reply = core.receive(identity, payload, received, lambda: peers.pid(identity))
+            reply = core.receive(identity, payload, received, lambda: peers.credentials(identity))
             if reply is not None:  # None: a worker instance or the loader answers it (step)
                 self._send(Answer(identity, 0, reply))
 
@@ -362,7 +367,7 @@ class Server:
 
     def _send(self, answer: Answer) -> None:
         self.stop.sent_to(answer.identity)  # while draining: to be read before the socket closes
-        if not self.peers.send(answer.identity, answer.frame):
+        if not self._peers().send(answer.identity, answer.frame):
             log.warning("a client's queue is full; a reply%s was dropped",
                         f" to request {answer.request_id}" if answer.request_id else "")
 

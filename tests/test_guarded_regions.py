@@ -1,0 +1,99 @@
+"""A region another user can change is never touched through its mapping (issue 17.2c).
+
+A group member may truncate its own region, or punch holes in it, while its request runs: with
+the backend reading and writing the mapping, the daemon's next touch of a vanished page was a
+SIGBUS (seen in review: a slow model on two instances, `ftruncate(0)` 0.3 s into the run). The
+daemon now moves the tensors of any region whose client is not its own user by preadv/pwritev
+(daemon/running/guarded_io.py): the request may fail, the daemon does not. Needs real OS users
+(root and useradd, as in CI).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+
+from daemon_process import start_daemon
+from slow_models import slow_to_run
+from test_access import _expected, _interpreter_for_others, accounts, needs_root, open_dir  # noqa: F401
+from trtd.sdk import Client
+
+_TRUNCATE_MID_RUN = """
+import json, os, sys, time
+import msgpack
+import numpy as np
+from trtd.protocol import messages as m
+from trtd.protocol.codec import encode_request
+from trtd.sdk import Client
+endpoint, how = sys.argv[1], sys.argv[2]
+c = Client(endpoint, timeout=60)
+x = np.random.default_rng(0).standard_normal((1024, 768)).astype(np.float32)
+region = c.lease(2 * x.nbytes)
+region.array(0, x.dtype, x.shape)[...] = x
+request = m.Infer(client_id=c.client_id, model="slow", region=region.name, token=region.token,
+                  inputs=[m.InputRef(name="x", dtype="float32", shape=list(x.shape), offset=0,
+                                     nbytes=x.nbytes)],
+                  outputs=[m.OutputRef(name="y", offset=x.nbytes, nbytes=x.nbytes)])
+sock = c._conn._socket
+sock.send(encode_request(request, 7))
+time.sleep(0.3)  # the model runs for seconds: change the region under it
+path = "/dev/shm/" + region.name
+if how == "truncate":
+    os.truncate(path, 0)
+else:  # punch every page out, keeping the size
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDWR)
+    assert libc.fallocate(fd, 0x01 | 0x02, ctypes.c_long(0), ctypes.c_long(2 * x.nbytes)) == 0
+    os.close(fd)
+assert sock.poll(120_000), "no reply"
+reply = msgpack.unpackb(sock.recv())
+print(json.dumps({"ok": reply.get("ok"), "error": reply.get("error")}))
+"""
+
+
+def _as_member(user: str, endpoint: str, how: str) -> dict:
+    import grp
+    import os
+    import pwd
+
+    pw = pwd.getpwnam(user)
+    groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
+
+    def drop():
+        os.setgroups(groups)
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    python, prelude = _interpreter_for_others()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
+    env["HOME"] = "/tmp"
+    out = subprocess.run([python, "-c", prelude + _TRUNCATE_MID_RUN, endpoint, how],
+                         preexec_fn=drop, capture_output=True, text=True, timeout=180, env=env,
+                         cwd="/")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@needs_root
+def test_a_members_region_changed_mid_run_fails_at_most_that_request(accounts, open_dir):  # noqa: F811
+    model = slow_to_run(open_dir / "slow.onnx")
+    config = open_dir / "d.toml"
+    config.write_text(f'group = "{accounts["group"]}"\n'
+                      f'[models.slow]\npath = "{model}"\ninstances = 2\nmax_batch = 1024\n'
+                      '[models.demo]\npath = "builtin:demo"\n')
+    d = start_daemon(open_dir / "sock", "--config", str(config))
+    try:
+        for how in ("truncate", "punch"):
+            reply = _as_member(accounts["member"], d.endpoint, how)
+            assert d.alive(), f"{how}: the daemon died\n{d.log()}"
+            # Written back by pwritev: a truncated file grows again, a punched one refills
+            # (ENOSPC only when /dev/shm is full): either an answer or a clear error.
+            assert reply["ok"] or reply["error"]["code"] == "BACKEND_ERROR", reply
+        with Client(d.endpoint) as c:
+            np.testing.assert_allclose(c.infer("demo", np.ones((1, 64), np.float32)).tolist(),
+                                       _expected(), atol=1e-6)
+    finally:
+        assert d.stop() == 0, d.log()
