@@ -254,6 +254,24 @@ def test_a_torchscript_model_exports_for_pytorch_libtorch(tmp_path):
     assert pt.read_bytes() == builtin_torchscript_path("demo").read_bytes()
 
 
+def test_a_reduced_precision_model_exports_the_variant_trtd_serves(tmp_path):
+    from trtd.daemon.precision.convert import convert
+
+    (tmp_path / "trtd.toml").write_text('[models.half]\npath = "builtin:mlp"\nprecision = "fp16"\n')
+    out = _trtd("export", "triton", "--config", tmp_path / "trtd.toml", "--cache-dir", tmp_path / "cache",
+                "-o", tmp_path / "repo")
+    assert out.returncode == 0, out.stderr
+    variant = convert(builtin_model_path("mlp"), "fp16", cache_root=tmp_path / "cache")
+    assert variant.cached  # the export made it, in the cache the daemon would take it from
+    assert (tmp_path / "repo" / "half" / "1" / "model.onnx").read_bytes() == variant.path.read_bytes()
+    config = parse(tmp_path / "repo" / "half" / "config.pbtxt")
+    # FP16 inside, the declared FP32 inputs and outputs kept (as trtd serves it).
+    assert _actual_tensors(config.input) == [("x", "TYPE_FP32", [64], [])]
+    assert _actual_tensors(config.output) == [("y", "TYPE_FP32", [10], [])]
+    assert 'precision = "fp16": 1/model.onnx is trtd\'s fp16 variant' in (
+        tmp_path / "repo" / "half" / "config.pbtxt").read_text()
+
+
 # -- dynamic batching (issue 18's settings) --------------------------------------------------------
 
 _BATCHING = ("dynamic_batching", "max_queue_delay_us", "preferred_batch_sizes")
@@ -360,6 +378,23 @@ def test_tensorrt_rtx_engines_map_each_compute_capability_to_the_engine(tmp_path
     assert not config.parameters  # ONNX Runtime's threads are not the engine's
     text = (version.parent / "config.pbtxt").read_text()
     assert "workspace_mib = 256: carried in the engines" in text
+    # An engine file as `trtd build -o` ships it (its metadata beside it) is the model itself.
+    from trtd.daemon.commands.engines import _copy_out
+
+    (tmp_path / "ship").mkdir()
+    _copy_out(entry, tmp_path / "ship" / "mlp.engine")
+    (tmp_path / "eng.toml").write_text('[models.eng]\npath = "ship/mlp.engine"\nbackend = "tensorrt"\n')
+    shipped = _trtd("export", "triton", "--config", tmp_path / "eng.toml", "--rtx-engines", "-o", tmp_path / "eng")
+    assert shipped.returncode == 0, shipped.stderr
+    config = parse(tmp_path / "eng" / "eng" / "config.pbtxt")
+    assert (config.platform, dict(config.cc_model_filenames), config.max_batch_size) == (
+        "tensorrt_plan", {"8.6": file_name, "8.9": file_name}, 32)
+    assert (tmp_path / "eng" / "eng" / "1" / file_name).read_bytes() == entry.engine_path.read_bytes()
+    unshipped = _trtd("export", "triton", "--config", tmp_path / "eng.toml", "-o", tmp_path / "eng2")
+    assert unshipped.returncode == 0 and "mlp.engine is a TensorRT-RTX engine" in unshipped.stderr
+    config = parse(tmp_path / "eng2" / "eng" / "config.pbtxt")
+    assert config.backend == "onnxruntime" and config.max_batch_size == 64  # ONNX Runtime's default batch
+    assert (tmp_path / "eng2" / "eng" / "1" / "model.onnx").read_bytes() == onnx_path.read_bytes()
 
 
 def _store_tensorrt_entry(cache_root: Path, onnx_path: Path, gpu: str, cc: str, stored_at: str,
@@ -462,11 +497,15 @@ def test_bad_input_gets_clear_errors_and_writes_nothing(tmp_path):
     assert missing.returncode == 1 and "nope.toml does not exist" in missing.stderr
 
 
-def test_a_model_name_triton_cannot_use_as_a_folder(tmp_path):
+def test_models_trtd_would_not_serve_as_configured_are_refused(tmp_path):
     from trtd.daemon.commands.export_triton import ExportError
 
     with pytest.raises(ExportError, match="Triton names a model by its folder"):
         plan_model(ModelConfig(name="a/b", path="builtin:demo"), str(tmp_path))
+    with pytest.raises(ExportError, match="the onnxruntime backend runs on the CPU"):
+        plan_model(ModelConfig(name="gpu", path="builtin:demo", device=0), str(tmp_path))
+    with pytest.raises(ExportError, match="model 'gone': model file .*gone.onnx does not exist"):
+        plan_model(ModelConfig(name="gone", path=str(tmp_path / "gone.onnx")), str(tmp_path))
 
 
 def test_quoted_names_survive_protobuf_s_parser():

@@ -296,14 +296,18 @@ def plan_model(config: ModelConfig, cache_root: str, include_rtx: bool = False) 
     if config.backend == "torch":
         return _torchscript(config, serving.path, list(serving.torch_inputs), serving.max_batch)
     if config.backend == "tensorrt" and serving.later == "none":
-        return _engine_file(config, Path(serving.path), serving.max_batch)
+        return _engine_file(config, Path(serving.path), serving.max_batch, include_rtx)
     return _onnx(config, Path(serving.path), serving.max_batch, cache_root, include_rtx)
 
 
 def _onnx(config: ModelConfig, path: Path, max_batch: int, cache_root: str, include_rtx: bool) -> TritonModel:
-    from trtd.daemon.backends.onnxruntime import DEFAULT_MAX_BATCH
     from trtd.daemon.engines.build import onnx_sha256
 
+    if config.backend == "onnxruntime" and config.device >= 0:
+        # As the daemon refuses it (running/serving.py): trtd never serves this model.
+        raise ExportError(f"model '{config.name}': the onnxruntime backend runs on the CPU (device = -1); "
+                          f"a GPU model is backend = \"tensorrt\" (exported with its engines, or for ONNX "
+                          f"Runtime on that GPU)")
     warnings: list[str] = []
     remarks: list[str] = []
     source = path
@@ -313,12 +317,9 @@ def _onnx(config: ModelConfig, path: Path, max_batch: int, cache_root: str, incl
                        f"of {path.name} (trtd swaps it in after its accuracy gate; Triton serves it from "
                        f"the start)")
     inputs, outputs = onnx_tensors(source, config.name)
-    extra = external_data_files(source, config.name)
-    files = [(source, "model.onnx"), *((source.parent / e, e) for e in extra)]
     batched, why = _batched(inputs, outputs)
     if why:
         warnings.append(why)
-    engines = EngineSet()
     if config.backend == "tensorrt":
         if config.swap == "off":
             remarks.append("swap = \"off\": trtd stays on ONNX Runtime, so does Triton (backend onnxruntime)")
@@ -328,13 +329,21 @@ def _onnx(config: ModelConfig, path: Path, max_batch: int, cache_root: str, incl
         else:
             engines = find_engines(cache_root, onnx_sha256(str(source)), include_rtx)
             warnings += engines.notes
-            if not engines.engines:
-                warnings.append(f"no TensorRT engine of this model in the engine cache ({cache_root}): "
-                                f"exported for ONNX Runtime on the GPU, which is how trtd serves it until "
-                                f"its engine is built; build engines (`trtd build`, or let the daemon "
-                                f"build them) and export again for tensorrt_plan")
-    if engines.engines:
-        return _with_engines(config, source, inputs, outputs, batched, max_batch, engines, warnings, remarks)
+            if engines.engines:
+                return _with_engines(config, source, inputs, outputs, batched, max_batch, engines, warnings,
+                                     remarks)
+            warnings.append(f"no TensorRT engine of this model in the engine cache ({cache_root}): "
+                            f"exported for ONNX Runtime on the GPU, which is how trtd serves it until "
+                            f"its engine is built; build engines (`trtd build`, or let the daemon "
+                            f"build them) and export again for tensorrt_plan")
+    return _on_onnxruntime(config, source, inputs, outputs, batched, max_batch, warnings, remarks)
+
+
+def _on_onnxruntime(config: ModelConfig, source: Path, inputs, outputs, batched: bool, max_batch: int,
+                    warnings: list[str], remarks: list[str]) -> TritonModel:
+    from trtd.daemon.backends.onnxruntime import DEFAULT_MAX_BATCH
+
+    files = [(source, "model.onnx"), *((source.parent / e, e) for e in external_data_files(source, config.name))]
     on_gpu = config.backend == "tensorrt"  # the ONNX Runtime stand-in runs on the model's GPU
     top = (max_batch or DEFAULT_MAX_BATCH) if batched else 0
     model = TritonModel(config.name, ONNXRUNTIME, inputs, outputs, top,
@@ -388,12 +397,12 @@ def _with_engines(config: ModelConfig, source: Path, inputs, outputs, batched: b
     return model
 
 
-def _engine_file(config: ModelConfig, path: Path, max_batch: int) -> TritonModel:
+def _engine_file(config: ModelConfig, path: Path, max_batch: int, include_rtx: bool) -> TritonModel:
     """`backend = "tensorrt"` with an engine file: the engine is the model; its inputs and outputs
     are those of the ONNX it was built from, which its metadata names (`trtd build -o` writes it)."""
     from trtd.daemon.commands.export_engines import ExportedEngine, describe_engine, profile_max_batch
     from trtd.daemon.engines.cache import CacheEntry
-    from trtd.daemon.engines.library import TENSORRT, engine_metadata
+    from trtd.daemon.engines.library import RTX, TENSORRT, engine_metadata
 
     meta = engine_metadata(path)
     onnx_path = meta.get("onnx_path", "")
@@ -407,6 +416,14 @@ def _engine_file(config: ModelConfig, path: Path, max_batch: int) -> TritonModel
     entry = CacheEntry(meta.get("fingerprint", path.stem), path, path.with_suffix(".json"), meta)
     warnings: list[str] = []
     engine = describe_engine(entry)
+    batched, why = _batched(inputs, outputs)
+    if why:
+        warnings.append(why)
+    if engine is not None and engine.library == RTX and not include_rtx:
+        warnings.append(f"{path.name} is a TensorRT-RTX engine, which Triton's TensorRT backend (full "
+                        f"TensorRT) cannot load: exported the ONNX it was built from ({onnx_path}) for "
+                        f"ONNX Runtime on the GPU; pass --rtx-engines to export the engine instead")
+        return _on_onnxruntime(config, Path(onnx_path), inputs, outputs, batched, max_batch, warnings, [])
     if engine is None:
         warnings.append(f"{path.name}'s metadata names no compute capability: exported as "
                         f"default_model_filename, which Triton loads on whatever GPU it has")
@@ -414,9 +431,6 @@ def _engine_file(config: ModelConfig, path: Path, max_batch: int) -> TritonModel
     engines = EngineSet(engines=[engine],
                         cc_model_filenames={cc: engine.file_name for cc in engine.capabilities},
                         default_model_filename="" if engine.capabilities else engine.file_name)
-    batched, why = _batched(inputs, outputs)
-    if why:
-        warnings.append(why)
     return _with_engines(config, Path(onnx_path), inputs, outputs, batched, max_batch, engines, warnings, [])
 
 
@@ -613,9 +627,12 @@ def check_destination(out: Path, force: bool) -> None:
 def write_repository(models: list[TritonModel], out: Path, source: str) -> None:
     """Write every model into a staging folder beside `out`, then move each into place (a model
     already there, which check_destination allowed with --force, is replaced)."""
+    # Staged on the same filesystem, so each move is a rename: inside an existing REPO (whose
+    # parent may not be writable), else beside it.
+    where = out if out.is_dir() else out.absolute().parent
     try:
-        out.absolute().parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.trtd-export-", dir=out.absolute().parent))
+        where.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.trtd-export-", dir=where))
     except OSError as exc:
         raise ExportError(f"-o {out}: cannot write there ({exc.strerror or exc}); choose a writable folder") from None
     try:
