@@ -463,9 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     from trtd.daemon.commands import precision as precision_commands
     from trtd.daemon.precision import accuracy_gate as precision_validate
 
-    from trtd.daemon.precision import export as precision_export
+    from trtd.daemon.commands import export as export_commands
 
-    precision_export.add_parser(sub)
+    export_commands.add_parser(sub)
     precision_commands.add_parser(sub)
     precision_validate.add_parser(sub)
     from trtd.daemon.commands import doctor
@@ -487,7 +487,9 @@ def main(argv: list[str] | None = None) -> int:
 
         rest = argv[1:]
         return bench_main(rest[1:] if rest[:1] == ["--"] else rest)
-    args = build_parser().parse_args(argv)
+    from trtd.daemon.commands.export import compat_argv
+
+    args = build_parser().parse_args(compat_argv(argv))
     return args.func(args)
 
 

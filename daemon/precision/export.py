@@ -103,8 +103,9 @@ def export_torchscript(pt_path: str | Path, inputs: list[str], out_path: str | P
     return result
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="TorchScript -> ONNX, checked against TorchScript with ONNX Runtime")
+def add_parser(sub, name: str = "export") -> None:
+    """`trtd export onnx` (trtd.daemon.commands.export also takes `trtd export MODEL.pt`)."""
+    p = sub.add_parser(name, help="TorchScript -> ONNX, checked against TorchScript with ONNX Runtime")
     p.add_argument("torchscript")
     p.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]", required=True)
     p.add_argument("--dynamic-batch", action="store_true")
