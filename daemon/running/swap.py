@@ -161,8 +161,9 @@ class EngineSwapper(threading.Thread):
             job = BuildJob(model=config.name, onnx_path=source, options=options,
                            builder=builder, device=max(config.device, 0),
                            workspace_cap_bytes=cap, gpu_target=gpu_target)
-            entry, _ = build(job, log=lambda line: log.info("build %s: %s", config.name, line),
-                             on_start=self._build_started)
+            entry, _ = self.registry.builds.run(  # counted for the metrics endpoint
+                build, job, log=lambda line: log.info("build %s: %s", config.name, line),
+                on_start=self._build_started)
             self._check()
             kind = {"tensorrt": "tensorrt", libraries.RTX: "tensorrt-rtx"}.get(builder, "onnxruntime-optimized")
             if config.precision:
