@@ -108,11 +108,11 @@ class DaemonCollector(Collector):
         core = self.core
         models = list(core.models)
         by_state = GaugeMetricFamily("trtd_models", "Models by state.", labels=["state"])
-        counts = {state: 0 for state in MODEL_STATES}
+        counts = {name: 0 for name in MODEL_STATES}
         for model in models:
             counts[model.state] = counts.get(model.state, 0) + 1
-        for state, count in counts.items():
-            by_state.add_metric([state], count)
+        for name, count in counts.items():
+            by_state.add_metric([name], count)
         state = GaugeMetricFamily("trtd_model_state", "1 for the state each model is in.",
                                   labels=["model", "state", "backend"])
         requests = CounterMetricFamily("trtd_model_requests",
