@@ -292,16 +292,19 @@ def _print_table(status) -> None:
     loading = sum(1 for s in status.models if s.state == "loading")
     if loading:
         print(f"loading  {loading} model(s) in the background")
+    from tabulate import tabulate
+
     # requests = ok + errors: a bare "requests" beside "errors" read as the successes only.
-    print(f"{'model':<16} {'backend':<12} {'state':<8} {'requests':>9} {'ok':>9} {'errors':>7} "
-          f"{'p50 µs':>9} {'p90 µs':>9} {'p99 µs':>9}")
+    print(tabulate([(s.name, s.backend, s.state, s.total, s.ok, s.errors, s.p50_us, s.p90_us, s.p99_us)
+                    for s in status.models],
+                   headers=("model", "backend", "state", "requests", "ok", "errors", "p50 µs", "p90 µs",
+                            "p99 µs"), tablefmt="simple", floatfmt=".0f",
+                   disable_numparse=[0, 1, 2]))  # a model named "1e3" stays a name
     for s in status.models:
-        print(f"{s.name:<16} {s.backend:<12} {s.state:<8} {s.total:>9} {s.ok:>9} {s.errors:>7} "
-              f"{s.p50_us:>9.0f} {s.p90_us:>9.0f} {s.p99_us:>9.0f}")
         if s.error:
-            print(f"  error: {s.error}")
+            print(f"{s.name}: error: {s.error}")
         if s.build:
-            print(f"  engine build: {s.build}")
+            print(f"{s.name}: engine build: {s.build}")
 
 
 def _reload(args) -> int:

@@ -224,14 +224,19 @@ def run_cache(args: argparse.Namespace) -> int:
         entries = cache.entries()
         if not entries:
             print(f"no engines in {cache.dir}")
+            return 0
+        from tabulate import tabulate
+
+        rows = []
         for e in entries:
             dep = e.metadata.get("depends_on", {})
             # For TensorRT-RTX the targets are what it runs on, not the GPU it was built on.
             runs_on = ",".join(e.metadata["targets"]) if e.metadata.get("targets") else dep.get("gpu", "?")
             library = e.metadata.get("library", e.metadata.get("builder", "?"))
-            print(f"{e.model:<20} {e.fingerprint}  {e.metadata.get('bytes', 0):>12} B  "
-                  f"{library:<12} {dep.get('tensorrt', '?')}  {runs_on}  "
-                  f"{e.metadata.get('stored_at', '')}")
+            rows.append((e.model, e.fingerprint, f"{e.metadata.get('bytes', 0)} B", library,
+                         dep.get("tensorrt", "?"), runs_on, e.metadata.get("stored_at", "")))
+        # No header: one engine per line, its model first, for scripts (columns fit the widest).
+        print(tabulate(rows, tablefmt="plain", colalign=("left", "left", "right"), disable_numparse=True))
         return 0
     bad = 0
     for e, problem in cache.verify():
