@@ -56,13 +56,16 @@ class ForwardHandler(logging.Handler):
 
 
 def configure_service_logging(log_dir: Path, level: str = "INFO",
-                              extra: logging.Handler | None = None) -> Path:
-    """A rotating file (10 MiB x 5) plus, optionally, the event log; returns the file."""
+                              extra: logging.Handler | None = None, log_format: str = "text") -> Path:
+    """A rotating file (10 MiB x 5) in `log_format` (the event log keeps plain text) plus,
+    optionally, the event log; returns the file."""
+    from trtd.daemon.serve.logs import formatter
+
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / "trtd.log"
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_FILE_BYTES,
                                                    backupCount=LOG_FILE_COUNT, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter(log_format))
     root = logging.getLogger()
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     for old in list(root.handlers):
@@ -123,7 +126,8 @@ class ServiceRunner:
         self.prepare_environment()
         config = load_config(self.config_path)
         self.drain_timeout_s = config.drain_timeout_s
-        log_file = configure_service_logging(self.log_dir, config.log_level, self.event_log)
+        log_file = configure_service_logging(self.log_dir, config.log_level, self.event_log,
+                                             config.log_format)
         log.info("trtd service starting: config %s, log %s, cache %s", self.config_path, log_file,
                  os.environ["TRTD_CACHE_DIR"])
         server = Server(config, reload_source=lambda: load_config(self.config_path),

@@ -63,3 +63,34 @@ def test_the_swapped_in_session_has_the_models_thread_settings(registry, later):
             swapped.close()
     finally:
         model.backend.close()
+
+
+def test_a_model_read_from_a_named_pipe_reports_how_much_has_arrived(tmp_path, monkeypatch, caplog):
+    """A slow writer: every PIPE_REPORT_S (0 here: each chunk) the log says how far the read is."""
+    import logging
+    import os
+    import threading
+
+    from trtd.daemon.backends import onnxruntime as ort_backend
+    from trtd.daemon.builtin.onnx_models import builtin_model_path
+
+    monkeypatch.setattr(ort_backend, "PIPE_REPORT_S", 0.0)
+    monkeypatch.setattr(ort_backend, "_PIPE_CHUNK", 4096)
+    pipe = tmp_path / "model.onnx"
+    os.mkfifo(pipe)
+    data = builtin_model_path("demo").read_bytes()
+
+    def write():
+        with open(pipe, "wb") as f:
+            for start in range(0, len(data), 4096):
+                f.write(data[start:start + 4096])
+                f.flush()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with caplog.at_level(logging.INFO, logger="trtd.models"):
+        assert ort_backend.read_pipe(pipe) == data
+    writer.join()
+    lines = [r.getMessage() for r in caplog.records if "read from the pipe" in r.getMessage()]
+    assert any("still reading" in line for line in lines)
+    assert lines[-1].endswith(" s") and f"{len(data) / 2**20:.1f} MiB" in lines[-1]

@@ -96,3 +96,22 @@ def test_tdr_advice():
     assert ok is False and "TdrDelay = 2 s (default)" in text and "TdrDelay (DWORD)" in text
     assert classify({"TdrDelay": 60}) == (True, "TdrDelay = 60 s")
     assert classify({"TdrLevel": 0})[0] is True
+
+
+def test_this_process_s_own_folders_come_from_platformdirs(monkeypatch, tmp_path):
+    """For this OS and os.environ, platformdirs answers: it follows the XDG spec, which ignores a
+    relative $XDG_CONFIG_HOME (the table would have resolved it against a service's cwd)."""
+    import platformdirs
+
+    if platform.IS_WINDOWS:  # pragma: no cover - the table for this OS is checked on Linux
+        pytest.skip("checks the XDG rules")
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/cfg")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    monkeypatch.delenv("TRTD_CACHE_DIR", raising=False)
+    assert platform.config_path("user") == PurePosixPath(platformdirs.user_config_dir("trtd")) / "trtd.toml"
+    assert platform.config_path("user").is_absolute()
+    assert platform.cache_dir("user") == tmp_path / "c" / "trtd"
+    assert platform.state_dir("user") == PurePosixPath(platformdirs.user_state_dir("trtd"))
+    # The system scope keeps the units' FHS paths; a given environment keeps the table.
+    assert platform.config_path("system") == PurePosixPath("/etc/trtd/trtd.toml")
+    assert platform.config_path("user", False, {"XDG_CONFIG_HOME": "/h/.cfg"}) == PurePosixPath("/h/.cfg/trtd/trtd.toml")

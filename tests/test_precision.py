@@ -185,6 +185,7 @@ def test_cli_convert_then_validate_gate(convnet, calibration, tmp_path):
     out = _trtd("convert", str(convnet), "--precision", "int8", "--calibration", str(calibration),
                 "-o", str(tmp_path / "int8.onnx"), tmp_path=tmp_path)
     assert out.returncode == 0 and out.stdout.startswith("converted: "), out.stderr
+    assert "calibration" not in out.stderr  # no progress when stderr is not a terminal and none asked
     report_path = tmp_path / "report.json"
     ok = _trtd("validate", str(tmp_path / "int8.onnx"), "--data", str(calibration), "--mask-threshold", "0.5",
                "--min-cosine", "0.99", "--json", str(report_path), tmp_path=tmp_path)
@@ -194,6 +195,14 @@ def test_cli_convert_then_validate_gate(convnet, calibration, tmp_path):
     strict = _trtd("validate", str(tmp_path / "int8.onnx"), "--data", str(calibration), "--max-abs", "1e-9",
                    tmp_path=tmp_path)
     assert strict.returncode == 1 and "FAIL" in strict.stdout and "max_abs" in strict.stdout
+
+
+def test_cli_convert_shows_the_calibration_s_progress_when_asked(convnet, calibration, tmp_path):
+    out = _trtd("convert", str(convnet), "--precision", "int8", "--calibration", str(calibration),
+                "--progress", tmp_path=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("converted: "), out.stderr
+    n = len(np.load(calibration)["x"])
+    assert "calibration" in out.stderr and f"{n}/{n}" in out.stderr, out.stderr
 
 
 def test_cli_validate_without_a_reference_says_so(tmp_path):

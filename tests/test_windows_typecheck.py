@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WINDOWS_MODULES = ["service/windows.py", "service/runner.py", "service/tdr.py", "service/commands.py",
                    "service/config_template.py", "service/selftest.py", "daemon/system/winshm.py",
                    "daemon/system/platform.py", "daemon/serve/server.py", "daemon/core/daemon_core.py", "daemon/core/regions.py",
-                   "sdk/shm.py"]
+                   "sdk/shm.py", "daemon/serve/endpoint_lock.py", "daemon/system/filelock.py",
+                   "daemon/serve/metrics.py", "daemon/serve/metrics_http.py", "daemon/serve/logs.py"]
 
 
 def test_windows_modules_type_check_for_win32():

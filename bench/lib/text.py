@@ -25,16 +25,18 @@ def shape(dims: Sequence[int]) -> str:
 
 
 def text_table(header: Sequence[object], rows: Iterable[Sequence[object]]) -> list[str]:
-    """Left-aligned columns for a terminal, a dashed line under the header."""
-    rows = list(rows)
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    """Left-aligned columns for a terminal, a dashed line under the header (tabulate "simple";
+    the cells are formatted already: tabulate must not re-read them as numbers)."""
+    from tabulate import tabulate
 
-    def fmt(cells: Sequence[object]) -> str:
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
-
-    return [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+    rows = [[str(c) for c in row] for row in rows]
+    return tabulate(rows, headers=[str(h) for h in header], tablefmt="simple", stralign="left",
+                    disable_numparse=True).splitlines()
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *("| " + " | ".join(r) + " |" for r in rows)]
+    """A GitHub Markdown table (tabulate "github"): columns padded to line up in the source too."""
+    from tabulate import tabulate
+
+    return tabulate([list(r) for r in rows], headers=list(header), tablefmt="github",
+                    disable_numparse=True).splitlines()

@@ -10,6 +10,8 @@ Runtime and copied into its area once.
 from __future__ import annotations
 
 import ctypes
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,13 @@ from trtd.protocol import TensorSpec
 from trtd.protocol.layout import tensor_nbytes
 
 from trtd.daemon.backends.base import Backend, BackendError, OutputTooLarge, TensorBinding
+
+log = logging.getLogger("trtd.models")
+
+# A model arriving through a named pipe (decrypted on the fly) may be gigabytes from a slow
+# writer: how much has arrived is logged this often while it is read.
+PIPE_REPORT_S = 5.0
+_PIPE_CHUNK = 16 << 20
 
 DEFAULT_MAX_BATCH = 64
 _MAX_CACHED_BINDINGS = 256
@@ -88,12 +97,31 @@ def create_session(path: str | Path, intra_op_threads: int = 0, inter_op_threads
         # A named pipe (a model decrypted on the fly): read it here, where a blocked read releases
         # the GIL. ONNX Runtime opening the pipe itself can block every thread of the daemon, the
         # socket loop included, until the writer delivers (seen with some onnxruntime builds).
-        with open(path, "rb") as f:
-            source = f.read()
+        source = read_pipe(Path(path))
     return ort.InferenceSession(
         source, session_options(intra_op_threads, inter_op_threads),
         providers=providers or ["CPUExecutionProvider"],
     )
+
+
+def read_pipe(path: Path) -> bytes:
+    """All of a named pipe, logging every PIPE_REPORT_S how much has arrived (the model shows as
+    "loading" meanwhile; the log says whether its writer is slow or stuck)."""
+    chunks, got = [], 0
+    started = last = time.monotonic()
+    with open(path, "rb") as f:
+        while chunk := f.read(_PIPE_CHUNK):
+            chunks.append(chunk)
+            got += len(chunk)
+            now = time.monotonic()
+            if now - last >= PIPE_REPORT_S:
+                last = now
+                log.info("model file %s: %.1f MiB read from the pipe in %.0f s, still reading",
+                         path, got / 2**20, now - started)
+    if last != started:  # it took long enough to report: say when it is done
+        log.info("model file %s: %.1f MiB read from the pipe in %.0f s", path, got / 2**20,
+                 time.monotonic() - started)
+    return b"".join(chunks)
 
 
 class _Dim:

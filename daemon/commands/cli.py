@@ -51,6 +51,10 @@ def _serve_setup(args) -> tuple[DaemonConfig, list[StartNote]]:
         config.reclaim_interval_s = args.reclaim_interval
     if args.log_level:
         config.log_level = args.log_level
+    if args.log_format:
+        config.log_format = args.log_format
+    if args.metrics is not None:
+        config.metrics = args.metrics
     if not config.models and not args.config:
         config.models.append(ModelConfig(name="demo", path="builtin:demo"))
     validate(config)
@@ -83,7 +87,9 @@ def _serve(args) -> int:
     from trtd.daemon.config.check import ConfigFileError
     from trtd.daemon.serve.endpoint_lock import AlreadyRunning, UnsafeDirectory
     from trtd.daemon.system.platform import add_dll_directories
-    from trtd.daemon.serve.server import configure_logging, run
+    from trtd.daemon.serve.logs import configure_logging
+    from trtd.daemon.serve.metrics_http import MetricsEndpointError
+    from trtd.daemon.serve.server import run
 
     try:
         config, notes = _serve_setup(args)
@@ -95,13 +101,13 @@ def _serve(args) -> int:
     except ConfigError as exc:
         print(f"trtd serve: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     for note in notes:
         logging.getLogger("trtd.serve").log(note.level, "%s", note.text)
     add_dll_directories()  # Windows: CUDA/TensorRT DLLs are not found through PATH
     try:
         return run(config, reload_source=lambda: _serve_config(args))
-    except (AlreadyRunning, UnsafeDirectory) as exc:
+    except (AlreadyRunning, UnsafeDirectory, MetricsEndpointError) as exc:
         print(f"trtd serve: {exc}", file=sys.stderr)
         return 3
 
@@ -134,12 +140,14 @@ class Readiness:
 
 
 def readiness(status) -> Readiness:
-    failed = [f"{s.name}: {s.error or 'failed'}" for s in status.models if s.state == "failed"]
-    # SPEC 2.3: any state other than "ready" is not ready, including ones newer than this client.
-    loading = [s.name for s in status.models if s.state not in ("ready", "failed")]
-    code = (STATUS_STOPPING if status.stopping else STATUS_FAILED if failed
-            else STATUS_LOADING if loading else STATUS_READY)
-    return Readiness(code, failed, loading)
+    """The status reply's readiness, decided as the metrics endpoint's /readyz decides it
+    (daemon/serve/readiness.py), as an exit status."""
+    from trtd.daemon.serve.readiness import readiness_of
+
+    verdict = readiness_of(status.models, status.stopping)
+    code = (STATUS_STOPPING if verdict.stopping else STATUS_FAILED if verdict.failed
+            else STATUS_LOADING if verdict.loading else STATUS_READY)
+    return Readiness(code, verdict.failed, verdict.loading)
 
 
 # What --wait-ready waits through: models still loading, a daemon stopping (a restart's new
@@ -284,16 +292,19 @@ def _print_table(status) -> None:
     loading = sum(1 for s in status.models if s.state == "loading")
     if loading:
         print(f"loading  {loading} model(s) in the background")
+    from tabulate import tabulate
+
     # requests = ok + errors: a bare "requests" beside "errors" read as the successes only.
-    print(f"{'model':<16} {'backend':<12} {'state':<8} {'requests':>9} {'ok':>9} {'errors':>7} "
-          f"{'p50 µs':>9} {'p90 µs':>9} {'p99 µs':>9}")
+    print(tabulate([(s.name, s.backend, s.state, s.total, s.ok, s.errors, s.p50_us, s.p90_us, s.p99_us)
+                    for s in status.models],
+                   headers=("model", "backend", "state", "requests", "ok", "errors", "p50 µs", "p90 µs",
+                            "p99 µs"), tablefmt="simple", floatfmt=".0f",
+                   disable_numparse=[0, 1, 2]))  # a model named "1e3" stays a name
     for s in status.models:
-        print(f"{s.name:<16} {s.backend:<12} {s.state:<8} {s.total:>9} {s.ok:>9} {s.errors:>7} "
-              f"{s.p50_us:>9.0f} {s.p90_us:>9.0f} {s.p99_us:>9.0f}")
         if s.error:
-            print(f"  error: {s.error}")
+            print(f"{s.name}: error: {s.error}")
         if s.build:
-            print(f"  engine build: {s.build}")
+            print(f"{s.name}: engine build: {s.build}")
 
 
 def _reload(args) -> int:
@@ -388,6 +399,16 @@ def _endpoint_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _metrics_arg(value: str) -> str:
+    """--metrics, checked as the config key is ("" = off)."""
+    from trtd.daemon.serve.metrics_address import metrics_problems
+
+    problems = metrics_problems(value)
+    if problems:
+        raise argparse.ArgumentTypeError(problems[0])
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trtd", description="trtd: a local inference daemon")
     parser.add_argument("--version", action="version", version=version_text())
@@ -402,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reclaim-interval", type=float, metavar="SECONDS",
                        help="how often dead clients' regions are reclaimed")
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       help="text: one line per event; json: one JSON object per line (time, level, "
+                            "logger, message; model, client_id, request_id, error_code for a request)")
+    serve.add_argument("--metrics", type=_metrics_arg, metavar="HOST:PORT",
+                       help="serve Prometheus metrics (/metrics) and health (/healthz, /readyz) on "
+                            "HOST:PORT, e.g. 127.0.0.1:9464 (a non-loopback host is reachable from "
+                            "other machines: see the README); \"\" turns the config's off")
     serve.set_defaults(func=_serve)
 
     status = sub.add_parser("status", help="show a running daemon's models, regions, clients, latency",

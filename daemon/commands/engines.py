@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from trtd.daemon.engines.build import BuildJob, build, default_cache_root
+from trtd.daemon.engines.progress import is_progress
 from trtd.daemon.engines.builders import BuildError, inspect_engine
 from trtd.daemon.engines.cache import CacheError, EngineCache
 from trtd.daemon.engines.fingerprint import BuildOptions
@@ -45,6 +46,9 @@ def add_build_parser(sub) -> None:
     p.add_argument("--device", type=int, default=0)
     p.add_argument("--inspect", action="store_true", help="print per-layer precision and tactics")
     p.add_argument("-o", "--output", help="also copy the result here")
+    p.add_argument("--progress", action="store_true",
+                   help="print the build's progress on stderr (its phases, or the time so far) even "
+                        "when stderr is not a terminal")
     p.add_argument("--cache-dir", help="cache root (default: TRTD_CACHE_DIR or the user's cache)")
     p.set_defaults(func=run_build)
 
@@ -165,7 +169,13 @@ def run_build(args: argparse.Namespace) -> int:
         if blocked is None:
             if choice is not None:
                 print(f"library: {choice.text()}", file=sys.stderr)
-            entry, built = build(job, log=lambda line: print(line, file=sys.stderr))
+            show_progress = args.progress or sys.stderr.isatty()
+
+            def say(line: str) -> None:
+                if show_progress or not is_progress(line):
+                    print(line, file=sys.stderr, flush=True)
+
+            entry, built = build(job, log=say)
     except (ProfileError, ValueError, BuildError, CacheError, ImportError) as exc:  # TargetError too
         problems.append(str(exc))
     except Exception as exc:  # e.g. onnx's own errors for a corrupt file
@@ -224,14 +234,19 @@ def run_cache(args: argparse.Namespace) -> int:
         entries = cache.entries()
         if not entries:
             print(f"no engines in {cache.dir}")
+            return 0
+        from tabulate import tabulate
+
+        rows = []
         for e in entries:
             dep = e.metadata.get("depends_on", {})
             # For TensorRT-RTX the targets are what it runs on, not the GPU it was built on.
             runs_on = ",".join(e.metadata["targets"]) if e.metadata.get("targets") else dep.get("gpu", "?")
             library = e.metadata.get("library", e.metadata.get("builder", "?"))
-            print(f"{e.model:<20} {e.fingerprint}  {e.metadata.get('bytes', 0):>12} B  "
-                  f"{library:<12} {dep.get('tensorrt', '?')}  {runs_on}  "
-                  f"{e.metadata.get('stored_at', '')}")
+            rows.append((e.model, e.fingerprint, f"{e.metadata.get('bytes', 0)} B", library,
+                         dep.get("tensorrt", "?"), runs_on, e.metadata.get("stored_at", "")))
+        # No header: one engine per line, its model first, for scripts (columns fit the widest).
+        print(tabulate(rows, tablefmt="plain", colalign=("left", "left", "right"), disable_numparse=True))
         return 0
     bad = 0
     for e, problem in cache.verify():

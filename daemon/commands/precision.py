@@ -25,19 +25,42 @@ def add_parser(sub) -> None:
     p.add_argument("--fp16-io", action="store_true", help="FP16: also make inputs/outputs FP16")
     p.add_argument("-o", "--output", help="also copy the variant here")
     p.add_argument("--cache-dir", help="cache root (default: TRTD_CACHE_DIR or the user's cache)")
+    p.add_argument("--progress", action="store_true",
+                   help="INT8: show the calibration's progress on stderr even when it is not a terminal")
     p.set_defaults(func=main)
 
 
+def _calibration_bar(asked: bool):
+    """A tqdm bar over the calibration samples, on stderr, shown on a terminal or when asked;
+    (callback, close)."""
+    if not (asked or sys.stderr.isatty()):
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(desc="calibration", unit="sample", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)  # redrawn at most every mininterval
+
+    return update, bar.close
+
+
 def main(args: argparse.Namespace) -> int:
+    progress, close_bar = _calibration_bar(args.progress) if args.precision == "int8" else (None, lambda: None)
     try:
         # ONNX Runtime's histogram calibrators print their progress (entropy, percentile): not
         # this command's output, which scripts read.
         with contextlib.redirect_stdout(io.StringIO()):
             variant = convert(args.onnx, args.precision, args.calibration, args.calibration_method,
-                              args.cache_dir, keep_io_types=not args.fp16_io, int8_target=args.target)
+                              args.cache_dir, keep_io_types=not args.fp16_io, int8_target=args.target,
+                              progress=progress)
     except (ConvertError, SampleError) as exc:
+        close_bar()
         print(f"trtd convert: {exc}", file=sys.stderr)
         return 1
+    close_bar()
     print(f"{'cached' if variant.cached else 'converted'}: {variant.path}")
     if args.precision == "int8":
         meta = variant.metadata

@@ -23,6 +23,7 @@ from trtd.daemon.config.settings import (_DAEMON_FIELDS, _MODEL_FIELDS, BUILTIN_
                      ModelConfig, _check_type, build_config, config_problems, did_you_mean,
                      model_file_problem, read_toml, validate_model)
 from trtd.daemon.serve.access import admin_reach_warning
+from trtd.daemon.serve.metrics_address import exposure_warning
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -197,6 +198,9 @@ def check_text(text: str, base_dir: Path, endpoint: str | None = None) -> list[P
     warning = admin_reach_warning(config.group, config.admin_group)
     if warning:
         problems.append(Problem(top_line("admin_group"), warning, severity="warning"))
+    exposed = exposure_warning(config.metrics)
+    if exposed:
+        problems.append(Problem(top_line("metrics"), exposed, severity="warning"))
     if config.log_level.upper() not in LOG_LEVELS:
         problems.append(Problem(top_line("log_level"),
                                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"))

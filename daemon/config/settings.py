@@ -30,10 +30,12 @@ else:  # pragma: no cover - exercised on 3.10 only
 from trtd.protocol.endpoint import ENDPOINT_ENV, EndpointError, default_endpoint, validate_endpoint
 
 from trtd.daemon.serve.access import group_problems
+from trtd.daemon.serve.metrics_address import metrics_problems
 
 BUILTIN_PREFIX = "builtin:"
 GiB = 1024**3
 MAX_BATCH_LIMIT = 1 << 20  # keeps every size computed from it far inside int64
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -128,6 +130,11 @@ class DaemonConfig:
     # On stop (SIGTERM, the Windows service stop request, `shutdown`), requests already
     # running or queued get this long to finish and be answered before models are unloaded.
     drain_timeout_s: float = 10.0
+    # The Prometheus metrics and health endpoint (/metrics, /healthz, /readyz), "HOST:PORT",
+    # e.g. "127.0.0.1:9464"; "" = off. A non-loopback host is served too, with a warning.
+    metrics: str = ""
+    # "text" (one line per event) or "json" (one JSON object per line, for log pipelines).
+    log_format: str = "text"
 
 
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
@@ -310,6 +317,10 @@ def config_problems(config: DaemonConfig) -> list[str]:
     problems += [message for _, message in group_problems(config.group, config.admin_group)]
     if config.drain_timeout_s < 0:
         problems.append("drain_timeout_s must be >= 0")
+    problems += metrics_problems(config.metrics)
+    if config.log_format not in LOG_FORMATS:
+        problems.append(f"log_format must be \"text\" or \"json\", got {config.log_format!r}"
+                        f"{did_you_mean(config.log_format, LOG_FORMATS)}")
     if min(config.max_region_bytes, config.max_regions_per_client, config.max_clients,
            config.max_regions) <= 0:
         problems.append("max_region_bytes, max_regions_per_client, max_clients and max_regions "

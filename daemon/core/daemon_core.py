@@ -103,6 +103,11 @@ class DaemonCore:
         # How long the socket loop should keep polling before it sleeps, set by the requests
         # answered since it last asked (the models' idle_spin_us): read and reset by its driver.
         self.spin_ns = 0
+        # The metrics endpoint is on: answered requests go into their model's timing histograms
+        # (off, the hot path pays one attribute test). Errors answered before a request reached a
+        # model, by op and code, are counted either way (the error path only).
+        self.observe_timings = bool(config.metrics)
+        self.rejected: dict[tuple[str, str], int] = {}
         self._authorize = authorize
         # The model configurations read from the config file, as read (the registry's copies
         # get filled in while loading): a reload compares against these.
@@ -157,6 +162,7 @@ class DaemonCore:
         says (the socket loop passes it for unix sockets; an in-process driver has none)."""
         received = time.perf_counter_ns() if received_ns is None else received_ns
         request_id = 0
+        request = None
         try:
             envelope = decode_envelope(payload)
             request_id, request = envelope.request_id, envelope.request
@@ -169,12 +175,24 @@ class DaemonCore:
                 return result
             return encode_reply(request_id, result)
         except ProtocolError as exc:
+            self._rejected(request, exc.request_id or request_id, exc.code)
             return encode_error(exc.request_id or request_id, exc.code, exc.message, exc.details)
         except Exception as exc:  # a daemon bug must not take the daemon down
-            log.exception("internal error handling request %d", request_id)
+            self._rejected(request, request_id, ErrorCode.INTERNAL, log_it=False)
+            log.exception("internal error handling request %d", request_id,
+                          extra=request_fields(request, request_id, ErrorCode.INTERNAL))
             return encode_error(request_id, ErrorCode.INTERNAL,
                                 f"internal error in the daemon ({type(exc).__name__}: {exc}); "
                                 f"please report it with the daemon log")
+
+    def _rejected(self, request: m.Request | None, request_id: int, code: ErrorCode,
+                  log_it: bool = True) -> None:
+        """Count (and at DEBUG, log) an error answered before the request reached a model."""
+        key = (request.OP if request is not None else "", str(code))
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+        if log_it and log.isEnabledFor(logging.DEBUG):
+            log.debug("request %d (%s) refused: %s", request_id, key[0] or "undecoded", key[1],
+                      extra=request_fields(request, request_id, code))
 
     def step(self, timeout_s: float = 0.0) -> list[Answer]:
         """Wait up to timeout_s for finished work (requests run on worker instances, loads,
@@ -248,16 +266,22 @@ class DaemonCore:
             self.spin_ns = spin_ns
         stats = job.model.stats
         if done.error is not None:
-            stats.record_error()
+            stats.record_error(done.error.code)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("request %d to model %s failed: %s", job.request_id, job.model.name,
+                          done.error.code, extra=job_fields(job, done.error.code))
             return encode_error(job.request_id, done.error.code, done.error.message, done.error.details)
         try:
             reply = self._infer_reply(job, done)
         except Exception as exc:  # a bug: the client still gets an answer, not a timeout
-            log.exception("finishing request %d failed", job.request_id)
-            stats.record_error()
+            log.exception("finishing request %d failed", job.request_id,
+                          extra=job_fields(job, ErrorCode.INTERNAL))
+            stats.record_error(ErrorCode.INTERNAL)
             return encode_error(job.request_id, ErrorCode.INTERNAL,
                                 f"internal error in the daemon ({type(exc).__name__}: {exc})")
         stats.record(reply.timing.total_us)
+        if self.observe_timings:
+            stats.observe(reply.timing, job.model.config.device >= 0)
         return encode_reply(job.request_id, reply)
 
     @staticmethod
@@ -454,7 +478,8 @@ class DaemonCore:
         try:
             done = executor.submit(job)
         except Exception as exc:  # a bug: the request still ends, its region goes back
-            log.exception("submitting request %d failed", call.request_id)
+            log.exception("submitting request %d failed", call.request_id,
+                          extra=job_fields(job, ErrorCode.INTERNAL))
             return self._end(RequestDone(job, error=ProtocolError(
                 ErrorCode.INTERNAL, f"internal error in the daemon ({type(exc).__name__}: {exc})")))
         return PENDING if done is None else self._end(done)
@@ -570,3 +595,25 @@ class DaemonCore:
 
 
 _REFUSED_WHILE_DRAINING = (m.Infer, m.Lease, m.Load, m.Reload)
+
+
+# The fields a log line about one request carries (logging's `extra`; the JSON log format
+# writes them out, daemon/serve/logs.py): names and numbers only, never tensors or tokens.
+def request_fields(request: m.Request | None, request_id: int, code: ErrorCode | None = None) -> dict:
+    fields: dict = {"request_id": request_id}
+    model = getattr(request, "model", None) or getattr(request, "name", None)
+    if isinstance(model, str):
+        fields["model"] = model
+    client_id = getattr(request, "client_id", None)
+    if isinstance(client_id, int):
+        fields["client_id"] = client_id
+    if code is not None:
+        fields["error_code"] = str(code)
+    return fields
+
+
+def job_fields(job: Job, code: ErrorCode | None = None) -> dict:
+    fields: dict = {"model": job.model.name, "client_id": job.region.owner, "request_id": job.request_id}
+    if code is not None:
+        fields["error_code"] = str(code)
+    return fields

@@ -187,7 +187,9 @@ class RegionRegistry:
 
     @property
     def total_bytes(self) -> int:
-        return sum(r.nbytes for r in self._regions.values())
+        # Copied first: the metrics endpoint reads this from its own thread while the socket
+        # loop leases and releases (a dict must not change size while a generator walks it).
+        return sum(r.nbytes for r in list(self._regions.values()))
 
     def owned_by(self, client_id: int) -> list[Region]:
         return [r for r in self._regions.values() if r.owner == client_id and not r.released]

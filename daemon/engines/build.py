@@ -12,6 +12,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Callable
 
 from trtd.daemon.engines.builders import ARTIFACT_SUFFIX, BuildError
 from trtd.daemon.engines.cache import CacheEntry, EngineCache
+from trtd.daemon.engines.progress import HEARTBEAT_S, PROGRESS, is_progress
 from trtd.daemon.engines.fingerprint import (BuildEnvironment, BuildOptions, family, file_sha256,
                                              fingerprint, fingerprint_inputs, options_to_json)
 
@@ -159,14 +161,49 @@ def _run_worker(job: BuildJob, timing_cache: str, log: Callable[[str], None],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         if on_start is not None:
             on_start(proc)
-        stdout, stderr = proc.communicate()
-        for line in stderr.splitlines():
-            log(line)
+        stdout, lines = _relay(proc, log, started)
         result = _last_json(stdout)
         if proc.returncode != 0 or not result.get("ok"):
-            reason = result.get("error") or (stderr.strip().splitlines() or ["no output"])[-1]
+            said = [line for line in lines if not is_progress(line)]
+            reason = result.get("error") or (said or ["no output"])[-1]
             raise BuildError(f"building {job.model} failed (exit {proc.returncode}): {reason}")
         return Path(output).read_bytes(), time.monotonic() - started, result.get("info") or {}
+
+
+def _relay(proc: subprocess.Popen, log: Callable[[str], None], started: float) -> tuple[str, list[str]]:
+    """The build's stdout, and its stderr lines, each passed to `log` as it comes (a build takes
+    minutes: whoever waits sees its phases then, not at the end); while it says nothing for
+    HEARTBEAT_S, a progress line with the time it has taken so far."""
+    lines: list[str] = []
+    heard = [time.monotonic()]
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            lines.append(line)
+            heard[0] = time.monotonic()
+            log(line)
+
+    reader = threading.Thread(target=read_stderr, name="trtd-build-log", daemon=True)
+    reader.start()
+    assert proc.stdout is not None
+    stdout_parts: list[str] = []
+    stdout_reader = threading.Thread(target=lambda: stdout_parts.append(proc.stdout.read()),  # type: ignore[union-attr]
+                                     name="trtd-build-out", daemon=True)
+    stdout_reader.start()
+    while True:
+        try:
+            proc.wait(timeout=1.0)
+            break
+        except subprocess.TimeoutExpired:
+            now = time.monotonic()
+            if now - heard[0] >= HEARTBEAT_S:
+                heard[0] = now
+                log(f"{PROGRESS}still building, {now - started:.0f} s so far")
+    reader.join()
+    stdout_reader.join()
+    return "".join(stdout_parts), lines
 
 
 def _last_json(stdout: str) -> dict:

@@ -96,8 +96,14 @@ def build_tensorrt(onnx_path: str, options: BuildOptions, timing_cache: str | No
         cache = config.create_timing_cache(cache_bytes)
         config.set_timing_cache(cache, ignore_mismatch=False)
     name = "TensorRT-RTX" if rtx else "TensorRT"
+    from trtd.daemon.engines.progress import progress_monitor
+
+    monitor = progress_monitor(trt, log)  # kept referenced until the build returns
+    if monitor is not None:
+        config.progress_monitor = monitor
     log(f"building with {name} {trt.__version__}" + (f" for {','.join(options.targets)}" if rtx else "") + " ...")
     serialized = builder.build_serialized_network(network, config)
+    del monitor
     if serialized is None:
         said = "; ".join(logger.errors[-3:]) or "no message"
         raise BuildError(f"{name} could not build the engine: {said}")

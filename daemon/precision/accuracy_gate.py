@@ -119,11 +119,12 @@ def run_validation(args) -> dict:
 
 def render(report: dict) -> str:
     cols = ["max_abs", "mean_abs", "rel_l2", "cosine", "top1", "dice", "hd", "hd95"]
+    from tabulate import tabulate
+
     lines = [f"candidate {report['candidate']}", f"reference {report['reference']}",
              f"samples   {report['samples']} ({report['data']})", "",
-             f"{'output':<16}" + "".join(f"{c:>12}" for c in cols)]
-    for name, m in report["outputs"].items():
-        lines.append(f"{name:<16}" + "".join(f"{m[c]:>12.4g}" if c in m else f"{'-':>12}" for c in cols))
+             tabulate([[name, *(m.get(c) for c in cols)] for name, m in report["outputs"].items()],
+                      headers=["output", *cols], tablefmt="simple", floatfmt=".4g", missingval="-")]
     lines.extend(f"note: {note}" for note in report.get("notes", []))
     lines.append("")
     lines.append("PASS" if report["passed"] else "FAIL: " + "; ".join(report["failures"]))

@@ -38,6 +38,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -116,9 +117,11 @@ def variant_fingerprint(source_sha: str, precision: str, calibration_sha: str, m
 
 def convert(source: str | Path, precision: str, calibration: str | Path | None = None,
             method: str = "minmax", cache_root: str | Path | None = None,
-            keep_io_types: bool = True, int8_target: str = "portable") -> Variant:
+            keep_io_types: bool = True, int8_target: str = "portable",
+            progress: Callable[[int, int], None] | None = None) -> Variant:
     """The variant from the cache, or made now (atomically written there).
-    `int8_target`: "portable" or "tensorrt" (see the module docstring); ignored for FP16."""
+    `int8_target`: "portable" or "tensorrt" (see the module docstring); ignored for FP16.
+    `progress(done, total)`: called as INT8 calibration takes each sample."""
     from trtd.daemon.engines.fingerprint import file_sha256
 
     if precision not in PRECISIONS:
@@ -161,7 +164,7 @@ def convert(source: str | Path, precision: str, calibration: str | Path | None =
         if precision == "fp16":
             _to_fp16(model, out, keep_io_types)
         else:
-            metadata["trtd.int8_preprocessed"] = _to_int8(source, out, samples, method, target)
+            metadata["trtd.int8_preprocessed"] = _to_int8(source, out, samples, method, target, progress)
         _stamp(out, metadata)
         os.replace(out, path)  # atomic: a reader never sees half a model
     return Variant(path, precision, False, metadata)
@@ -177,16 +180,26 @@ def _to_fp16(model, out: Path, keep_io_types: bool) -> None:
 
 
 class _Reader:
-    """ONNX Runtime's calibration data reader over our samples."""
+    """ONNX Runtime's calibration data reader over our samples (the quantizer runs the model on
+    each as it takes it: taking them is how far calibration has got)."""
 
-    def __init__(self, samples):
+    def __init__(self, samples, progress: Callable[[int, int], None] | None = None):
         self._it = iter(samples)
+        self._total = len(samples)
+        self._taken = 0
+        self._progress = progress
 
     def get_next(self):
-        return next(self._it, None)
+        sample = next(self._it, None)
+        if sample is not None:
+            self._taken += 1
+            if self._progress is not None:
+                self._progress(self._taken, self._total)
+        return sample
 
 
-def _to_int8(source, out: Path, samples, method: str, target: str) -> str:
+def _to_int8(source, out: Path, samples, method: str, target: str,
+             progress: Callable[[int, int], None] | None = None) -> str:
     """Quantizes `source` into `out`; returns how it was pre-processed (for the metadata)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -198,7 +211,7 @@ def _to_int8(source, out: Path, samples, method: str, target: str) -> str:
     try:
         with _quiet_quantizer():
             quantize_static(
-                str(model_path), str(out), _Reader(samples), quant_format=QuantFormat.QDQ, per_channel=True,
+                str(model_path), str(out), _Reader(samples, progress), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=methods[method], reduce_range=target == "portable",
                 # TensorRT's explicit quantization: symmetric, zero point 0, for both; biases stay

@@ -21,6 +21,7 @@ from trtd.daemon.running.instances import make_instances
 from trtd.daemon.running.executor import Executor
 from trtd.daemon.running.serving import open_first, plan_serving
 from trtd.daemon.running.swap import EngineSwapper
+from trtd.daemon.running.histograms import BuildCounts
 from trtd.daemon.running.stats import ModelStats
 
 log = logging.getLogger("trtd.models")
@@ -132,6 +133,7 @@ class ModelRegistry:
         self.streams = cuda.StreamPool()
         self._create_lock = threading.Lock()
         self._retiring: set[Executor] = set()  # replaced executors still finishing their requests
+        self.builds = BuildCounts()  # the background engine builds, for the metrics endpoint
 
     def __iter__(self) -> Iterator[ServedModel]:
         return iter(list(self._models.values()))

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trtd.daemon.running.histograms import BatchHistogram, StageHistograms
+
 _WINDOW = 4096  # recent requests kept; status percentiles describe these
 
 
@@ -17,6 +19,12 @@ class ModelStats:
     errors: int = 0
     _latencies_us: np.ndarray = field(default_factory=lambda: np.zeros(_WINDOW, np.float64))
     _filled: int = 0
+    # For the metrics endpoint (daemon/serve/metrics.py): errors by their wire code, and, when
+    # the endpoint is on (the core calls observe), cumulative histograms of each request's
+    # timing and of batch sizes. Read from its thread at scrape time, never locked.
+    errors_by_code: dict[str, int] = field(default_factory=dict)
+    timings: StageHistograms | None = None
+    batches: BatchHistogram | None = None
 
     @property
     def total(self) -> int:
@@ -28,9 +36,25 @@ class ModelStats:
         self.ok += 1
         self._filled = min(self._filled + 1, _WINDOW)
 
-    def record_error(self) -> None:
-        """A request that failed after its model and region were found."""
+    def record_error(self, code: str = "") -> None:
+        """A request that failed after its model and region were found (code: its error code)."""
         self.errors += 1
+        if code:
+            self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1
+
+    def observe(self, timing, device: bool) -> None:
+        """A succeeded request's timing into the histograms (device: the model runs on a GPU,
+        so its H2D and D2H copies are timed too)."""
+        timings = self.timings
+        if timings is None:
+            timings = self.timings = StageHistograms(device)
+        timings.observe(timing)
+
+    def observe_batch(self, size: int) -> None:
+        """One batch of `size` requests run together (dynamic batching calls it per batch)."""
+        if self.batches is None:
+            self.batches = BatchHistogram()
+        self.batches.observe(size)
 
     def percentiles(self) -> tuple[float, float, float]:
         if not self._filled:

@@ -26,6 +26,7 @@ from trtd.daemon.engines.build import BuildJob, build
 from trtd.daemon.engines.builders import BuildError
 from trtd.daemon.engines.cache import CacheError
 from trtd.daemon.engines.fingerprint import BuildOptions
+from trtd.daemon.engines.progress import PROGRESS, is_progress
 from trtd.daemon.engines.profiles import InputRange, Profile, ProfileError, check_against_model, parse_profiles
 from trtd.daemon.engines.trt import TensorRTUnavailable, import_tensorrt
 from trtd.daemon.running.instances import Instance, make_instances
@@ -109,6 +110,15 @@ class EngineSwapper(threading.Thread):
         if wait:
             self.join(timeout=60)
 
+    def _build_said(self, line: str) -> None:
+        """A line of the build process: its progress goes into the model's build state (`trtd
+        status` shows how far it is) and into the log at DEBUG; everything else is logged."""
+        if is_progress(line):
+            self.model.build = f"building: {line[len(PROGRESS):]}{self._why()}"
+            log.debug("build %s: %s", self.model.name, line)
+        else:
+            log.info("build %s: %s", self.model.name, line)
+
     def _check(self) -> None:
         if self._cancelled.is_set():
             raise Cancelled()
@@ -161,8 +171,8 @@ class EngineSwapper(threading.Thread):
             job = BuildJob(model=config.name, onnx_path=source, options=options,
                            builder=builder, device=max(config.device, 0),
                            workspace_cap_bytes=cap, gpu_target=gpu_target)
-            entry, _ = build(job, log=lambda line: log.info("build %s: %s", config.name, line),
-                             on_start=self._build_started)
+            entry, _ = self.registry.builds.run(  # counted for the metrics endpoint
+                build, job, log=self._build_said, on_start=self._build_started)
             self._check()
             kind = {"tensorrt": "tensorrt", libraries.RTX: "tensorrt-rtx"}.get(builder, "onnxruntime-optimized")
             if config.precision:

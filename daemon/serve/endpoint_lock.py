@@ -93,6 +93,7 @@ class InstanceLock:
         try:
             lock_fd(fd)
         except OSError:
+            os.lseek(fd, 0, os.SEEK_SET)  # the holder's pid; the lock itself is elsewhere (filelock.py)
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise AlreadyRunning(
@@ -100,7 +101,9 @@ class InstanceLock:
                 f"stop it (trtd status shows it) or choose another --endpoint"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        # lseek + write, not os.pwrite: Windows has no pwrite (the start failed there on it).
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, str(os.getpid()).encode())
         self._fd = fd
 
     def remove_predecessor_regions(self) -> list[str]:
@@ -111,7 +114,7 @@ class InstanceLock:
         """
         if self._fd is None:
             raise RuntimeError("acquire the lock first")
-        if not SHM_DIR.is_dir():  # Windows mappings die with their last handle
+        if sys.platform == "win32" or not SHM_DIR.is_dir():  # Windows mappings die with their last handle
             return []
         removed = []
         for entry in SHM_DIR.iterdir():

@@ -14,10 +14,9 @@ import logging
 import os
 import secrets
 import signal
-import sys
 import threading
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import zmq
 
@@ -33,6 +32,9 @@ from trtd.daemon.serve.endpoint_lock import InstanceLock
 from trtd.daemon.serve.notify import Notifier
 from trtd.daemon.serve.peers import Peers
 from trtd.daemon.serve.stopping import DrainReport, StopDeadline, exit_now
+
+if TYPE_CHECKING:
+    from trtd.daemon.serve.metrics_http import MetricsEndpoint
 
 log = logging.getLogger("trtd.server")
 
@@ -72,6 +74,8 @@ class Server:
         self.stop_deadline = StopDeadline(self._what_holds_the_stop, self._remove_names,
                                           enforce=own_process)
         self.abandoned = False  # the drain timed out and requests were answered unfinished
+        self.metrics: MetricsEndpoint | None = None  # `metrics = HOST:PORT`: /metrics, /healthz, /readyz
+        self.loop_turned = time.monotonic()  # when the socket loop last came round (/healthz)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -85,6 +89,10 @@ class Server:
                                region_prefix=self._lock.region_prefix, share_region=self._access.share_fd,
                                authorize=self.gate.check, stop=self.stop)
         self.core.reload_source = self._reload_source
+        if self.config.metrics:  # before the socket serves: a port in use stops the start here
+            from trtd.daemon.serve.metrics_http import serve_metrics  # prometheus_client: only then
+
+            self.metrics = serve_metrics(self.config.metrics, self.core, lambda: self.loop_turned)
         # Before binding: a client that can connect can always find the tokens.
         self.gate.write_tokens()
         self._bind()
@@ -195,6 +203,8 @@ class Server:
             signal.signal(sig, note)
 
     def close(self) -> None:
+        if self.metrics is not None:  # no scrape reads the core while it is taken apart
+            self.metrics.close()
         # The socket before the models: a request sent from here on is never read, and its
         # client learns so when the connection closes (the SDK watches it), not after models
         # have unloaded (a model being loaded is waited for) or at its own timeout.
@@ -258,7 +268,7 @@ class Server:
         loading = core.loading
         while not self.stop.asked:
             self._turn(poller, sock, tick_ms)
-            now = time.monotonic()
+            now = self.loop_turned = time.monotonic()
             if now >= next_reclaim:
                 try:
                     core.reclaim_dead_clients()
@@ -316,6 +326,7 @@ class Server:
         report = DrainReport.begin(stop.cause(), len(core.in_flight), self.config.drain_timeout_s)
         while core.in_flight and time.monotonic() < deadline:
             self._turn(poller, sock, min(tick_ms, 50))
+            self.loop_turned = time.monotonic()
             self.notifier.watchdog_due()
         unfinished = len(core.in_flight)
         if unfinished:
@@ -387,26 +398,3 @@ def run(config: DaemonConfig, reload_source: Callable[[], DaemonConfig] | None =
     if server.abandoned:
         exit_now(0)  # a backend call still runs on another thread: no interpreter shutdown under it
     return 0
-
-
-# sd-daemon(3) priority prefixes: journald reads "<3>" as an error line, "<6>" as info.
-_SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
-                    logging.DEBUG: 7}
-
-
-class _JournalFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        prefix = f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>"
-        # One prefix per line: a traceback's lines keep the record's priority.
-        return "\n".join(prefix + line for line in super().format(record).splitlines())
-
-
-def configure_logging(level: str) -> None:
-    """One line per event on stderr. Under systemd (JOURNAL_STREAM is set when stderr is the
-    journal) lines carry syslog priorities instead of timestamps: journald adds its own."""
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])

@@ -14,6 +14,14 @@ service as LocalSystem); "user" is one user's daemon (systemd --user unit, `trtd
 | endpoint          | ipc:///run/trtd/trtd.sock | ipc://$XDG_RUNTIME_DIR/trtd/... | tcp://127.0.0.1:47810          | tcp://127.0.0.1:47810        |
 
 TRTD_CACHE_DIR overrides the cache folder in every scope (the service units set it).
+
+For this OS and this process's own environment, the user folders and ProgramData come from
+platformdirs: it follows the XDG spec where a hand-written lookup is easily wrong (a relative
+$XDG_CONFIG_HOME is ignored, not resolved against a service's working directory) and on
+Windows asks the shell's Known Folder API rather than trusting %APPDATA% to be set. The same
+table for the other OS, or for a given environment (printed instructions, tests), is computed
+from the variables above; the system scope's Linux paths are the FHS ones the units use
+(/etc/trtd, not platformdirs' /etc/xdg/trtd).
 """
 
 from __future__ import annotations
@@ -56,6 +64,16 @@ def _path_type(windows: bool) -> type:
     return PureWindowsPath if windows else PurePosixPath
 
 
+def _native(windows: bool, environ: Mapping[str, str], roaming: bool = False):
+    """platformdirs for trtd when the table is asked for this OS and this process's own
+    environment; None otherwise (then the variables in `environ` decide)."""
+    if windows != IS_WINDOWS or environ is not os.environ:
+        return None
+    import platformdirs
+
+    return platformdirs.PlatformDirs("trtd", appauthor=False, roaming=roaming)
+
+
 def _env_dir(environ: Mapping[str, str], key: str, fallback: PurePath, windows: bool) -> PurePath:
     value = environ.get(key)
     return _path_type(windows)(value) if value else fallback
@@ -65,6 +83,9 @@ def program_data(environ: Mapping[str, str] | None = None, windows: bool = IS_WI
     # LocalSystem's profile (C:\Windows\System32\config\systemprofile) is not the users':
     # machine-wide files go under ProgramData, which every account can find.
     environ = os.environ if environ is None else environ
+    native = _native(windows, environ)
+    if native is not None:  # CSIDL_COMMON_APPDATA: ProgramData
+        return Path(native.site_data_dir).parent
     return _path_type(windows)(environ.get("ProgramData") or environ.get("PROGRAMDATA") or r"C:\ProgramData")
 
 
@@ -73,6 +94,8 @@ def config_path(scope: str = "user", windows: bool = IS_WINDOWS,
     """Where `trtd service install` writes the config, and where `trtd config check` looks."""
     _check_scope(scope)
     environ = os.environ if environ is None else environ
+    if scope == "user" and (native := _native(windows, environ, roaming=True)) is not None:
+        return Path(native.user_config_dir) / "trtd.toml"
     if windows:
         if scope == "system":
             return program_data(environ, windows) / "trtd" / "trtd.toml"
@@ -89,6 +112,9 @@ def cache_dir(scope: str = "user", windows: bool = IS_WINDOWS,
     environ = os.environ if environ is None else environ
     if environ.get("TRTD_CACHE_DIR"):
         return _path_type(windows)(environ["TRTD_CACHE_DIR"])
+    if scope == "user" and (native := _native(windows, environ)) is not None:
+        # Windows: %LOCALAPPDATA%\trtd\cache as documented (platformdirs' own is ...\Cache)
+        return Path(native.user_data_dir) / "cache" if windows else Path(native.user_cache_dir)
     if windows:
         if scope == "system":
             return program_data(environ, windows) / "trtd" / "cache"
@@ -102,6 +128,8 @@ def state_dir(scope: str = "user", windows: bool = IS_WINDOWS,
               environ: Mapping[str, str] | None = None) -> PurePath:
     _check_scope(scope)
     environ = os.environ if environ is None else environ
+    if scope == "user" and (native := _native(windows, environ)) is not None:
+        return Path(native.user_data_dir) / "state" if windows else Path(native.user_state_dir)
     if windows:
         if scope == "system":
             return program_data(environ, windows) / "trtd" / "state"
