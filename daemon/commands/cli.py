@@ -294,6 +294,12 @@ def _print_table(status) -> None:
             print(f"  error: {s.error}")
         if s.build:
             print(f"  engine build: {s.build}")
+        if s.batching:
+            line = f"  batching: {s.batching}"
+            if s.batches:
+                line += (f"; {s.batches} batches, mean {s.batch_mean:.2f} max {s.batch_max} requests; "
+                         f"queue delay p50 {s.queue_delay_p50_us:.0f} µs p99 {s.queue_delay_p99_us:.0f} µs")
+            print(line)
 
 
 def _reload(args) -> int:

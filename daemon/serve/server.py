@@ -290,12 +290,19 @@ class Server:
         """Whether something is ready: polled busily first for as long as the requests just
         answered ask (their models' idle_spin_us), then asleep for up to tick_ms."""
         spin_ns, core.spin_ns = core.spin_ns, 0
+        # A batch waiting for company (dynamic_batching) is due within max_queue_delay_us: poll
+        # busily until then (a sleep's wake-up would overshoot a sub-millisecond delay), then step.
+        due_ns = core.batch_due_ns()
+        if due_ns == 0:
+            return True
+        if due_ns is not None:
+            spin_ns = due_ns
         if spin_ns:
             clock, end = time.perf_counter_ns, time.perf_counter_ns() + spin_ns
             while clock() < end:
                 if poller.poll(0):
                     return True
-        return bool(poller.poll(tick_ms))
+        return due_ns is not None or bool(poller.poll(tick_ms))
 
     def _drain(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int) -> None:
         """Answer the requests already running or queued (new work is refused) until none is
