@@ -336,14 +336,16 @@ def batching_problem(backend: Backend, instance: Instance, pinning=None) -> str 
     rows = min(CHECK_ROWS, backend.max_batch)
     if rows < 2:
         return "max_batch is 1: there is nothing to batch"
-    predicted = backend.output_shapes({s.name: (rows, *s.shape[1:]) for s in backend.inputs})
+    # Other dynamic dimensions (a sequence length, an image size) get a small fixed size.
+    shapes = {s.name: (rows, *(d if d >= 0 else 2 for d in s.shape[1:])) for s in backend.inputs}
+    predicted = backend.output_shapes(shapes)
     for spec in backend.outputs:
         shape = predicted.get(spec.name)
         if shape is None or shape[0] != rows:
             return (f"output {spec.name!r} does not have one row per input row (its shape for "
                     f"{rows} rows is {shape}), so a batch cannot be split back per request")
     rng = np.random.default_rng(20261202)
-    sample = {s.name: random_array(rng, np.dtype(s.dtype), (rows, *s.shape[1:])) for s in backend.inputs}
+    sample = {s.name: random_array(rng, np.dtype(s.dtype), shapes[s.name]) for s in backend.inputs}
     batched = run_once(backend, instance, sample, pinning)
     for r in range(rows):
         alone = run_once(backend, instance, {k: v[r:r + 1] for k, v in sample.items()}, pinning)
