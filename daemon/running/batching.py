@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -62,6 +63,13 @@ def _rows(job: Job) -> int:
     return job.inputs[0].shape[0] if job.inputs and job.inputs[0].shape else 1
 
 
+@dataclass(slots=True)
+class _Queued:
+    job: Job
+    key: tuple
+    rows: int
+
+
 class BatchQueue:
     """The FIFO of requests waiting for an instance, and the rule that cuts batches from it.
     Socket thread only (the executor's lock guards it against a background close)."""
@@ -70,32 +78,42 @@ class BatchQueue:
         self.max_batch = max(max_batch, 1)
         self.delay_ns = max_queue_delay_us * 1000
         self.preferred = sorted(set(preferred))
-        self.jobs: deque[Job] = deque()
+        self.jobs: deque[_Queued] = deque()
         self._seen: dict[bytes, int] = {}  # client connection -> when it last sent a request
 
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def add(self, job: Job) -> None:
-        # Inputs and outputs in name order: every part of a batch lists them alike.
-        job.inputs.sort(key=lambda t: t.name)
-        job.outputs.sort(key=lambda t: t.name)
-        self.jobs.append(job)
+    def seen(self, job: Job) -> None:
+        """Note that the job's client is active (every request, queued or run at once)."""
         self._seen[job.identity] = job.received_ns
         if len(self._seen) > 4 * len(self.jobs) + 64:
             cutoff = job.received_ns - ACTIVE_WINDOW_NS
             self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
 
+    def others_active(self, now: int, queued: set[bytes]) -> bool:
+        """Whether a client not in `queued` sent a request within ACTIVE_WINDOW_NS."""
+        cutoff = now - ACTIVE_WINDOW_NS
+        return any(t >= cutoff and who not in queued for who, t in self._seen.items())
+
+    def add(self, job: Job) -> None:
+        # Inputs and outputs in name order: every part of a batch lists them alike.
+        job.inputs.sort(key=lambda t: t.name)
+        job.outputs.sort(key=lambda t: t.name)
+        key = _key(job) if job.outputs and all(t.shape is not None for t in job.outputs) else None
+        self.jobs.append(_Queued(job, key, _rows(job)))
+
     def _candidate(self) -> tuple[list[Job], int]:
-        """The head and every later request that can join it, within max_batch rows."""
+        """The head and every later request that can join it, within max_batch rows (a request
+        whose outputs' shapes only running it tells joins nobody)."""
         head = self.jobs[0]
-        key, batch, rows = _key(head), [head], _rows(head)
-        if head.outputs and all(t.shape is not None for t in head.outputs):
-            for job in list(self.jobs)[1:]:
-                n = _rows(job)
-                if rows + n <= self.max_batch and _key(job) == key:
-                    batch.append(job)
-                    rows += n
+        batch, rows = [head.job], head.rows
+        if head.key is not None:
+            for i in range(1, len(self.jobs)):
+                entry = self.jobs[i]
+                if rows + entry.rows <= self.max_batch and entry.key == head.key:
+                    batch.append(entry.job)
+                    rows += entry.rows
                     if rows == self.max_batch:
                         break
         return batch, rows
@@ -112,9 +130,7 @@ class BatchQueue:
         for job in batch:  # a close deadline: waiting for company could make it miss
             if job.deadline_ns and job.deadline_ns - now < 2 * self.delay_ns:
                 return 0
-        queued = {job.identity for job in self.jobs}
-        cutoff = now - ACTIVE_WINDOW_NS
-        if not any(t >= cutoff and who not in queued for who, t in self._seen.items()):
+        if not self.others_active(now, {entry.job.identity for entry in self.jobs}):
             return 0  # nobody else could join: a lone client never waits
         return left
 
@@ -137,11 +153,11 @@ class BatchQueue:
             self.jobs.clear()
         else:
             taken = {id(job) for job in batch}
-            self.jobs = deque(job for job in self.jobs if id(job) not in taken)
+            self.jobs = deque(entry for entry in self.jobs if id(entry.job) not in taken)
         return batch
 
     def drain(self) -> list[Job]:
-        jobs = list(self.jobs)
+        jobs = [entry.job for entry in self.jobs]
         self.jobs.clear()
         return jobs
 
@@ -229,7 +245,18 @@ class BatchingExecutor:
             if self._closed:  # the core submits to served models only: a race with a retire
                 return RequestDone(job, error=self._refusal(job) if self._refusal else ProtocolError(
                     ErrorCode.MODEL_NOT_READY, f"model {self.name!r} was unloaded or replaced; retry"))
-            self.queue.add(job)
+            queue_ = self.queue
+            queue_.seen(job)
+            if (not self._threads and not queue_.jobs and not self._running
+                    and not queue_.others_active(job.received_ns, {job.identity})):
+                # A lone client: nobody could join, so run it now, on this (the socket) thread,
+                # as an unbatched model would: no queueing, no extra loop turn.
+                self._running[0] = [job]
+                try:
+                    return run_batch(self.instances[0], [job], queue_.padded)[0]
+                finally:
+                    del self._running[0]
+            queue_.add(job)
         return None
 
     def due_ns(self, now: int) -> int | None:

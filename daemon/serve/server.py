@@ -47,6 +47,8 @@ _READS_PER_TURN = 256
 _FD_RESERVE = 256
 # Upper bound on flushing the last replies at close (reached only for peers that read nothing).
 _CLOSE_LINGER_MS = 500
+# Gives the CPU to another runnable thread or process (Windows has no sched_yield; sleep(0) is its yield).
+_yield_cpu = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 
 
 class Server:
@@ -291,18 +293,22 @@ class Server:
         answered ask (their models' idle_spin_us), then asleep for up to tick_ms."""
         spin_ns, core.spin_ns = core.spin_ns, 0
         # A batch waiting for company (dynamic_batching) is due within max_queue_delay_us: poll
-        # busily until then (a sleep's wake-up would overshoot a sub-millisecond delay), then step.
+        # until then (a sleep's wake-up would overshoot a sub-millisecond delay), yielding the
+        # CPU between polls to the clients whose requests it waits for, then step.
         due_ns = core.batch_due_ns()
-        if due_ns == 0:
-            return True
         if due_ns is not None:
-            spin_ns = due_ns
+            clock, end = time.perf_counter_ns, time.perf_counter_ns() + due_ns
+            while clock() < end:
+                if poller.poll(0):
+                    return True
+                _yield_cpu()
+            return True
         if spin_ns:
             clock, end = time.perf_counter_ns, time.perf_counter_ns() + spin_ns
             while clock() < end:
                 if poller.poll(0):
                     return True
-        return due_ns is not None or bool(poller.poll(tick_ms))
+        return bool(poller.poll(tick_ms))
 
     def _drain(self, poller: zmq.Poller, sock: zmq.Socket, tick_ms: int) -> None:
         """Answer the requests already running or queued (new work is refused) until none is
