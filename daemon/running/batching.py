@@ -9,10 +9,12 @@ outputs) joins, up to `max_batch` rows. When to dispatch (BatchQueue.take):
   model was seen in the last ACTIVE_WINDOW_NS, or every one seen has a request queued);
 - otherwise after at most `max_queue_delay_us` for company, measured from the head's arrival;
   earlier when the batch is full, or a request in it has a deadline closer than that delay.
-With one instance the batch runs on the socket thread, as an unbatched request does (while it
-runs, new requests wait in the socket and are read together afterwards: they form the next
-batch). With several, batches go to idle worker instances; results come back through the
-CompletionQueue. A batch is padded up to the smallest `preferred_batch_sizes` entry that holds
+With one CPU instance the batch runs on the socket thread, as an unbatched request does (while
+it runs, new requests wait in the socket and are read together afterwards: they form the next
+batch). On a GPU, or with several instances, batches go to idle worker threads (one per
+instance) while the socket thread goes on reading and binding requests; results come back
+through the CompletionQueue. A lone client's request runs at once on the socket thread in every
+case. A batch is padded up to the smallest `preferred_batch_sizes` entry that holds
 it (e.g. a CUDA-graph bucket): the padded rows' outputs are never returned.
 
 Only models whose rows are independent may be batched: the model must declare a dynamic first
@@ -233,7 +235,7 @@ class BatchingExecutor:
     inline = False  # requests are answered from step(), through the core's in-flight count
 
     def __init__(self, name: str, instances: list[Instance], max_queue: int, completions: CompletionQueue,
-                 max_batch: int, max_queue_delay_us: int, preferred: list[int]):
+                 max_batch: int, max_queue_delay_us: int, preferred: list[int], workers: bool = False):
         self.name = name
         self.instances = instances
         self._completions = completions
@@ -249,7 +251,7 @@ class BatchingExecutor:
         self._threads: list[threading.Thread] = []
         self._free: list[int] = []
         self._work: queue.SimpleQueue[tuple[int, list[Job]] | None] = queue.SimpleQueue()
-        if len(instances) > 1:
+        if workers or len(instances) > 1:
             self._free = list(range(len(instances)))
             for i in range(len(instances)):
                 t = threading.Thread(target=self._worker, daemon=True, name=f"trtd-{name}-batch-{i}")
@@ -263,15 +265,18 @@ class BatchingExecutor:
                     ErrorCode.MODEL_NOT_READY, f"model {self.name!r} was unloaded or replaced; retry"))
             queue_ = self.queue
             queue_.seen(job)
-            if (not self._threads and not queue_.jobs and not self._running
-                    and not queue_.others_active(job.received_ns, {job.identity})):
+            idle = not self._running and (not self._threads or len(self._free) == len(self.instances))
+            if idle and not queue_.jobs and not queue_.others_active(job.received_ns, {job.identity}):
                 # A lone client: nobody could join, so run it now, on this (the socket) thread,
-                # as an unbatched model would: no queueing, no extra loop turn.
-                self._running[0] = [job]
+                # as an unbatched model would: no queueing, no hand-off, no extra loop turn.
+                slot = self._free.pop() if self._threads else 0
+                self._running[slot] = [job]
                 try:
-                    return run_batch(self.instances[0], [job], queue_.padded)[0]
+                    return run_batch(self.instances[slot], [job], queue_.padded)[0]
                 finally:
-                    del self._running[0]
+                    del self._running[slot]
+                    if self._threads:
+                        self._free.append(slot)
             queue_.add(job)
         return None
 
@@ -418,8 +423,12 @@ def make_executor(config: ModelConfig, backend: Backend, instances: list[Instanc
         log.warning("model %s: dynamic_batching refused, requests run one at a time: %s",
                     config.name, problem)
         return Executor(config.name, instances, config.max_queue, completions), f"refused: {problem}"
+    # On a GPU a batch runs on a worker thread even with one instance: while it runs, the socket
+    # thread reads and binds the next requests, so the next batch is queued when the GPU frees
+    # (measured on the H200: see the README). On the CPU the batch runs on the socket thread.
     executor = BatchingExecutor(config.name, instances, config.max_queue, completions, backend.max_batch,
-                                config.max_queue_delay_us, config.preferred_batch_sizes)
+                                config.max_queue_delay_us, config.preferred_batch_sizes,
+                                workers=backend.device is not None)
     log.info("model %s: dynamic batching up to %d rows, max_queue_delay_us %d%s", config.name,
              backend.max_batch, config.max_queue_delay_us,
              f", padded to {sorted(config.preferred_batch_sizes)}" if config.preferred_batch_sizes else "")

@@ -356,3 +356,27 @@ def test_a_reload_that_replaces_the_model_answers_the_queued_requests(make_core,
     replies = _replies(answers, senders)
     assert all(r.error is None for r in replies.values())
     assert len(core.in_flight) == 0
+
+
+def test_batches_on_worker_instances_each_get_their_own_rows_and_a_lone_client_runs_at_once(make_core, active):
+    """Two instances: batches run on worker threads (answered through step), but a lone client's
+    request still runs at once in receive()."""
+    core = make_core(demo(max_queue_delay_us=0, instances=2))
+    rng = np.random.default_rng(8)
+    senders = [Sender(core, f"c{i}".encode(), rng.standard_normal((1, 64)).astype(np.float32), (1, 10))
+               for i in range(6)]
+    senders[0].send()
+    assert decode_reply(senders[0].d.last[2], m.Infer, senders[0].request_id).error is None
+    warm(core, senders[1:])
+    for s in senders:
+        s.send()
+        assert s.d.last[2] is None
+    answers = []
+    deadline = time.monotonic() + 30
+    while len(answers) < len(senders) and time.monotonic() < deadline:
+        answers += core.step(0.05)
+    replies = _replies(answers, senders)
+    for s in senders:
+        assert replies[s.d.identity].error is None
+        np.testing.assert_allclose(s.y(), _demo_expected(s.x), rtol=1e-5, atol=1e-6)
+    assert _batching_status(core, "demo").batch_max >= 2 and len(core.in_flight) == 0
