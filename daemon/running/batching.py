@@ -9,12 +9,11 @@ outputs) joins, up to `max_batch` rows. When to dispatch (BatchQueue.take):
   model was seen in the last ACTIVE_WINDOW_NS, or every one seen has a request queued);
 - otherwise after at most `max_queue_delay_us` for company, measured from the head's arrival;
   earlier when the batch is full, or a request in it has a deadline closer than that delay.
-With one CPU instance the batch runs on the socket thread, as an unbatched request does (while
-it runs, new requests wait in the socket and are read together afterwards: they form the next
-batch). On a GPU, or with several instances, batches go to idle worker threads (one per
-instance) while the socket thread goes on reading and binding requests; results come back
-through the CompletionQueue. A lone client's request runs at once on the socket thread in every
-case. A batch is padded up to the smallest `preferred_batch_sizes` entry that holds
+With one instance the batch runs on the socket thread, as an unbatched request does (while it
+runs, new requests wait in the socket and are read together afterwards: they form the next
+batch). With several, batches go to idle worker threads (one per instance) while the socket
+thread goes on reading and binding requests; results come back through the CompletionQueue.
+A lone client's request runs at once on the socket thread in every case. A batch is padded up to the smallest `preferred_batch_sizes` entry that holds
 it (e.g. a CUDA-graph bucket): the padded rows' outputs are never returned.
 
 Only models whose rows are independent may be batched: the model must declare a dynamic first
@@ -423,12 +422,12 @@ def make_executor(config: ModelConfig, backend: Backend, instances: list[Instanc
         log.warning("model %s: dynamic_batching refused, requests run one at a time: %s",
                     config.name, problem)
         return Executor(config.name, instances, config.max_queue, completions), f"refused: {problem}"
-    # On a GPU a batch runs on a worker thread even with one instance: while it runs, the socket
-    # thread reads and binds the next requests, so the next batch is queued when the GPU frees
-    # (measured on the H200: see the README). On the CPU the batch runs on the socket thread.
+    # With one instance the batch runs on the socket thread, on the GPU too: a worker thread that
+    # let the socket thread read the next requests during the run measured worse on the H200
+    # (ResNet-18, 16 clients: 4390 against 4973 req/s, p99 4.85 against 4.01 ms; the GIL hand-offs
+    # cost more than the overlap gained; bench/results/2026-12-02-batching-gpu-h200.md).
     executor = BatchingExecutor(config.name, instances, config.max_queue, completions, backend.max_batch,
-                                config.max_queue_delay_us, config.preferred_batch_sizes,
-                                workers=backend.device is not None)
+                                config.max_queue_delay_us, config.preferred_batch_sizes)
     log.info("model %s: dynamic batching up to %d rows, max_queue_delay_us %d%s", config.name,
              backend.max_batch, config.max_queue_delay_us,
              f", padded to {sorted(config.preferred_batch_sizes)}" if config.preferred_batch_sizes else "")
