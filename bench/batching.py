@@ -38,7 +38,10 @@ from .lib.workloads import MODELS, BenchModel
 from .sweep import Point, PointFailed, run_point
 
 GPU_BUCKETS = [1, 2, 4, 8, 16]
-DEFAULT_DELAY_US = {"cpu": 200, "gpu": 500}
+# The batched daemon's delay by default: the daemon's own defaults (config DEFAULT_QUEUE_DELAY_US).
+DEFAULT_DELAY_US = {"cpu": 0, "gpu": 500}
+# On the CPU also the daemon waiting this long for company, and Triton's batcher's delay.
+WAIT_DELAY_US = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,14 +57,17 @@ class Variant:
 
 def variants(model: BenchModel, device: str, delay_us: int, peers: list[str]) -> list[Variant]:
     if device == "cpu":
+        batching = {"dynamic_batching": True, "max_batch": 64}
         out = [Variant("trtd", model.name, {}),
-               Variant("trtd_batched", f"{model.name}_batched",
-                       {"dynamic_batching": True, "max_queue_delay_us": delay_us, "max_batch": 64},
+               Variant("trtd_batched", f"{model.name}_batched", {**batching, "max_queue_delay_us": delay_us},
                        batched=True)]
+        if delay_us != WAIT_DELAY_US:  # the same daemon waiting for company, to choose the default
+            out.append(Variant("trtd_batched_wait", f"{model.name}_batched_wait",
+                               {**batching, "max_queue_delay_us": WAIT_DELAY_US}, batched=True))
         if "triton" in peers:
             out += [Variant("triton", f"{model.name}", {}, peer="triton"),
                     Variant("triton_batched", f"{model.name}_batched",
-                            {"max_batch_size": 64, "max_queue_delay_us": delay_us}, peer="triton",
+                            {"max_batch_size": 64, "max_queue_delay_us": WAIT_DELAY_US}, peer="triton",
                             batched=True)]
         return out
     index = int(device.split(":")[1]) if ":" in device else 0
@@ -152,11 +158,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             theirs = [v for v in chosen if v.peer == "triton"]
             triton = _start_triton(model, theirs, stack, report) if theirs else None
             bar = stack.enter_context(progress_bar(len(chosen) * len(args.concurrency)))
-            for v in chosen:
-                if v.peer == "triton" and triton is None:
-                    bar.update(len(args.concurrency))
-                    continue
-                for n in args.concurrency:
+            # Client count first, then every system at that count: the machine's load drifts over
+            # a run (a shared VM), and it then falls on all systems of a point alike.
+            points: list[Point] = []
+            for n in args.concurrency:
+                for v in chosen:
+                    if v.peer == "triton" and triton is None:
+                        bar.update(1)
+                        continue
                     bar.set_description(f"{name} {v.system} x{n}")
                     if v.peer == "triton":
                         from .peers.triton import server_processes
@@ -171,16 +180,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
                                  str(args.warmup), "--duration", str(duration), "--count", "0"]
                         env, serving = None, (lambda: [daemon_proc])
                     try:
-                        point = run_point(name, v.system, n, wargv, env, serving)
-                        report["points"].append(point)
+                        points.append(run_point(name, v.system, n, wargv, env, serving))
                     except PointFailed as exc:
                         report["failed_points"].append(f"{name} {v.system} x{n}: {exc}")
                     bar.update(1)
+            order = [v.system for v in chosen]
+            report["points"] += sorted(points, key=lambda p: (order.index(p.system), p.concurrency))
             report["daemon_status"] = [
                 {k: getattr(s, k) for k in ("name", "batching", "batches", "batch_mean", "batch_max",
                                             "queue_delay_p50_us", "queue_delay_p99_us", "requests",
                                             "errors", "graphs")}
                 for s in client.status().models]
+    report["meta"]["wait_delay_us"] = WAIT_DELAY_US if kind == "cpu" else None
     report["targets"] = targets(report["points"], delay, kind)
     return report
 
@@ -242,7 +253,9 @@ def markdown(report: dict, plot_name: str | None) -> str:
              f"- Command: `{meta['command']}`",
              f"- Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
              f"- ONNX Runtime session: {meta['onnxruntime_session']}",
-             f"- max_queue_delay_us = {meta['max_queue_delay_us']}; {meta['duration_s']} s per point after "
+             f"- max_queue_delay_us = {meta['max_queue_delay_us']} (trtd_batched)"
+             + (f", {meta['wait_delay_us']} (trtd_batched_wait, triton_batched)" if meta.get("wait_delay_us") else "")
+             + f"; {meta['duration_s']} s per point after "
              f"{meta['warmup_per_client']} warm-up requests per client; {meta['clients']}"]
     if "peers" in meta:
         lines.append(f"- Triton: {meta['peers']['triton']}")

@@ -301,7 +301,7 @@ def test_good_cuda_graph_settings_pass(tmp_path):
 
 @pytest.mark.parametrize("model, message", [
     ('dynamic_batching = "yes"\n', "'dynamic_batching' must be bool"),
-    ('dynamic_batching = true\nmax_queue_delay_us = -1\n', "max_queue_delay_us must be 0..1000000"),
+    ('dynamic_batching = true\nmax_queue_delay_us = -2\n', "max_queue_delay_us must be 0..1000000"),
     ('dynamic_batching = true\nmax_queue_delay_us = 2000000\n', "max_queue_delay_us must be 0..1000000"),
     ('dynamic_batching = true\npreferred_batch_sizes = [0, 4]\n', "preferred_batch_sizes must be batch sizes"),
     ('dynamic_batching = true\nmax_batch = 8\npreferred_batch_sizes = [4, 16]\n',

@@ -36,6 +36,19 @@ GiB = 1024**3
 MAX_BATCH_LIMIT = 1 << 20  # keeps every size computed from it far inside int64
 
 
+# max_queue_delay_us when a model leaves it at -1, per device kind: on the CPU waiting for company
+# cost more than batching saved at every client count measured on the 2-core VM, on the H200 a
+# short wait filled ResNet-18 batches (bench/results/2026-12-02-batching-cpu-2core.md, -gpu-h200.md).
+DEFAULT_QUEUE_DELAY_US = {"cpu": 0, "gpu": 500}
+
+
+def queue_delay_us(m: "ModelConfig") -> int:
+    """The model's effective max_queue_delay_us: as configured, or its device's default (-1)."""
+    if m.max_queue_delay_us >= 0:
+        return m.max_queue_delay_us
+    return DEFAULT_QUEUE_DELAY_US["gpu" if m.device >= 0 else "cpu"]
+
+
 class ConfigError(ValueError):
     """A configuration problem, with the file/flag and what to change."""
 
@@ -78,8 +91,9 @@ class ModelConfig:
     # a model whose rows are independent may be batched (checked at load, see the README).
     dynamic_batching: bool = False
     # Longest a request waits for company when other clients are active (µs); a lone client
-    # never waits. 0: batch only what has queued up while the instance was busy.
-    max_queue_delay_us: int = 200
+    # never waits. 0: batch only what has queued up while the instance was busy. -1: the
+    # device's default, DEFAULT_QUEUE_DELAY_US (chosen from bench/results/2026-12-02-batching-*).
+    max_queue_delay_us: int = -1
     # Batch sizes a batch is padded up to (rows beyond the requests' are never returned), e.g.
     # the CUDA-graph buckets; [] = run exactly the rows that came.
     preferred_batch_sizes: list[int] = field(default_factory=list)
@@ -297,9 +311,9 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model '{m.name}': idle_spin_us must be 0..10000 (µs), got {m.idle_spin_us}")
     if m.gpu_wait not in ("spin", "block"):
         raise ConfigError(f"model '{m.name}': gpu_wait must be \"spin\" or \"block\", got {m.gpu_wait!r}")
-    if not 0 <= m.max_queue_delay_us <= 1_000_000:
-        raise ConfigError(f"model '{m.name}': max_queue_delay_us must be 0..1000000 (µs), got "
-                          f"{m.max_queue_delay_us}")
+    if not -1 <= m.max_queue_delay_us <= 1_000_000:
+        raise ConfigError(f"model '{m.name}': max_queue_delay_us must be 0..1000000 (µs), or -1 for the "
+                          f"device's default, got {m.max_queue_delay_us}")
     if not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= MAX_BATCH_LIMIT
                for b in m.preferred_batch_sizes):
         raise ConfigError(f"model '{m.name}': preferred_batch_sizes must be batch sizes "

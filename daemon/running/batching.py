@@ -97,6 +97,7 @@ class BatchQueue:
         self.preferred = sorted(set(preferred))
         self.jobs: deque[_Queued] = deque()
         self._seen: dict[bytes, int] = {}  # client connection -> when it last sent a request
+        self._run_ns = 0  # recent backend calls' duration (moving average)
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -105,12 +106,17 @@ class BatchQueue:
         """Note that the job's client is active (every request, queued or run at once)."""
         self._seen[job.identity] = job.received_ns
         if len(self._seen) > 4 * len(self.jobs) + 64:
-            cutoff = job.received_ns - ACTIVE_WINDOW_NS
+            cutoff = job.received_ns - max(ACTIVE_WINDOW_NS, 4 * self._run_ns)
             self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
 
+    def ran(self, duration_ns: int) -> None:
+        """A backend call took this long: clients of a slow model send less often."""
+        self._run_ns = duration_ns if not self._run_ns else (3 * self._run_ns + duration_ns) // 4
+
     def others_active(self, now: int, queued: set[bytes]) -> bool:
-        """Whether a client not in `queued` sent a request within ACTIVE_WINDOW_NS."""
-        cutoff = now - ACTIVE_WINDOW_NS
+        """Whether a client not in `queued` sent a request recently: within ACTIVE_WINDOW_NS, or
+        a few runs of the model (a client of a 100 ms model sends every few hundred ms)."""
+        cutoff = now - max(ACTIVE_WINDOW_NS, 4 * self._run_ns)
         return any(t >= cutoff and who not in queued for who, t in self._seen.items())
 
     def add(self, job: Job) -> None:
@@ -187,9 +193,19 @@ class BatchQueue:
         return rows
 
 
-def run_batch(instance: Instance, jobs: list[Job], padded: Callable[[int], int]) -> list[RequestDone]:
-    """Run `jobs` as one backend call; every job ends in exactly one RequestDone."""
+def run_batch(instance: Instance, jobs: list[Job], padded: Callable[[int], int],
+              ran: Callable[[int], None] | None = None) -> list[RequestDone]:
+    """Run `jobs` as one backend call; every job ends in exactly one RequestDone. ran(ns): told
+    how long the call took."""
     now = time.perf_counter_ns()
+    try:
+        return _run_batch(instance, jobs, padded, now)
+    finally:
+        if ran is not None:
+            ran(time.perf_counter_ns() - now)
+
+
+def _run_batch(instance: Instance, jobs: list[Job], padded: Callable[[int], int], now: int) -> list[RequestDone]:
     done: list[RequestDone] = []
     live = []
     for job in jobs:
@@ -271,7 +287,7 @@ class BatchingExecutor:
                 slot = self._free.pop() if self._threads else 0
                 self._running[slot] = [job]
                 try:
-                    return run_batch(self.instances[slot], [job], queue_.padded)[0]
+                    return run_batch(self.instances[slot], [job], queue_.padded, queue_.ran)[0]
                 finally:
                     del self._running[slot]
                     if self._threads:
@@ -307,7 +323,7 @@ class BatchingExecutor:
                 else:
                     self._running[0] = batch
                     try:
-                        results += run_batch(self.instances[0], batch, self.queue.padded)
+                        results += run_batch(self.instances[0], batch, self.queue.padded, self.queue.ran)
                     finally:
                         del self._running[0]
         return results
@@ -323,7 +339,7 @@ class BatchingExecutor:
             if refusal is not None:  # handed over just as a stop gave up: never started
                 done = [RequestDone(job, error=refusal(job)) for job in batch]
             else:
-                done = run_batch(self.instances[slot], batch, self.queue.padded)
+                done = run_batch(self.instances[slot], batch, self.queue.padded, self.queue.ran)
             with self._lock:
                 self._running.pop(slot, None)
                 self._free.append(slot)
@@ -426,9 +442,12 @@ def make_executor(config: ModelConfig, backend: Backend, instances: list[Instanc
     # let the socket thread read the next requests during the run measured worse on the H200
     # (ResNet-18, 16 clients: 4390 against 4973 req/s, p99 4.85 against 4.01 ms; the GIL hand-offs
     # cost more than the overlap gained; bench/results/2026-12-02-batching-gpu-h200.md).
+    from trtd.daemon.config.settings import queue_delay_us
+
+    delay_us = queue_delay_us(config)
     executor = BatchingExecutor(config.name, instances, config.max_queue, completions, backend.max_batch,
-                                config.max_queue_delay_us, config.preferred_batch_sizes)
+                                delay_us, config.preferred_batch_sizes)
     log.info("model %s: dynamic batching up to %d rows, max_queue_delay_us %d%s", config.name,
-             backend.max_batch, config.max_queue_delay_us,
+             backend.max_batch, delay_us,
              f", padded to {sorted(config.preferred_batch_sizes)}" if config.preferred_batch_sizes else "")
     return executor, "on"
