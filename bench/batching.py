@@ -285,32 +285,48 @@ def markdown(report: dict, plot_name: str | None) -> str:
 
 
 def plot(report: dict, path: Path) -> Path:
+    """Per model a row: throughput, and p50/p99 latency, against client processes."""
     plt = pyplot()
     points = report["points"]
-    fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for system in dict.fromkeys(p.system for p in points):
-        mine = sorted((p for p in points if p.system == system and p.latency), key=lambda p: p.concurrency)
-        xs = [p.concurrency for p in mine]
-        ax_t.plot(xs, [p.throughput_rps for p in mine], marker="o", label=system)
-        line, = ax_l.plot(xs, [p.latency.p50_us / 1000 for p in mine], marker="o", label=f"{system} p50")
-        ax_l.plot(xs, [p.latency.p99_us / 1000 for p in mine], marker="x", linestyle="--",
-                  color=line.get_color(), label=f"{system} p99")
-    for ax in (ax_t, ax_l):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("client processes (batch-1 requests)")
-        ax.grid(True, alpha=0.3)
-    ax_t.set_ylabel("requests / s")
-    ax_l.set_ylabel("latency (ms)")
-    ax_l.set_yscale("log")
-    ax_t.legend(fontsize=8)
-    ax_l.legend(fontsize=7, ncol=2)
+    models = list(dict.fromkeys(p.model for p in points))
+    fig, axes = plt.subplots(len(models), 2, figsize=(12, 4.5 * len(models)), squeeze=False)
+    for (ax_t, ax_l), model in zip(axes, models):
+        mine_all = [p for p in points if p.model == model]
+        for system in dict.fromkeys(p.system for p in mine_all):
+            mine = sorted((p for p in mine_all if p.system == system and p.latency), key=lambda p: p.concurrency)
+            xs = [p.concurrency for p in mine]
+            ax_t.plot(xs, [p.throughput_rps for p in mine], marker="o", label=system)
+            line, = ax_l.plot(xs, [p.latency.p50_us / 1000 for p in mine], marker="o", label=f"{system} p50")
+            ax_l.plot(xs, [p.latency.p99_us / 1000 for p in mine], marker="x", linestyle="--",
+                      color=line.get_color(), label=f"{system} p99")
+        for ax in (ax_t, ax_l):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("client processes (batch-1 requests)")
+            ax.grid(True, alpha=0.3)
+        ax_t.set_ylabel(f"{model}: requests / s")
+        ax_t.set_yscale("log")
+        ax_l.set_ylabel(f"{model}: latency (ms)")
+        ax_l.set_yscale("log")
+        ax_t.legend(fontsize=8)
+        ax_l.legend(fontsize=6, ncol=2)
     meta = report["meta"]
     fig.suptitle(f"dynamic batching, {meta['device']}, {meta['machine']['cpu_model']}, "
-                 f"max_queue_delay_us={meta['max_queue_delay_us']} ({meta['machine']['date'][:10]})", fontsize=10)
+                 f"{meta['machine']['logical_cores']} cores, max_queue_delay_us={meta['max_queue_delay_us']} "
+                 f"({meta['machine']['date'][:10]})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_json(json_path: Path, png_path: Path) -> Path:
+    """The plot of a report written earlier (its --out STEM.json)."""
+    from types import SimpleNamespace
+
+    report = json.loads(Path(json_path).read_text())
+    report["points"] = [SimpleNamespace(**{**p, "latency": SimpleNamespace(**p["latency"]) if p["latency"] else None})
+                        for p in report["points"]]
+    return plot(report, png_path)
 
 
 def to_json(report: dict) -> dict:

@@ -321,3 +321,11 @@ def test_good_dynamic_batching_settings_pass(tmp_path):
     path.write_text('[models.m]\npath = "builtin:demo"\ndynamic_batching = true\nmax_batch = 16\n'
                     'max_queue_delay_us = 500\npreferred_batch_sizes = [4, 8, 16]\n')
     assert [p.message for p in check_file(path) if "warning" not in p.message.lower()] == []
+
+
+def test_max_queue_delay_us_left_out_is_the_devices_default():
+    from trtd.daemon.config.settings import DEFAULT_QUEUE_DELAY_US, ModelConfig, queue_delay_us
+
+    assert queue_delay_us(ModelConfig(name="m", path="x", dynamic_batching=True)) == DEFAULT_QUEUE_DELAY_US["cpu"]
+    assert queue_delay_us(ModelConfig(name="m", path="x", device=0)) == DEFAULT_QUEUE_DELAY_US["gpu"]
+    assert queue_delay_us(ModelConfig(name="m", path="x", max_queue_delay_us=70, device=0)) == 70
