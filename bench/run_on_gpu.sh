@@ -2,8 +2,11 @@
 # One call on a lent GPU machine (see the device tool's README): install trtd and
 # the pyzmq wheel carried in .whl/, run the GPU tests and the CPU suite, then the
 # GPU benchmark. Everything it prints also goes to $OUT.
-#   usage (repository root): OUT=/some/dir bash bench/run_on_gpu.sh [--bench-only|--tests-only|--harness-only|--gpu-and-bench]
+#   usage (repository root): OUT=/some/dir bash bench/run_on_gpu.sh [--bench-only|--tests-only|--harness-only|--gpu-and-bench|--batching]
 #   --gpu-and-bench: the GPU tests and the benchmark, without the whole CPU suite.
+#   --batching: the dynamic batching GPU tests (and the CUDA-graph ones it builds on), then the
+#   batching sweep (trtd bench --batching --device cuda:0: ResNet-18 b1 requests, torch backend,
+#   graphs off and on, batching off and on).
 set -u
 OUT=${OUT:-/tmp/trtd-gpu-out}
 mkdir -p "$OUT"
@@ -20,6 +23,12 @@ export TRTD_CACHE_DIR=/tmp/trtd-cache
   $PY -m pip install --quiet --upgrade --no-deps --no-build-isolation --target /tmp/site .
   $PY -c "import sys, torch, zmq, trtd.daemon.system.cuda as c; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count()); print('pyzmq', zmq.__version__); print('cuda-python', c.versions(), c.device_count())"
 } 2>&1 | tee "$OUT/setup.log"
+if [ "${1:-}" = "--batching" ]; then
+  $PY -m pytest -p no:cacheprovider -m gpu -v -rs tests/test_gpu_batching.py 2>&1 | tee "$OUT/gpu-batching-tests.log"
+  $PY -m pytest -p no:cacheprovider -m gpu -v -rs tests/test_gpu.py -k "graph or outputs_equal or instances" 2>&1 | tee "$OUT/gpu-tests.log"
+  $PY -m trtd.bench --batching --device cuda:0 --duration 3 --out "$OUT/batching-gpu" 2>&1 | tee "$OUT/batching-gpu.log"
+  exit 0
+fi
 if [ "${1:-}" = "--harness-only" ]; then
   # trtd bench --device: eager vs TorchScript vs TensorRT rows, then the daemon comparison.
   $PY -m trtd.bench --device cuda:0 --out "$OUT/harness-gpu" 2>&1 | tee "$OUT/harness-gpu.log"

@@ -99,6 +99,14 @@ class ModelStatus:
     build: str = ""     # background engine build: queued, building, comparing, serving engine ..., failed: ...
     graphs: int = 0       # CUDA graphs captured (cuda_graphs = true), over all instances
     graph_bytes: int = 0  # device memory their pools hold
+    # Dynamic batching: "on", "refused: why", or "" (not configured); batches run, their mean
+    # and largest size in requests, and percentiles of how long requests queued for one (µs).
+    batching: str = ""
+    batches: int = 0
+    batch_mean: float = 0.0
+    batch_max: int = 0
+    queue_delay_p50_us: float = 0.0
+    queue_delay_p99_us: float = 0.0
 
     # Read-only views, not wire fields (the codec encodes dataclass fields only).
     @property

@@ -297,3 +297,35 @@ def test_good_cuda_graph_settings_pass(tmp_path):
     path.write_text('[models.m]\npath = "builtin:resnet18"\nbackend = "torch"\ndevice = 0\n'
                     'cuda_graphs = true\ngraph_batches = [1, 8]\nmax_batch = 8\n')
     assert [p.message for p in check_file(path) if "warning" not in p.message.lower()] == []
+
+
+@pytest.mark.parametrize("model, message", [
+    ('dynamic_batching = "yes"\n', "'dynamic_batching' must be bool"),
+    ('dynamic_batching = true\nmax_queue_delay_us = -2\n', "max_queue_delay_us must be 0..1000000"),
+    ('dynamic_batching = true\nmax_queue_delay_us = 2000000\n', "max_queue_delay_us must be 0..1000000"),
+    ('dynamic_batching = true\npreferred_batch_sizes = [0, 4]\n', "preferred_batch_sizes must be batch sizes"),
+    ('dynamic_batching = true\nmax_batch = 8\npreferred_batch_sizes = [4, 16]\n',
+     "preferred_batch_sizes [4, 16] has sizes above max_batch = 8"),
+    ('preferred_batch_sizes = [4]\n', "preferred_batch_sizes is set but dynamic_batching is not"),
+    ('dynamic_batchng = true\n', "did you mean 'dynamic_batching'"),
+])
+def test_dynamic_batching_settings_are_checked(tmp_path, model, message):
+    path = tmp_path / "b.toml"
+    path.write_text(f'[models.m]\npath = "builtin:demo"\n{model}')
+    problems = check_file(path)
+    assert any(message in p.message for p in problems), [p.message for p in problems]
+
+
+def test_good_dynamic_batching_settings_pass(tmp_path):
+    path = tmp_path / "b.toml"
+    path.write_text('[models.m]\npath = "builtin:demo"\ndynamic_batching = true\nmax_batch = 16\n'
+                    'max_queue_delay_us = 500\npreferred_batch_sizes = [4, 8, 16]\n')
+    assert [p.message for p in check_file(path) if "warning" not in p.message.lower()] == []
+
+
+def test_max_queue_delay_us_left_out_is_the_devices_default():
+    from trtd.daemon.config.settings import DEFAULT_QUEUE_DELAY_US, ModelConfig, queue_delay_us
+
+    assert queue_delay_us(ModelConfig(name="m", path="x", dynamic_batching=True)) == DEFAULT_QUEUE_DELAY_US["cpu"]
+    assert queue_delay_us(ModelConfig(name="m", path="x", device=0)) == DEFAULT_QUEUE_DELAY_US["gpu"]
+    assert queue_delay_us(ModelConfig(name="m", path="x", max_queue_delay_us=70, device=0)) == 70

@@ -24,6 +24,9 @@ Two parts, both on this machine in this run:
    p50/p90/p99/max, throughput, the serving side's CPU time per request and RSS before/after
    (psutil). No request batching anywhere.
 
+`trtd bench --batching` runs the dynamic batching sweep instead (trtd.bench.batching: batch-1
+requests from 1..16 client processes, batching on and off, Triton's batcher with --peers triton).
+
 A peer that cannot run is reported with the reason, never dropped silently. With
 --device cuda:N the GPU comparison runs instead (trtd.bench.gpu_compare).
 """
@@ -153,6 +156,10 @@ def _write(report: BenchReport, paths: dict[str, Path | None]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = cli.argv_list(argv)
+    if "--batching" in argv:  # the dynamic batching sweep: its own options (trtd.bench.batching)
+        from ..batching import main as batching_main
+
+        return batching_main(argv)
     args = cli.parse(build_parser(), argv)
     if isinstance(args, int):
         return args

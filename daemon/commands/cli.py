@@ -305,6 +305,12 @@ def _print_table(status) -> None:
             print(f"{s.name}: error: {s.error}")
         if s.build:
             print(f"{s.name}: engine build: {s.build}")
+        if s.batching:
+            line = f"{s.name}: batching: {s.batching}"
+            if s.batches:
+                line += (f"; {s.batches} batches, mean {s.batch_mean:.2f} max {s.batch_max} requests; "
+                         f"queue delay p50 {s.queue_delay_p50_us:.0f} µs p99 {s.queue_delay_p99_us:.0f} µs")
+            print(line)
 
 
 def _reload(args) -> int:

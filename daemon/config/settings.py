@@ -38,6 +38,19 @@ MAX_BATCH_LIMIT = 1 << 20  # keeps every size computed from it far inside int64
 LOG_FORMATS = ("text", "json")
 
 
+# max_queue_delay_us when a model leaves it at -1, per device kind: on the CPU waiting for company
+# cost more than batching saved at every client count measured on the 2-core VM, on the H200 a
+# short wait filled ResNet-18 batches (bench/results/2026-12-02-batching-cpu-2core.md, -gpu-h200.md).
+DEFAULT_QUEUE_DELAY_US = {"cpu": 0, "gpu": 500}
+
+
+def queue_delay_us(m: "ModelConfig") -> int:
+    """The model's effective max_queue_delay_us: as configured, or its device's default (-1)."""
+    if m.max_queue_delay_us >= 0:
+        return m.max_queue_delay_us
+    return DEFAULT_QUEUE_DELAY_US["gpu" if m.device >= 0 else "cpu"]
+
+
 class ConfigError(ValueError):
     """A configuration problem, with the file/flag and what to change."""
 
@@ -75,6 +88,17 @@ class ModelConfig:
     # wait for the daemon's thread to wake (70-150 µs on a server; more in a VM). Costs up to
     # this much CPU per request when no request comes. 0: sleep at once.
     idle_spin_us: int = 0
+    # Dynamic batching (daemon/running/batching.py): requests of different clients whose inputs
+    # agree apart from dimension 0 run as one batch of up to max_batch rows. Off by default: only
+    # a model whose rows are independent may be batched (checked at load, see the README).
+    dynamic_batching: bool = False
+    # Longest a request waits for company when other clients are active (µs); a lone client
+    # never waits. 0: batch only what has queued up while the instance was busy. -1: the
+    # device's default, DEFAULT_QUEUE_DELAY_US (chosen from bench/results/2026-12-02-batching-*).
+    max_queue_delay_us: int = -1
+    # Batch sizes a batch is padded up to (rows beyond the requests' are never returned), e.g.
+    # the CUDA-graph buckets; [] = run exactly the rows that came.
+    preferred_batch_sizes: list[int] = field(default_factory=list)
     # TensorRT: version-compatible engines that embed the lean runtime run host code
     # from the engine file; allow it only for engines you trust.
     allow_engine_host_code: bool = False
@@ -294,6 +318,19 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model '{m.name}': idle_spin_us must be 0..10000 (µs), got {m.idle_spin_us}")
     if m.gpu_wait not in ("spin", "block"):
         raise ConfigError(f"model '{m.name}': gpu_wait must be \"spin\" or \"block\", got {m.gpu_wait!r}")
+    if not -1 <= m.max_queue_delay_us <= 1_000_000:
+        raise ConfigError(f"model '{m.name}': max_queue_delay_us must be 0..1000000 (µs), or -1 for the "
+                          f"device's default, got {m.max_queue_delay_us}")
+    if not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= MAX_BATCH_LIMIT
+               for b in m.preferred_batch_sizes):
+        raise ConfigError(f"model '{m.name}': preferred_batch_sizes must be batch sizes "
+                          f"1..{MAX_BATCH_LIMIT}, e.g. [4, 8], got {m.preferred_batch_sizes!r}")
+    if m.max_batch and any(b > m.max_batch for b in m.preferred_batch_sizes):
+        raise ConfigError(f"model '{m.name}': preferred_batch_sizes {m.preferred_batch_sizes} has sizes "
+                          f"above max_batch = {m.max_batch}; a batch never has more rows than that")
+    if m.preferred_batch_sizes and not m.dynamic_batching:
+        raise ConfigError(f"model '{m.name}': preferred_batch_sizes is set but "
+                          f"dynamic_batching is not; add dynamic_batching = true")
     if m.graph_batches and not m.cuda_graphs:
         raise ConfigError(f"model '{m.name}': graph_batches is set but cuda_graphs is not; add "
                           f"cuda_graphs = true")

@@ -125,6 +125,8 @@ class DaemonCore:
             on_create=share_region)
         self.models = ModelRegistry(self.completions, self.pinning)
         self.loader = ModelLoader(self.models, self.completions)
+        # Batching executors with requests queued: step() starts their batches (running/batching.py).
+        self._batching: set = set()
         self._process = psutil.Process()
         self._handlers: dict[type, Callable[..., Handled]] = {
             m.Hello: self._hello, m.ListModels: self._models, m.Lease: self._lease,
@@ -197,6 +199,9 @@ class DaemonCore:
     def step(self, timeout_s: float = 0.0) -> list[Answer]:
         """Wait up to timeout_s for finished work (requests run on worker instances, loads,
         engine swaps), apply it, and return the answers to send."""
+        due = self.batch_due_ns()
+        if due is not None:
+            timeout_s = min(timeout_s, due / 1e9)
         if timeout_s > 0:
             select.select([self.completions.fileno()], [], [], timeout_s)
         answers = []
@@ -208,6 +213,33 @@ class DaemonCore:
                 answer = self._failed(item, exc)
             if answer is not None:
                 answers.append(answer)
+        if self._batching:
+            answers += self._dispatch_batches()
+        return answers
+
+    def batch_due_ns(self) -> int | None:
+        """How long until a queued batch should start (0: now); None when none is queued.
+        The socket loop polls no longer than this before it calls step()."""
+        if not self._batching:
+            return None
+        now = time.perf_counter_ns()
+        dues = [due for due in (executor.due_ns(now) for executor in self._batching) if due is not None]
+        return min(dues) if dues else None
+
+    def _dispatch_batches(self) -> list[Answer]:
+        answers = []
+        for executor in list(self._batching):
+            try:
+                done = executor.dispatch()
+            except Exception:  # a bug: its requests stay queued for the next step, the rest go on
+                log.exception("dispatching batches of model %s failed", executor.name)
+                continue
+            for item in done:
+                answer = self.finish(item)
+                if answer is not None:
+                    answers.append(answer)
+            if not executor.has_queued():
+                self._batching.discard(executor)
         return answers
 
     def _failed(self, item: Finished, exc: Exception) -> Answer | None:
@@ -482,6 +514,8 @@ class DaemonCore:
                           extra=job_fields(job, ErrorCode.INTERNAL))
             return self._end(RequestDone(job, error=ProtocolError(
                 ErrorCode.INTERNAL, f"internal error in the daemon ({type(exc).__name__}: {exc})")))
+        if done is None and executor.batching:
+            self._batching.add(executor)
         return PENDING if done is None else self._end(done)
 
     def _status(self, req: m.Status, call: Call):
@@ -497,7 +531,8 @@ class DaemonCore:
                 requests=model.stats.ok, errors=model.stats.errors,
                 p50_us=p50, p90_us=p90, p99_us=p99, error=model.error,
                 device=model.config.device, instances=model.config.instances, build=model.build,
-                in_flight=self.in_flight.on(model.executor), graphs=graphs, graph_bytes=graph_bytes))
+                in_flight=self.in_flight.on(model.executor), graphs=graphs, graph_bytes=graph_bytes,
+                **_batching_status(model)))
         return m.StatusReply(
             daemon_id=self.daemon_id, pid=os.getpid(), server_version=SERVER_VERSION,
             protocol_version=PROTOCOL_VERSION, endpoint=self.endpoint,
@@ -617,3 +652,11 @@ def job_fields(job: Job, code: ErrorCode | None = None) -> dict:
     if code is not None:
         fields["error_code"] = str(code)
     return fields
+
+
+def _batching_status(model: ServedModel) -> dict:
+    """The ModelStatus fields of dynamic batching (all zero when the model does not batch)."""
+    stats = model.stats.batching
+    delay_p50, delay_p99 = stats.delay_percentiles()
+    return dict(batching=model.batching, batches=stats.batches, batch_mean=round(stats.mean_size, 3),
+                batch_max=stats.max_size, queue_delay_p50_us=delay_p50, queue_delay_p99_us=delay_p99)

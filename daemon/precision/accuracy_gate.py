@@ -62,7 +62,7 @@ def _notes(candidate: str, kind: str) -> list[str]:
 
 
 def run_validation(args) -> dict:
-    from trtd.daemon.running.swap_gate import _run
+    from trtd.daemon.running.swap_gate import run_once
     from trtd.daemon.precision.convert import provenance
 
     reference = args.reference
@@ -82,8 +82,8 @@ def run_validation(args) -> dict:
                else random_samples(inputs, args.samples, seed=args.seed))
     per_output: dict[str, list] = {}
     for sample in samples:
-        got = _run(cand, cand_inst, sample, None)
-        want = _run(ref, ref_inst, sample, None)
+        got = run_once(cand, cand_inst, sample, None)
+        want = run_once(ref, ref_inst, sample, None)
         for name, expected in want.items():
             if name not in got:
                 raise ValidateError(f"the candidate has no output {name!r}")

@@ -48,36 +48,52 @@ class Job:
     deadline_ns: int = 0  # perf_counter_ns after which it must not start; 0: none
 
 
+def deadline_refusal(job: Job, now_ns: int) -> ProtocolError | None:
+    """DEADLINE_EXCEEDED for a job that must not start at now_ns, else None."""
+    if not job.deadline_ns or now_ns <= job.deadline_ns:
+        return None
+    # Its client has given up or will: running it would only delay the requests behind it.
+    waited_ms = (now_ns - job.received_ns) / 1e6
+    allowed_ms = (job.deadline_ns - job.received_ns) / 1e6
+    return ProtocolError(
+        ErrorCode.DEADLINE_EXCEEDED,
+        f"request to model {job.model.name!r} waited {waited_ms:.1f} ms, past its deadline of "
+        f"{allowed_ms:.0f} ms; it did not run (the model is busy: retry later, raise "
+        f"deadline_ms, or ask for more instances)",
+        {"waited_ms": round(waited_ms, 3), "deadline_ms": round(allowed_ms)})
+
+
+def run_error(job: Job, exc: Exception, batch: int = 1) -> ProtocolError:
+    """The error reply for a backend call that raised `exc` while running `job` (alone, or as
+    one of a batch of `batch` requests, which all fail with it)."""
+    where = "this request" if batch == 1 else f"a batch of {batch} requests, this one among them"
+    if isinstance(exc, OutputTooLarge):
+        return ProtocolError(ErrorCode.OUTPUT_TOO_LARGE, str(exc),
+                             {"output": exc.name, "needed": exc.needed, "capacity": exc.capacity})
+    if isinstance(exc, (BackendError, CudaError)):
+        return ProtocolError(ErrorCode.BACKEND_ERROR, f"model {job.model.name!r} failed on {where}: {exc}")
+    # a bug must fail the request, not the worker or the daemon
+    log.error("model %s: unexpected error", job.model.name, exc_info=exc)
+    return ProtocolError(ErrorCode.INTERNAL, f"internal error running model {job.model.name!r} "
+                                             f"({type(exc).__name__}: {exc}); please report it with "
+                                             f"the daemon log")
+
+
 def run_job(instance: Instance, job: Job) -> RequestDone:
     job.started_ns = time.perf_counter_ns()
-    if job.deadline_ns and job.started_ns > job.deadline_ns:
-        # Its client has given up or will: running it would only delay the requests behind it.
-        waited_ms = (job.started_ns - job.received_ns) / 1e6
-        allowed_ms = (job.deadline_ns - job.received_ns) / 1e6
-        return RequestDone(job, error=ProtocolError(
-            ErrorCode.DEADLINE_EXCEEDED,
-            f"request to model {job.model.name!r} waited {waited_ms:.1f} ms, past its deadline of "
-            f"{allowed_ms:.0f} ms; it did not run (the model is busy: retry later, raise "
-            f"deadline_ms, or ask for more instances)",
-            {"waited_ms": round(waited_ms, 3), "deadline_ms": round(allowed_ms)}))
+    refusal = deadline_refusal(job, job.started_ns)
+    if refusal is not None:
+        return RequestDone(job, error=refusal)
     try:
         shapes, timing = instance.run(job.region, job.inputs, job.outputs)
         return RequestDone(job, shapes, timing)
-    except OutputTooLarge as exc:
-        return RequestDone(job, error=ProtocolError(
-            ErrorCode.OUTPUT_TOO_LARGE, str(exc),
-            {"output": exc.name, "needed": exc.needed, "capacity": exc.capacity}))
-    except (BackendError, CudaError) as exc:
-        return RequestDone(job, error=ProtocolError(
-            ErrorCode.BACKEND_ERROR, f"model {job.model.name!r} failed on this request: {exc}"))
-    except Exception as exc:  # a bug must fail the request, not the worker or the daemon
-        log.exception("model %s: unexpected error", job.model.name)
-        return RequestDone(job, error=ProtocolError(
-            ErrorCode.INTERNAL, f"internal error running model {job.model.name!r} "
-                                f"({type(exc).__name__}: {exc}); please report it with the daemon log"))
+    except Exception as exc:
+        return RequestDone(job, error=run_error(job, exc))
 
 
 class Executor:
+    batching = False  # see running/batching.BatchingExecutor
+
     def __init__(self, name: str, instances: list[Instance], max_queue: int, completions: CompletionQueue):
         self.name = name
         self.instances = instances

@@ -70,6 +70,7 @@ class EngineReady:
     executor: Executor
     served_by: str   # what status and replies name from then on, e.g. "tensorrt-fp16"
     engine: str      # the engine's fingerprint
+    batching: str = ""  # dynamic_batching for the new backend: "on" or "refused: why"
     kind: Literal["engine"] = "engine"
 
 

@@ -15,6 +15,7 @@ a region by DMA from pages it has pinned, which the kernel keeps while they are 
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numpy as np
@@ -78,3 +79,25 @@ class GuardedStaging:
                 raise RegionChanged(f"output '{t.name}' could not be written into region "
                                     f"{region.name!r} ({exc.strerror}): the client changed the "
                                     f"region while its request ran") from exc
+
+
+def _at(address: int, nbytes: int) -> memoryview:
+    return memoryview((ctypes.c_uint8 * nbytes).from_address(address)).cast("B")
+
+
+def read_into(region, address: int, t: TensorBinding) -> None:
+    """A batch's gather from a guarded region: t's bytes into the daemon's own memory."""
+    offset = t.address - region.address
+    if os.preadv(region.fd, [_at(address, t.nbytes)], offset) != t.nbytes:
+        raise RegionChanged(f"region {region.name!r} shrank while its request ran: input "
+                            f"'{t.name}' at offset {offset} is no longer all there")
+
+
+def write_from(region, t: TensorBinding, address: int, nbytes: int) -> None:
+    """A batch's scatter into a guarded region: nbytes of the daemon's memory into t's area."""
+    try:
+        os.pwritev(region.fd, [_at(address, nbytes)], t.address - region.address)
+    except OSError as exc:
+        raise RegionChanged(f"output '{t.name}' could not be written into region {region.name!r} "
+                            f"({exc.strerror}): the client changed the region while its request "
+                            f"ran") from exc

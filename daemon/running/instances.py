@@ -1,7 +1,8 @@
 """Model instances: where one request's tensors move and the backend runs.
 
 A host instance hands the backend the region's own addresses (ONNX Runtime on
-the CPU reads inputs and writes outputs in place). A CUDA instance owns a
+the CPU reads inputs and writes outputs in place), except for a guarded region (another
+user's), whose tensors move by preadv/pwritev (guarded_io.py). A CUDA instance owns a
 stream, events and device buffers sized from the model's I/O specs, allocated
 once and reused: inputs go host->device straight from the (page-locked)
 region, the backend runs on the stream, outputs go device->host straight into
@@ -10,15 +11,23 @@ the region, and an event says when it is done. No host staging copy anywhere.
 
 from __future__ import annotations
 
+import ctypes
 import time
 from dataclasses import dataclass
-from typing import Union
+from typing import TYPE_CHECKING, Sequence, Union
 
+import numpy as np
+
+from trtd.protocol import ALIGNMENT
 from trtd.protocol.layout import tensor_nbytes
 
 from trtd.daemon.system import cuda
 from trtd.daemon.backends import Backend, OutputTooLarge, TensorBinding
+from trtd.daemon.running import guarded_io
 from trtd.daemon.running.guarded_io import GuardedStaging
+
+if TYPE_CHECKING:
+    from trtd.daemon.core.regions import Region
 
 
 @dataclass(slots=True)
@@ -28,10 +37,104 @@ class RunTiming:
     d2h_us: int = 0
 
 
+@dataclass(slots=True)
+class BatchPart:
+    """One request's share of a batch: its region and its tensors (inputs and outputs in the
+    same order for every part), `rows` rows starting at row `first` of the batch."""
+
+    region: object
+    inputs: list[TensorBinding]
+    outputs: list[TensorBinding]
+    rows: int
+    first: int = 0
+
+
+def _row_bytes(t: TensorBinding, rows: int) -> int:
+    return t.nbytes // rows if rows else 0
+
+
+def batch_shape(t: TensorBinding, rows: int) -> tuple[int, ...]:
+    return (rows, *t.shape[1:]) if t.shape is not None else None
+
+
+def _scatter_sizes(parts: Sequence[BatchPart], shapes: dict) -> list[list[int]]:
+    """Per part, the bytes of each output's rows, checked against its area before any copy."""
+    sizes = []
+    for part in parts:
+        row = []
+        for t in part.outputs:
+            shape = shapes[t.name]
+            nbytes = tensor_nbytes((part.rows, *shape[1:]), t.dtype.itemsize)
+            if nbytes > t.nbytes:
+                raise OutputTooLarge(t.name, nbytes, t.nbytes)
+            row.append(nbytes)
+        sizes.append(row)
+    return sizes
+
+
+def _part_shapes(parts: Sequence[BatchPart], shapes: dict) -> list[dict[str, tuple[int, ...]]]:
+    return [{t.name: (part.rows, *shapes[t.name][1:]) for t in part.outputs} for part in parts]
+
+
+class _HostBuffers:
+    """Preallocated, aligned host memory per tensor name for gathered batches (grown, never
+    shrunk: a model's largest batch is bounded by max_batch)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, tuple[np.ndarray, int]] = {}
+
+    def get(self, name: str, nbytes: int) -> int:
+        held = self._arrays.get(name)
+        if held is None or held[0].nbytes - ALIGNMENT < nbytes:
+            array = np.zeros(nbytes + ALIGNMENT, np.uint8)
+            address = array.ctypes.data
+            self._arrays[name] = held = (array, address + (-address) % ALIGNMENT)
+        return held[1]
+
+    def clear(self) -> None:
+        self._arrays.clear()
+
+
 class HostInstance:
     def __init__(self, backend: Backend):
         self.backend = backend
         self._staging = GuardedStaging()
+        self._batch = _HostBuffers()
+
+    def run_batch(self, parts: Sequence[BatchPart], run_rows: int):
+        """Several requests as one run: every part's input rows gathered into one host buffer
+        per input (one copy), one backend call, each part's output rows copied into its area.
+        run_rows >= the parts' rows: rows beyond theirs (padding to a preferred size) hold
+        whatever the buffer held; rows are independent, so they change nobody's result."""
+        start = time.perf_counter_ns()
+        first = parts[0]
+        inputs = []
+        for i, t in enumerate(first.inputs):
+            row = _row_bytes(t, first.rows)
+            base = self._batch.get("in:" + t.name, row * run_rows)
+            for part in parts:
+                src = part.inputs[i]
+                if part.region.guarded:  # another user's region: by syscall, not the mapping
+                    guarded_io.read_into(part.region, base + part.first * row, src)
+                else:
+                    ctypes.memmove(base + part.first * row, src.address, src.nbytes)
+            inputs.append(TensorBinding(t.name, t.dtype, batch_shape(t, run_rows), base, row * run_rows))
+        outputs = []
+        for t in first.outputs:
+            row = _row_bytes(t, first.rows)
+            base = self._batch.get("out:" + t.name, row * run_rows)
+            outputs.append(TensorBinding(t.name, t.dtype, batch_shape(t, run_rows), base, row * run_rows))
+        shapes = self.backend.enqueue(None, inputs, outputs)
+        sizes = _scatter_sizes(parts, shapes)
+        for j, t in enumerate(outputs):
+            row = tensor_nbytes((1, *shapes[t.name][1:]), t.dtype.itemsize)
+            for part, part_sizes in zip(parts, sizes):
+                if part.region.guarded:
+                    guarded_io.write_from(part.region, part.outputs[j], t.address + part.first * row,
+                                          part_sizes[j])
+                else:
+                    ctypes.memmove(part.outputs[j].address, t.address + part.first * row, part_sizes[j])
+        return _part_shapes(parts, shapes), RunTiming(compute_us=(time.perf_counter_ns() - start) // 1000)
 
     def run(self, region, inputs: list[TensorBinding], outputs: list[TensorBinding]):
         start = time.perf_counter_ns()
@@ -44,7 +147,7 @@ class HostInstance:
         return shapes, RunTiming(compute_us=(time.perf_counter_ns() - start) // 1000)
 
     def close(self) -> None:
-        pass
+        self._batch.clear()
 
 
 class CudaInstance:
@@ -126,6 +229,57 @@ class CudaInstance:
                            compute_us=int(computed.elapsed_ms(copied_in) * 1000),
                            d2h_us=int(copied_out.elapsed_ms(computed) * 1000))
         return shapes, timing
+
+    def run_batch(self, parts: Sequence[BatchPart], run_rows: int):
+        """Several requests as one run: each part's input rows go host->device straight from its
+        (pinned) region into its rows of the instance's device buffer, one backend call on the
+        batch (a CUDA graph replay where run_rows is a captured size), and each part's output
+        rows go device->host straight into its area. No host staging copy."""
+        cuda.use_device(self.device)
+        for part in parts:
+            self._pinning.pin(part.region.address, part.region.nbytes, self.device)  # once per region
+        try:
+            with cuda.capture_guard.shared():
+                return self._run_batch(parts, run_rows)
+        except BaseException:
+            try:
+                self.stream.synchronize()  # copies may be queued: finish before regions are reused
+            except cuda.CudaError:
+                pass
+            raise
+
+    def _run_batch(self, parts: Sequence[BatchPart], run_rows: int):
+        stream, (start, copied_in, computed, copied_out) = self.stream, self._marks
+        first = parts[0]
+        start.record(stream)
+        inputs = []
+        for i, t in enumerate(first.inputs):
+            row = _row_bytes(t, first.rows)
+            buf = self._buffer(t.name, row * run_rows)
+            for part in parts:
+                src = part.inputs[i]
+                cuda.copy_h2d(buf.ptr + part.first * row, src.address, src.nbytes, stream)
+            inputs.append(TensorBinding(t.name, t.dtype, batch_shape(t, run_rows), buf.ptr, row * run_rows))
+        copied_in.record(stream)
+        outputs = []
+        for t in first.outputs:
+            row = _row_bytes(t, first.rows)
+            buf = self._buffer(t.name, row * run_rows)
+            outputs.append(TensorBinding(t.name, t.dtype, batch_shape(t, run_rows), buf.ptr,
+                                         min(buf.nbytes, row * run_rows)))
+        shapes = self.backend.enqueue(stream, inputs, outputs)
+        computed.record(stream)
+        sizes = _scatter_sizes(parts, shapes)  # every size checked before any copy is queued
+        for j, t in enumerate(outputs):
+            row = tensor_nbytes((1, *shapes[t.name][1:]), t.dtype.itemsize)
+            for part, part_sizes in zip(parts, sizes):
+                cuda.copy_d2h(part.outputs[j].address, t.address + part.first * row, part_sizes[j], stream)
+        copied_out.record(stream)
+        copied_out.synchronize()
+        timing = RunTiming(h2d_us=int(copied_in.elapsed_ms(start) * 1000),
+                           compute_us=int(computed.elapsed_ms(copied_in) * 1000),
+                           d2h_us=int(copied_out.elapsed_ms(computed) * 1000))
+        return _part_shapes(parts, shapes), timing
 
     def close(self) -> None:
         cuda.use_device(self.device)

@@ -18,6 +18,7 @@ from trtd.daemon.config.settings import ModelConfig
 from trtd.daemon.system.cuda import CudaError, HostPinning
 from trtd.daemon.running.finished import CompletionQueue, EngineReady, ModelState
 from trtd.daemon.running.instances import make_instances
+from trtd.daemon.running.batching import BatchingExecutor, make_executor
 from trtd.daemon.running.executor import Executor
 from trtd.daemon.running.serving import open_first, plan_serving
 from trtd.daemon.running.swap import EngineSwapper
@@ -41,6 +42,7 @@ class ServedModel:
     build: str = ""      # the background engine build: building, comparing, rejected: ..., failed: ...
     swapper: EngineSwapper | None = None  # the background build, while one runs
     source: str = ""     # the ONNX file an engine or variant is prepared from, if any
+    batching: str = ""   # dynamic_batching: "on", or "refused: why" ("" when not asked for)
     stats: ModelStats = field(default_factory=ModelStats)
     # name -> (spec, numpy dtype); built once so request binding does no lookups by scan.
     inputs: dict[str, tuple[TensorSpec, np.dtype]] = field(default_factory=dict)
@@ -168,9 +170,15 @@ class ModelRegistry:
             plan = plan_serving(config)  # how it is served: the one place that decides
             backend = open_first(config, plan)
             try:
-                executor = Executor(config.name, make_instances(backend, config.instances, self.pinning,
-                                                                self.streams, config.gpu_wait),
-                                    config.max_queue, self.completions)
+                instances = make_instances(backend, config.instances, self.pinning, self.streams,
+                                           config.gpu_wait)
+                try:
+                    executor, batching = make_executor(config, backend, instances, self.completions,
+                                                       self.pinning)
+                except BaseException:
+                    for instance in instances:
+                        instance.close()
+                    raise
             except BaseException:
                 backend.close()
                 raise
@@ -188,7 +196,7 @@ class ModelRegistry:
             log.error("model %s failed to load: %s", config.name, problem)
             return ServedModel(config=config, backend=None, state="failed", error=problem)
         model = ServedModel(config=config, backend=backend, state="ready", executor=executor,
-                            served_by=backend.kind, source=plan.source)
+                            served_by=backend.kind, source=plan.source, batching=batching)
         model_io(model, backend)
         log.info("model %s ready (%s, %s)", config.name, backend.kind, config.path)
         return model
@@ -243,6 +251,7 @@ class ModelRegistry:
             raise RuntimeError(f"model {model.name!r} has no backend to swap out")
         model.backend, model.executor = item.backend, item.executor
         model.served_by, model.engine = item.served_by, item.engine
+        model.batching = item.batching
         model_io(model, item.backend)
         model.build = f"serving engine {item.engine}"
         model.swapper = None
@@ -297,7 +306,7 @@ class ModelRegistry:
             model.backend.close()
         return True
 
-    def executors(self) -> list[Executor]:
+    def executors(self) -> list[Executor | BatchingExecutor]:
         """Every executor that may hold requests: the served models' and the replaced ones'."""
         served = [model.executor for model in self._models.values() if model.executor is not None]
         return served + list(self._retiring)

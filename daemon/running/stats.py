@@ -12,6 +12,39 @@ _WINDOW = 4096  # recent requests kept; status percentiles describe these
 
 
 @dataclass(slots=True)
+class BatchStats:
+    """Dynamic batching: batches run, their sizes, and how long requests waited for one."""
+
+    batches: int = 0
+    rows: int = 0   # requests over all batches (a batch of one request counts too)
+    max_size: int = 0
+    _delays_us: np.ndarray = field(default_factory=lambda: np.zeros(_WINDOW, np.float64))
+    _delays: int = 0
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.rows += size
+        self.max_size = max(self.max_size, size)
+
+    def record_delay(self, delay_us: float) -> None:
+        """How long one request queued before its batch started."""
+        self._delays_us[self._delays % _WINDOW] = delay_us
+        self._delays += 1
+
+    @property
+    def mean_size(self) -> float:
+        return self.rows / self.batches if self.batches else 0.0
+
+    def delay_percentiles(self) -> tuple[float, float]:
+        """p50 and p99 of the recent requests' queue delays (µs)."""
+        filled = min(self._delays, _WINDOW)
+        if not filled:
+            return 0.0, 0.0
+        p50, p99 = np.percentile(self._delays_us[:filled], (50, 99))
+        return float(p50), float(p99)
+
+
+@dataclass(slots=True)
 class ModelStats:
     # Named by outcome, not "requests": the wire's `requests` counts these successes only
     # (SPEC 7.8), and a bare "requests" beside "errors" read as the total.
@@ -25,6 +58,7 @@ class ModelStats:
     errors_by_code: dict[str, int] = field(default_factory=dict)
     timings: StageHistograms | None = None
     batches: BatchHistogram | None = None
+    batching: "BatchStats" = field(default_factory=lambda: BatchStats())
 
     @property
     def total(self) -> int:
@@ -55,6 +89,10 @@ class ModelStats:
         if self.batches is None:
             self.batches = BatchHistogram()
         self.batches.observe(size)
+
+    def record_batch(self, size: int) -> None:
+        """A batch of `size` requests ran as one backend call (dynamic_batching)."""
+        self.batching.record(size)
 
     def percentiles(self) -> tuple[float, float, float]:
         if not self._filled:

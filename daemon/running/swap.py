@@ -30,7 +30,7 @@ from trtd.daemon.engines.progress import PROGRESS, is_progress
 from trtd.daemon.engines.profiles import InputRange, Profile, ProfileError, check_against_model, parse_profiles
 from trtd.daemon.engines.trt import TensorRTUnavailable, import_tensorrt
 from trtd.daemon.running.instances import Instance, make_instances
-from trtd.daemon.running.executor import Executor
+from trtd.daemon.running.batching import make_executor
 from trtd.daemon.running.finished import EngineReady
 from trtd.daemon.running.serving import Later, open_later
 
@@ -219,11 +219,12 @@ class EngineSwapper(threading.Thread):
                 model.build = f"rejected: {result.summary()}"
                 log.warning("model %s: %s %s rejected: %s", config.name, kind, fingerprint, result.summary())
                 return
-            executor = Executor(config.name, instances, config.max_queue, self.registry.completions)
+            executor, batching = make_executor(config, candidate, instances, self.registry.completions,
+                                               self.registry.pinning)
             log.info("model %s: %s %s passed (%s); swapping", config.name, kind, fingerprint,
                      result.summary())
             model.build = f"passed: {result.summary()}"
-            swap = EngineReady(model, candidate, executor, kind, fingerprint)
+            swap = EngineReady(model, candidate, executor, kind, fingerprint, batching)
             candidate, instances = None, []  # the socket loop owns them now
             self.registry.completions.put(swap)
         finally:

@@ -78,8 +78,8 @@ def compare(reference: Backend, candidate_instance, samples: int, atol: float, r
             shapes = _sample_shapes(reference, 1 + (i % limit) if reference.max_batch else 1)
         if not inputs:
             sample = {s.name: random_array(rng, np.dtype(s.dtype), shapes[s.name]) for s in reference.inputs}
-        ref_out = _run(reference, None, sample, pinning)
-        cand_out = _run(candidate, candidate_instance, sample, pinning)
+        ref_out = run_once(reference, None, sample, pinning)
+        cand_out = run_once(candidate, candidate_instance, sample, pinning)
         for name, expected in ref_out.items():
             got = cand_out[name]
             if got.shape != expected.shape:
@@ -101,7 +101,7 @@ def compare(reference: Backend, candidate_instance, samples: int, atol: float, r
     return result
 
 
-def _run(backend: Backend, instance, inputs: dict[str, np.ndarray], pinning) -> dict[str, np.ndarray]:
+def run_once(backend: Backend, instance, inputs: dict[str, np.ndarray], pinning) -> dict[str, np.ndarray]:
     """One request through a backend (or a candidate's instance), on a private host buffer."""
     predicted = backend.output_shapes({k: v.shape for k, v in inputs.items()})
     sizes = [(n, a.nbytes) for n, a in inputs.items()]
@@ -123,7 +123,7 @@ def _run(backend: Backend, instance, inputs: dict[str, np.ndarray], pinning) -> 
     nbytes_out = dict(sizes[len(inputs):])
     bindings_out = [TensorBinding(s.name, np.dtype(s.dtype), predicted.get(s.name), address + offsets[s.name],
                                   nbytes_out[s.name]) for s in backend.outputs]
-    region = SimpleNamespace(address=address, nbytes=total, name="compare")
+    region = SimpleNamespace(address=address, nbytes=total, name="compare", guarded=False)
     try:
         if instance is None:
             shapes = backend.enqueue(None, bindings_in, bindings_out)

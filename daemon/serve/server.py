@@ -49,6 +49,8 @@ _READS_PER_TURN = 256
 _FD_RESERVE = 256
 # Upper bound on flushing the last replies at close (reached only for peers that read nothing).
 _CLOSE_LINGER_MS = 500
+# Gives the CPU to another runnable thread or process (Windows has no sched_yield; sleep(0) is its yield).
+_yield_cpu = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 
 
 class Server:
@@ -305,6 +307,17 @@ class Server:
         """Whether something is ready: polled busily first for as long as the requests just
         answered ask (their models' idle_spin_us), then asleep for up to tick_ms."""
         spin_ns, core.spin_ns = core.spin_ns, 0
+        # A batch waiting for company (dynamic_batching) is due within max_queue_delay_us: poll
+        # until then (a sleep's wake-up would overshoot a sub-millisecond delay), yielding the
+        # CPU between polls to the clients whose requests it waits for, then step.
+        due_ns = core.batch_due_ns()
+        if due_ns is not None:
+            clock, end = time.perf_counter_ns, time.perf_counter_ns() + due_ns
+            while clock() < end:
+                if poller.poll(0):
+                    return True
+                _yield_cpu()
+            return True
         if spin_ns:
             clock, end = time.perf_counter_ns, time.perf_counter_ns() + spin_ns
             while clock() < end:

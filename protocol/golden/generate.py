@@ -102,7 +102,12 @@ replies = [
                 # A TorchScript model on a GPU with cuda_graphs = true, b1 and b8 captured.
                 m.ModelStatus(name="resnet18", backend="torch", state="ready", requests=90210,
                               p50_us=505.0, p90_us=540.5, p99_us=610.0, device=0, graphs=2,
-                              graph_bytes=25165824)])),
+                              graph_bytes=25165824),
+                # dynamic_batching = true: 8 clients' batch-1 requests in batches of about 6.
+                m.ModelStatus(name="mlp", backend="onnxruntime", state="ready", requests=6000,
+                              p50_us=480.0, p90_us=610.0, p99_us=790.5, batching="on", batches=1000,
+                              batch_mean=6.0, batch_max=8, queue_delay_p50_us=120.5,
+                              queue_delay_p99_us=300.0)])),
     # A daemon draining (SPEC 6.11): it answers status, with stopping true, and refuses new work.
     ("reply.status.stopping", "status", 9, m.StatusReply(
         daemon_id=DAEMON, pid=1187, server_version="0.1.0", protocol_version=1,
