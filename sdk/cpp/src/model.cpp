@@ -49,12 +49,14 @@ std::vector<Placed> placed_inputs(const ModelInfo& info, const Inputs& inputs) {
     std::vector<Placed> out;
     auto add = [&](const std::string& name, const ConstTensorView& view) {
         if (view.elements() < 0) {
-            // No byte count can be sent for it: refuse here, in the daemon's words where they fit.
-            const TensorSpec* spec = input_spec(info, name);
-            std::optional<std::string> problem;
-            if (spec) problem = shape_problem(name, spec->dtype, spec->shape, view.shape(), 0, info.name, spec->dtype);
-            throw InvalidTensor(problem ? *problem
-                                        : "input " + repr(name) + " has a negative dimension: " + view.describe());
+            // No byte count can be sent for it: refuse here (-1 is the model's word for "any", never a
+            // tensor's).
+            for (std::size_t axis = 0; axis < view.shape().size(); ++axis) {
+                if (view.shape()[axis] < 0)
+                    throw InvalidTensor("input " + repr(name) + ": dimension " + std::to_string(axis) + " is " +
+                                        std::to_string(view.shape()[axis]) +
+                                        "; a tensor's dimensions cannot be negative");
+            }
         }
         if (view.data() == nullptr && view.nbytes() > 0)
             throw InvalidInput("input " + repr(name) + " (" + view.describe() + ") has no data");

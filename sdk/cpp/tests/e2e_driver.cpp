@@ -268,7 +268,8 @@ json run(Driver& d, const json& cmd) {
             trtd::Value details;
             // details as the daemon sends them: only what the tests need (flat maps of scalars)
             trtd::Value::Object members;
-            for (const auto& [k, v] : cmd.value("details", json::object()).items()) {
+            const json given = cmd.value("details", json::object());
+            for (const auto& [k, v] : given.items()) {
                 if (v.is_boolean()) members.push_back({k, trtd::Value(v.get<bool>())});
                 else if (v.is_number_integer()) members.push_back({k, trtd::Value(v.get<std::int64_t>())});
                 else if (v.is_string()) members.push_back({k, trtd::Value(v.get<std::string>())});
