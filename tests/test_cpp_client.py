@@ -875,3 +875,52 @@ def test_the_build_fails_loudly_not_as_a_skip(tmp_path):
                                             "find_package(no_such_package_here CONFIG REQUIRED)\n")
     with pytest.raises(cpp_build.CppUnavailable, match="no_such_package_here"):
         cpp_build.configure(project, project / "build2")
+
+
+# -- the Windows code path ---------------------------------------------------------------------------
+
+MINGW = "x86_64-w64-mingw32-g++-posix"  # the posix thread model: std::thread, std::mutex
+
+
+def _header_dir(name: str) -> Path | None:
+    for folder in [*os.environ.get("CPLUS_INCLUDE_PATH", "").split(":"), "/usr/local/include", "/usr/include"]:
+        if folder and (Path(folder) / name).exists():
+            return Path(folder)
+    return None
+
+
+def test_the_windows_code_path_compiles_with_mingw(cpp, tmp_path):
+    """Named mappings, GetProcessTimes, %LOCALAPPDATA% and the TCP default, as mingw-w64 compiles
+    them for Windows (x86_64-w64-mingw32, -fsyntax-only: nothing here can link or run it)."""
+    if not shutil.which(MINGW):
+        why = f"no {MINGW} (Debian: apt-get install g++-mingw-w64-x86-64-posix)"
+        if REQUIRE:
+            pytest.fail(f"TRTD_REQUIRE_CPP=1 but {why}")
+        pytest.skip(why)
+    # Only the header-only dependencies, not this system's other headers: the Windows ones are mingw's.
+    include = tmp_path / "include"
+    include.mkdir()
+    for name in ("zmq.h", "zmq.hpp", "msgpack.hpp", "msgpack"):
+        folder = _header_dir(name)
+        assert folder is not None, f"no {name} (the native build found it)"
+        (include / name).symlink_to(folder / name)
+    source = REPO / "sdk/cpp"
+    files = sorted((source / "src").glob("*.cpp")) + [source / "examples/infer_demo.cpp",
+                                                      source / "bench/latency_bench.cpp"]
+
+    def check(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([MINGW, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-DMSGPACK_NO_BOOST",
+                               f"-I{source / 'include'}", "-isystem", str(include), "-fsyntax-only", str(path)],
+                              capture_output=True, text=True, timeout=300)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        results = dict(zip(files, pool.map(check, files)))
+    failed = {str(p.relative_to(source)): r.stderr[-3000:] for p, r in results.items() if r.returncode}
+    assert not failed, failed
+    # What was compiled is the Windows path: named mappings, not POSIX shared memory.
+    preprocessed = subprocess.run([MINGW, "-std=c++17", "-DMSGPACK_NO_BOOST", f"-I{source / 'include'}", "-isystem",
+                                   str(include), "-E", str(source / "src/region.cpp")],
+                                  capture_output=True, text=True, check=True).stdout
+    assert "mapping = OpenFileMappingW(" in preprocessed and "shm_open" not in preprocessed

@@ -1,6 +1,6 @@
 // The C++ client's side of `python -m trtd.bench.cpp_client`: timed blocks of calls on request.
 //
-//   trtd_latency_bench --endpoint E --model M --input NAME:DTYPE:D0xD1x..:FILE ... \
+//   trtd_latency_bench --endpoint E --model M --input NAME:DTYPE:D0xD1x..:FILE ...
 //                      [--floor ENDPOINT --floor-message FILE]
 //
 // The Python harness interleaves these blocks with its own systems (floor, in-process, the Python
