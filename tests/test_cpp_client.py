@@ -924,3 +924,21 @@ def test_the_windows_code_path_compiles_with_mingw(cpp, tmp_path):
                                    str(include), "-E", str(source / "src/region.cpp")],
                                   capture_output=True, text=True, check=True).stdout
     assert "mapping = OpenFileMappingW(" in preprocessed and "shm_open" not in preprocessed
+
+
+# -- the latency benchmark's C++ row -----------------------------------------------------------------
+
+
+def test_the_latency_benchmark_runs_every_system_and_checks_the_outputs(cpp, tmp_path):
+    from trtd.bench import cpp_client
+
+    binary = cpp_build.executable(cpp, "trtd_latency_bench")
+    report = tmp_path / "cpp.json"
+    rc = cpp_client.main(["--models", "mlp", "--iterations", "20", "--warmup", "2", "--block", "10",
+                          "--binary", str(binary), "--json", str(report), "--markdown", str(tmp_path / "cpp.md")])
+    assert rc == 0
+    (result,) = json.loads(report.read_text())["results"]
+    assert result["ok"] and result["same_bytes_as_python"] and result["max_abs_diff_vs_in_process"] == 0
+    assert set(result["systems"]) == set(cpp_client.SYSTEMS)
+    assert all(s["n"] == 20 and s["p50_us"] > 0 for s in result["systems"].values())
+    assert "| mlp |" in (tmp_path / "cpp.md").read_text()
