@@ -11,6 +11,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "trtd/dtype.hpp"
@@ -42,6 +43,9 @@ template <class T> class Span {
 public:
     Span() = default;
     Span(T* data, std::size_t size) : data_(data), size_(size) {}
+    // Span<float> -> Span<const float>.
+    template <class U, class = std::enable_if_t<std::is_convertible_v<U (*)[], T (*)[]>>>
+    Span(const Span<U>& other) : data_(other.data()), size_(other.size()) {}
     T* data() const noexcept { return data_; }
     std::size_t size() const noexcept { return size_; }
     bool empty() const noexcept { return size_ == 0; }
