@@ -393,10 +393,23 @@ def py_client(builtins_daemon):
         yield c
 
 
-def test_models_are_described_as_the_python_sdk_sees_them(cpp_client, py_client):
+def test_models_status_and_reload_read_as_the_python_sdk_reads_them(cpp_client, py_client):
     from trtd.protocol.schema import to_wire
 
     assert cpp_client.ok("models")["models"] == [to_wire(info) for info in py_client.models()]
+    status = cpp_client.ok("status")
+    python = to_wire(py_client.status())
+    assert set(status) - {"ok"} == set(python)
+    assert (status["daemon_id"], status["pid"], [s["name"] for s in status["models"]]) == (
+        python["daemon_id"], python["pid"], [s["name"] for s in python["models"]])
+    reload = cpp_client.ok("reload")  # privileged: the admin token file
+    assert sorted(reload["unchanged"]) == sorted(BUILTINS) and reload["loading"] == []
+
+
+def test_threads_share_one_client(cpp_client, files):
+    x = np.random.default_rng(4).standard_normal((3, 64), dtype=np.float32)
+    answer = cpp_client.ok("threads", model="demo", inputs=files.inputs({"x": x}), threads=4, count=50)
+    assert (answer["done"], answer["differ"], answer["errors"]) == (200, 0, [])
 
 
 @pytest.mark.parametrize("name", list(BUILTINS))
@@ -805,6 +818,20 @@ def test_over_tcp_the_cpp_client_sends_the_token_heartbeats_and_survives_a_resta
         for daemon in (d, d2):
             if daemon is not None and daemon.alive():
                 assert daemon.stop() == 0, daemon.log()
+
+
+def test_shutdown_stops_the_daemon(tmp_path, new_driver):
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
+    try:
+        driver = new_driver()
+        driver.ok("connect", endpoint=d.endpoint)
+        driver.ok("shutdown")  # privileged: the admin token file beside the socket
+        assert d.proc.wait(timeout=30) == 0, d.log()
+        error = driver.error("models")
+        assert error["kind"] == "DaemonNotRunning" and "closed" in error["message"]
+    finally:
+        if d.alive():
+            d.stop()
 
 
 def test_no_daemon_says_how_to_start_one(new_driver, tmp_path):

@@ -4,6 +4,7 @@
 // Python SDK on the same inputs. Tensors travel as files of raw bytes.
 //
 // Answers: {"ok": true, ...} or {"ok": false, "error": {"kind", "code", "message", "details"}}.
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -242,6 +243,44 @@ json run(Driver& d, const json& cmd) {
     if (what == "unload") {
         d.c().unload(cmd.at("name"));
         return json::object();
+    }
+    if (what == "reload") return to_json(d.c().reload());
+    if (what == "shutdown") {
+        d.c().shutdown();
+        return json::object();
+    }
+    if (what == "threads") {  // one Client shared by threads: each runs `count` requests on one handle
+        std::vector<std::string> storage;
+        auto inputs = inputs_of(cmd.at("inputs"), storage);
+        std::string model = cmd.at("model");
+        int threads = cmd.at("threads"), count = cmd.at("count");
+        auto expected = d.c().model(model).infer(inputs);
+        std::atomic<int> done{0}, differ{0};
+        std::vector<std::string> errors(threads);
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t) {
+            pool.emplace_back([&, t] {
+                try {
+                    for (int i = 0; i < count; ++i) {
+                        auto got = d.c().infer(model, inputs);
+                        for (const auto& [name, tensor] : expected) {
+                            const auto& mine = got.at(name);
+                            if (mine.nbytes() != tensor.nbytes() || std::memcmp(mine.data(), tensor.data(), tensor.nbytes()))
+                                ++differ;
+                        }
+                        ++done;
+                    }
+                } catch (const std::exception& e) {
+                    errors[t] = e.what();
+                }
+            });
+        }
+        for (auto& t : pool) t.join();
+        json failed = json::array();
+        for (const auto& e : errors) {
+            if (!e.empty()) failed.push_back(e);
+        }
+        return {{"done", done.load()}, {"differ", differ.load()}, {"errors", failed}};
     }
     if (what == "validate_endpoint") return {{"endpoint", trtd::validate_endpoint(cmd.at("endpoint"))}};
     if (what == "paths") {
