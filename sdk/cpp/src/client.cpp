@@ -92,14 +92,16 @@ void Session::beat() {
             std::lock_guard<std::mutex> id_lock(identity_mutex);
             interval = heartbeat_interval_s;
         }
-        if (heartbeat_cv.wait_for(lock, std::chrono::duration<double>(interval), [this] { return heartbeat_stop; }))
-            break;
+        // A later hello (another daemon) may have said none are needed: look again now and then.
+        bool needed = interval > 0;
+        auto wait = std::chrono::duration<double>(needed ? interval : 1.0);
+        if (heartbeat_cv.wait_for(lock, wait, [this] { return heartbeat_stop; })) break;
+        if (!needed) continue;
         lock.unlock();
         try {
             call(wire::Heartbeat{current_client_id()});
-        } catch (const Error&) {
-            // a restart is handled by call (hello again); anything else is retried next beat
         } catch (const std::exception&) {
+            // a restart is handled by call (hello again); anything else is retried next beat
         }
         lock.lock();
     }
