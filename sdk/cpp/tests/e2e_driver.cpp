@@ -154,7 +154,10 @@ json run(Driver& d, const json& cmd) {
             }
             outputs = d.c().model(cmd.at("model")).infer_into(inputs, out, options);
             json result = outputs_json(dir, outputs);
-            for (const auto& [name, t] : mine) result[name] = tensor_json(dir, name, *t), result[name]["into"] = true;
+            for (const auto& [name, t] : mine) {
+                result[name] = tensor_json(dir, name, *t);
+                result[name]["into"] = true;
+            }
             auto m = d.c().model(cmd.at("model"));
             return {{"outputs", result}, {"region", m.region_name()}, {"generation", d.c().generation()}};
         } else {
