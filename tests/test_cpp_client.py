@@ -741,10 +741,13 @@ def test_a_refused_zero_copy_run_leaves_the_views_valid(cpp_client, py_client, f
 # -- clients that go away, daemons that restart ---------------------------------------------------------
 
 
-def test_a_killed_cpp_client_has_its_region_reclaimed(new_driver, builtins_daemon, files, py_client):
+@pytest.mark.parametrize("model, shape", [("demo", (1, 64)), ("volume3d", (1, 1, 128, 256, 256))])
+def test_a_killed_cpp_client_has_its_region_reclaimed(new_driver, builtins_daemon, files, py_client, model, shape):
+    """Killed while it sends requests, small ones or 32 MiB ones (one is in flight most of the time)."""
     driver = new_driver()
     driver.ok("connect", endpoint=builtins_daemon.endpoint)
-    region = driver.ok("infer", model="demo", inputs=files.inputs({"x": X1}), out_dir=files.out_dir())["region"]
+    region = driver.ok("loop_forever", model=model, inputs=files.inputs({"x": np.zeros(shape, np.float32)}))["region"]
+    time.sleep(0.2)  # it is sending requests now
     clients = py_client.status().clients
     assert region in shm_names()
     driver.proc.send_signal(signal.SIGKILL)
