@@ -71,3 +71,43 @@ def measure(steps: dict[str, Callable[[], object]], schedule: Schedule,
             done += n
             progress.update(done, schedule.iterations)
     return samples
+
+
+# A system timed in blocks: (n, settle) -> n samples in ns, after `settle` untimed calls. It
+# may time itself elsewhere (another process: the C++ client's latency loop).
+Block = Callable[[int, int], list[int]]
+
+
+def local_block(step: Callable[[], object]) -> Block:
+    """A call of this process as a Block, timed as measure() times it."""
+    clock = time.perf_counter_ns
+
+    def run(n: int, settle: int) -> list[int]:
+        for _ in range(settle):
+            step()
+        out = []
+        for _ in range(n):
+            t0 = clock()
+            step()
+            out.append(clock() - t0)
+        return out
+
+    return run
+
+
+def measure_blocks(blocks: dict[str, Block], schedule: Schedule, progress: Progress) -> dict[str, list[int]]:
+    """measure() for systems given as Blocks: the same warm-up, rotation and settle."""
+    for block in blocks.values():
+        block(schedule.warmup, 0)
+    samples: dict[str, list[int]] = {name: [] for name in blocks}
+    order = list(blocks)
+    done = 0
+    with gc_paused():
+        for rnd in range((schedule.iterations + schedule.block - 1) // schedule.block):
+            n = min(schedule.block, schedule.iterations - done)
+            shift = rnd % len(order)
+            for name in order[shift:] + order[:shift]:
+                samples[name].extend(blocks[name](n, schedule.settle))
+            done += n
+            progress.update(done, schedule.iterations)
+    return samples
