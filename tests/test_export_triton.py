@@ -38,7 +38,7 @@ from trtd.daemon.builtin.onnx_models import BUILTIN_MODEL_NAMES, DEFAULT_MAX_BAT
 from trtd.daemon.commands.export_engines import find_engines  # noqa: E402
 from trtd.daemon.commands.export_pbtxt import quote  # noqa: E402
 from trtd.daemon.commands.export_triton import SETTINGS, plan_model  # noqa: E402
-from trtd.daemon.config.settings import ModelConfig  # noqa: E402
+from trtd.daemon.config.settings import DEFAULT_QUEUE_DELAY_US, ModelConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -274,21 +274,8 @@ def test_a_reduced_precision_model_exports_the_variant_trtd_serves(tmp_path):
 
 # -- dynamic batching (issue 18's settings) --------------------------------------------------------
 
-_BATCHING = ("dynamic_batching", "max_queue_delay_us", "preferred_batch_sizes")
-HAS_BATCHING = set(_BATCHING) <= {f.name for f in dataclasses.fields(ModelConfig)}
-
-
-@dataclasses.dataclass
-class _WithBatching(ModelConfig):
-    """ModelConfig with issue 18's keys, for a tree where they have not landed yet."""
-
-    dynamic_batching: bool = False
-    max_queue_delay_us: int = 200
-    preferred_batch_sizes: list = dataclasses.field(default_factory=list)
-
-
 def _batched_config(**kwargs) -> ModelConfig:
-    return (ModelConfig if HAS_BATCHING else _WithBatching)(**kwargs)
+    return ModelConfig(**kwargs)
 
 
 def _render(model, tmp_path: Path) -> mc.ModelConfig:
@@ -319,7 +306,6 @@ def test_dynamic_batching_settings_become_triton_s_dynamic_batcher(tmp_path):
     assert any(w.startswith("dynamic_batching = true: the model has no batch dimension") for w in fixed.warnings)
 
 
-@pytest.mark.skipif(not HAS_BATCHING, reason="issue 18's dynamic-batching keys are not in this trtd yet")
 def test_dynamic_batching_from_a_config_file(tmp_path):
     (tmp_path / "trtd.toml").write_text('[models.demo]\npath = "builtin:demo"\ndynamic_batching = true\n'
                                         'max_queue_delay_us = 150\npreferred_batch_sizes = [2, 4]\n')
@@ -328,6 +314,14 @@ def test_dynamic_batching_from_a_config_file(tmp_path):
     batcher = parse(tmp_path / "repo" / "demo" / "config.pbtxt").dynamic_batching
     assert (list(batcher.preferred_batch_size), batcher.max_queue_delay_microseconds,
             batcher.default_queue_policy.max_queue_size) == ([2, 4], 150, 64)
+
+
+def test_the_default_queue_delay_is_the_devices_as_the_daemon_uses_it(tmp_path):
+    """max_queue_delay_us = -1 (unset) is the device's default delay (0 on the CPU), never -1."""
+    model = plan_model(_batched_config(name="mlp", path="builtin:mlp", max_batch=16,
+                                       dynamic_batching=True), str(tmp_path))
+    assert _render(model, tmp_path).dynamic_batching.max_queue_delay_microseconds == \
+        DEFAULT_QUEUE_DELAY_US["cpu"]
 
 
 # -- engines ------------------------------------------------------------------------------------
@@ -555,7 +549,7 @@ def test_kserve_manifest_points_triton_at_the_repository(tmp_path):
 def test_every_trtd_model_setting_has_its_triton_mapping_in_the_code_and_the_readme():
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     assert fields - set(SETTINGS) == set(), "a new per-model setting: say what it becomes in Triton (SETTINGS)"
-    assert set(SETTINGS) - fields <= set(_BATCHING)  # issue 18's keys, mapped before they land
+    assert set(SETTINGS) - fields == set(), "SETTINGS names a key ModelConfig does not have"
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Outgrowing one machine"):]
     section = section[:section.index("\n## ", 4)]

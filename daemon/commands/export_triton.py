@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trtd.daemon.config.settings import ModelConfig, did_you_mean
+from trtd.daemon.config.settings import ModelConfig, did_you_mean, queue_delay_us
 from trtd.daemon.commands.export_engines import EngineSet, find_engines
 from trtd.daemon.commands.export_pbtxt import Enum, render
 
@@ -271,10 +271,9 @@ def _is_set(config: ModelConfig, key: str) -> bool:
 
 
 def _batching_settings(config: ModelConfig) -> tuple[bool, int, list[int]]:
-    """(dynamic_batching, max_queue_delay_us, preferred_batch_sizes): the dynamic-batching
-    settings where this trtd has them (issue 18), off where it has not."""
-    return (bool(getattr(config, "dynamic_batching", False)), int(getattr(config, "max_queue_delay_us", 0)),
-            list(getattr(config, "preferred_batch_sizes", []) or []))
+    """(dynamic_batching, max_queue_delay_us, preferred_batch_sizes), the delay as the daemon
+    uses it: max_queue_delay_us = -1 (the default) means the device's default delay."""
+    return config.dynamic_batching, queue_delay_us(config), list(config.preferred_batch_sizes)
 
 
 def _check_name(name: str) -> None:
