@@ -88,10 +88,18 @@ def test_a_message_of_many_frames_is_refused_before_it_is_buffered(daemon):
 
 def _raw(daemon) -> socket.socket:
     path = daemon.endpoint.removeprefix("ipc://")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    sock.connect(path)
-    return sock
+    deadline = time.monotonic() + 10
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:  # the listen backlog is full: libzmq accepts them as it can
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _closed_by_daemon(sock: socket.socket, timeout: float = 5) -> bool:

@@ -102,6 +102,6 @@ def test_a_daemon_with_rtx_engines_and_no_gpu_stays_up_and_says_why(tmp_path):
             assert c.model("demo")(np.zeros((1, 64), np.float32)).shape == (1, 10)
         status = subprocess.run([sys.executable, "-m", "trtd.daemon", "status", "--endpoint", d.endpoint],
                                 capture_output=True, text=True, timeout=60)
-        assert "  engine build: unavailable: no GPU here" in status.stdout
-        assert "  error: TensorRT-RTX engine mlp.engine" in status.stdout
+        assert ": engine build: unavailable: no GPU here" in status.stdout
+        assert ": error: TensorRT-RTX engine mlp.engine" in status.stdout
         assert d.alive()

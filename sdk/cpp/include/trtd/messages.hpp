@@ -106,10 +106,20 @@ struct ModelStatus {
     std::string build;
     std::int64_t graphs = 0;
     std::int64_t graph_bytes = 0;
+    // Dynamic batching (SPEC 7.8): "on", "refused: why" or ""; batches run, their mean and
+    // largest size in requests, queue-delay percentiles (µs).
+    std::string batching;
+    std::int64_t batches = 0;
+    double batch_mean = 0.0;
+    std::int64_t batch_max = 0;
+    double queue_delay_p50_us = 0.0;
+    double queue_delay_p99_us = 0.0;
     TRTD_WIRE_FIELDS(TRTD_REQ(name) TRTD_REQ(backend) TRTD_REQ(state) TRTD_OPT(requests) TRTD_OPT(errors)
                          TRTD_OPT(p50_us) TRTD_OPT(p90_us) TRTD_OPT(p99_us) TRTD_OPT(error) TRTD_OPT(device)
                              TRTD_OPT(instances) TRTD_OPT(in_flight) TRTD_OPT(build) TRTD_OPT(graphs)
-                                 TRTD_OPT(graph_bytes))
+                                 TRTD_OPT(graph_bytes) TRTD_OPT(batching) TRTD_OPT(batches)
+                                     TRTD_OPT(batch_mean) TRTD_OPT(batch_max)
+                                         TRTD_OPT(queue_delay_p50_us) TRTD_OPT(queue_delay_p99_us))
 };
 
 struct DeviceStatus {
