@@ -27,8 +27,8 @@ that code. Other bases are in parentheses: catching those catches these too.
     │   ├── RegionNotFound: REGION_NOT_FOUND
     │   ├── RegionTooLarge: REGION_TOO_LARGE
     │   ├── NoSpace: NO_SPACE
-    │   ├── QuotaExceeded: QUOTA_EXCEEDED
     │   └── Forbidden: FORBIDDEN
+    ├── QuotaExceeded: QUOTA_EXCEEDED
     ├── Overloaded: OVERLOADED
     │   └── DaemonStopping: OVERLOADED with details["stopping"]
     ├── DeadlineExceeded (TimeoutError): DEADLINE_EXCEEDED
@@ -188,9 +188,10 @@ class NoSpace(RegionError):
     code = ErrorCode.NO_SPACE.value
 
 
-class QuotaExceeded(RegionError):
+class QuotaExceeded(TrtdError):
     """Too many regions or bytes for this client, or too many regions or clients for the
-    daemon (also at Client(): max_clients); release regions or close clients no longer used."""
+    daemon (also at Client(): max_clients); release regions or close clients no longer used.
+    Not a RegionError: at Client() it is about clients, not regions."""
 
     code = ErrorCode.QUOTA_EXCEEDED.value
 

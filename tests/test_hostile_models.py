@@ -60,6 +60,33 @@ def test_a_configured_absurd_model_is_failed_in_status_and_the_rest_serve(tmp_pa
         assert d.stop() == 0, d.log()
 
 
+def test_a_pipe_that_never_stops_writing_fails_that_model_not_the_daemon(daemon, tmp_path):
+    """A named pipe sending more than an ONNX file can hold (2 GiB, protobuf's limit) is cut off
+    there: it used to be read to its end (6 GiB of zeros was an OOM kill)."""
+    import os
+    import subprocess
+
+    import psutil
+
+    from trtd.daemon.backends.onnxruntime import MAX_PIPE_MODEL_BYTES
+
+    pipe = tmp_path / "endless.onnx"
+    os.mkfifo(pipe)
+    writer = subprocess.Popen(f"head -c {MAX_PIPE_MODEL_BYTES + (256 << 20)} /dev/zero > {pipe}",
+                              shell=True, stderr=subprocess.DEVNULL)
+    try:
+        with Client(daemon.endpoint, timeout=120) as c:
+            with pytest.raises(LoadFailed) as e:
+                c.load("endless", str(pipe))
+            assert "more than 2 GiB arrived through the pipe" in str(e.value)
+            assert c.infer("demo", np.zeros((1, 64), np.float32)).shape == (1, 10)
+        # What was read is let go: the daemon is far below what the pipe sent.
+        assert psutil.Process(daemon.pid).memory_info().rss < MAX_PIPE_MODEL_BYTES
+    finally:
+        writer.kill()
+        writer.wait()
+
+
 def test_unload_and_reload_answer_at_once_while_the_models_queue_is_held(tmp_path):
     """Issue 17.6: with requests held on a two-instance model, `unload` (and a reload that drops
     the model) used to block the socket thread until the queue drained (9.2 s measured, the

@@ -27,6 +27,10 @@ log = logging.getLogger("trtd.models")
 # writer: how much has arrived is logged this often while it is read.
 PIPE_REPORT_S = 5.0
 _PIPE_CHUNK = 16 << 20
+# An ONNX file is one protobuf message, which protobuf caps at 2 GiB (a larger model keeps its
+# weights in external data files, which a pipe cannot carry): a writer sending more is wrong,
+# and reading on would only let it fill the daemon's memory (6 GiB of zeros was an OOM kill).
+MAX_PIPE_MODEL_BYTES = 2 << 30
 
 DEFAULT_MAX_BATCH = 64
 _MAX_CACHED_BINDINGS = 256
@@ -111,8 +115,14 @@ def read_pipe(path: Path) -> bytes:
     started = last = time.monotonic()
     with open(path, "rb") as f:
         while chunk := f.read(_PIPE_CHUNK):
-            chunks.append(chunk)
             got += len(chunk)
+            if got > MAX_PIPE_MODEL_BYTES:
+                raise BackendError(
+                    f"model file {path}: more than {MAX_PIPE_MODEL_BYTES >> 30} GiB arrived through "
+                    f"the pipe, and an ONNX model in one file is at most 2 GiB (protobuf's limit); "
+                    f"check what writes the pipe (a larger model keeps its weights in external "
+                    f"data files, which need a real file)")
+            chunks.append(chunk)
             now = time.monotonic()
             if now - last >= PIPE_REPORT_S:
                 last = now

@@ -27,8 +27,8 @@
 //     │   ├── RegionNotFound: REGION_NOT_FOUND
 //     │   ├── RegionTooLarge: REGION_TOO_LARGE
 //     │   ├── NoSpace: NO_SPACE
-//     │   ├── QuotaExceeded: QUOTA_EXCEEDED
 //     │   └── Forbidden: FORBIDDEN
+//     ├── QuotaExceeded: QUOTA_EXCEEDED
 //     ├── Overloaded: OVERLOADED
 //     │   └── DaemonStopping: OVERLOADED with details "stopping"
 //     ├── DeadlineExceeded: DEADLINE_EXCEEDED
@@ -95,7 +95,7 @@ TRTD_DEFINE_ERROR(RegionError, Error, "")
 TRTD_DEFINE_ERROR(RegionNotFound, RegionError, "REGION_NOT_FOUND")
 TRTD_DEFINE_ERROR(RegionTooLarge, RegionError, "REGION_TOO_LARGE")
 TRTD_DEFINE_ERROR(NoSpace, RegionError, "NO_SPACE")
-TRTD_DEFINE_ERROR(QuotaExceeded, RegionError, "QUOTA_EXCEEDED")
+TRTD_DEFINE_ERROR(QuotaExceeded, Error, "QUOTA_EXCEEDED")
 TRTD_DEFINE_ERROR(Forbidden, RegionError, "FORBIDDEN")
 TRTD_DEFINE_ERROR(Overloaded, Error, "OVERLOADED")
 // The daemon is stopping or has stopped: it refused the request (it did not run), gave up on it
