@@ -32,6 +32,7 @@ class Peer:
     session: ZmtpSession
     credentials: PeerCredentials | None  # what the OS says is at the other end (unix sockets)
     connected_at: float = field(default_factory=time.monotonic)
+    dropped: int = 0  # replies that could not be queued (a closing or unread connection)
 
 
 class Peers:
@@ -77,9 +78,22 @@ class Peers:
         return peer.credentials if peer is not None else None
 
     def send(self, identity: bytes, payload: bytes) -> bool:
-        """False when the peer's queue is full (the reply is dropped); a peer that has gone
-        takes nothing and is no error."""
-        return self._write(identity, frame(payload))
+        """False when the reply could not be queued and was dropped: the peer's queue is full,
+        or (by far the most common) its connection is closing, as when a client exits with a
+        request in flight. Said once per connection (a warning per reply would flood the log
+        each time a group of clients ends); a peer that has gone already is no error."""
+        if self._write(identity, frame(payload)):
+            return True
+        peer = self._peers.get(identity)
+        if peer is not None:
+            peer.dropped += 1
+            if peer.dropped == 1:
+                log.warning("a reply to a connection%s was dropped: it is closing or reads "
+                            "nothing (its queue is full); later drops on it are logged at debug "
+                            "level", _whose(peer))
+            else:
+                log.debug("reply %d to a connection%s dropped", peer.dropped, _whose(peer))
+        return False
 
     def close(self, identity: bytes) -> None:
         """Disconnect a peer (libzmq closes the connection on a zero-length message to it)."""
