@@ -18,7 +18,8 @@ from daemon_process import raw_call, shm_names, wait_until
 from trtd.daemon.backends.onnxruntime import create_session
 from trtd.daemon.builtin.onnx_models import builtin_model_path
 from trtd.protocol import MAX_REQUEST_BYTES, messages as m
-from trtd.sdk import Client, InvalidInput, ProtocolMismatch, RegionError, TrtdError, UnknownModel
+from trtd.sdk import (Client, InvalidInput, ProtocolMismatch, QuotaExceeded, RegionError, TrtdError,
+                      UnknownModel)
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +295,7 @@ def test_per_client_region_quota(daemon):
     with Client(daemon.endpoint) as c:
         for _ in range(16):
             c.lease(256)
-        with pytest.raises(RegionError) as e:
+        with pytest.raises(QuotaExceeded) as e:
             c.lease(256)
         assert e.value.code == "QUOTA_EXCEEDED" and "release" in str(e.value)
 

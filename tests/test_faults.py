@@ -242,7 +242,7 @@ def test_release_while_the_request_runs_is_deferred_until_it_ends(busy):
 _IN_NAMESPACE = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from trtd.sdk import Client, RegionError
+    from trtd.sdk import Client, QuotaExceeded, RegionError
     out = {}
     with Client(sys.argv[1]) as c:
         handle = c.model("demo")
@@ -253,7 +253,7 @@ _IN_NAMESPACE = textwrap.dedent("""
             while True:
                 try:
                     held.append(c.lease(size))
-                except RegionError as exc:
+                except (RegionError, QuotaExceeded) as exc:
                     out.setdefault("codes", []).append(exc.code)
                     out["message"] = str(exc)
                     break

@@ -40,6 +40,7 @@ sock = c._conn._socket
 sock.send(encode_request(request, 7))
 time.sleep(0.3)  # the model runs for seconds: change the region under it
 path = "/dev/shm/" + region.name
+mode = os.stat(path).st_mode & 0o777
 if how == "truncate":
     os.truncate(path, 0)
 else:  # punch every page out, keeping the size
@@ -50,7 +51,7 @@ else:  # punch every page out, keeping the size
     os.close(fd)
 assert sock.poll(120_000), "no reply"
 reply = msgpack.unpackb(sock.recv())
-print(json.dumps({"ok": reply.get("ok"), "error": reply.get("error")}))
+print(json.dumps({"ok": reply.get("ok"), "error": reply.get("error"), "mode": mode}))
 """
 
 
@@ -89,6 +90,7 @@ def test_a_members_region_changed_mid_run_fails_at_most_that_request(accounts, o
         for how in ("truncate", "punch"):
             reply = _as_member(accounts["member"], d.endpoint, how)
             assert d.alive(), f"{how}: the daemon died\n{d.log()}"
+            assert reply["mode"] == 0o660, reply  # a member's region is the group's (it must open it)
             # Written back by pwritev: a truncated file grows again, a punched one refills
             # (ENOSPC only when /dev/shm is full): either an answer or a clear error.
             assert reply["ok"] or reply["error"]["code"] == "BACKEND_ERROR", reply

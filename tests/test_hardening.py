@@ -15,7 +15,7 @@ import pytest
 from daemon_process import raw_call, shm_names, start_daemon, wait_until
 from trtd.daemon.serve.endpoint_lock import endpoint_prefix
 from trtd.protocol import messages as m
-from trtd.sdk import Client, DaemonTimeout, ProtocolMismatch, RegionError, TrtdError
+from trtd.sdk import Client, DaemonTimeout, ProtocolMismatch, QuotaExceeded, RegionError, TrtdError
 
 X = np.zeros((1, 64), np.float32)
 
@@ -58,7 +58,7 @@ def test_max_clients(tmp_path):
     d = start_daemon(tmp_path, "--config", str(config))
     try:
         with Client(d.endpoint), Client(d.endpoint):
-            with pytest.raises(RegionError, match="max_clients"):
+            with pytest.raises(QuotaExceeded, match="max_clients"):
                 Client(d.endpoint)
         with Client(d.endpoint) as c:  # the others said goodbye: room again
             assert c.infer("demo", X).shape == (1, 10)
@@ -344,7 +344,7 @@ def test_caps_fit_the_descriptor_limit_so_libzmq_never_runs_out(tmp_path):
                 for _ in range(64):
                     c.lease(4096)
                     leased += 1
-            except RegionError:
+            except QuotaExceeded:
                 pass
         assert leased == 96, leased
         with Client(endpoint, timeout=10) as other:  # a new connection is accepted and served

@@ -251,3 +251,80 @@ def test_many_half_open_connections_cost_little(daemon):
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_a_peer_that_reads_nothing_is_still_closed_when_it_breaks_the_protocol(daemon):
+    """Its reply queue full, libzmq refuses even the daemon's close: the close is retried
+    until it goes through (it used to be lost, leaving the connection open for good)."""
+    import msgpack
+
+    sock = _raw(daemon)
+    try:
+        request = zmtp.frame(msgpack.packb({"v": 1, "op": "status", "id": 1}))
+        sock.sendall(_greeting() + _ready(b"DEALER") + request * 3000)  # never read: 1,000 queue
+        time.sleep(2)
+        sock.sendall(b"\x08\x00")  # reserved flag bits: the daemon closes the connection
+        time.sleep(0.5)
+        assert _closed_by_daemon(sock, timeout=15), "the connection was never closed"
+    finally:
+        sock.close()
+    _served_correctly(daemon)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE")
+def test_more_connections_than_descriptors_allow_are_turned_away_not_an_abort(tmp_path):
+    """Under a limit of 512 descriptors the daemon allows 64 clients (+ 64 hello-less
+    connections); 300 raw connections that greet and wait used to run it out of descriptors,
+    and libzmq aborts then (`Too many open files`, ipc_listener.cpp)."""
+    import os
+    import resource
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
+    endpoint = f"ipc://{tmp_path}/limited.sock"
+    log_path = tmp_path / "limited.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", endpoint,
+                                 "--model", "demo=builtin:demo"], preexec_fn=limited, stdout=log,
+                                stderr=subprocess.STDOUT, env=dict(os.environ, TRTD_RUNTIME_DIR=str(tmp_path / "run")))
+
+    class _At:
+        pass
+
+    target = _At()
+    target.endpoint = endpoint
+    socks = []
+    try:
+        assert wait_until(lambda: os.path.exists(endpoint[len("ipc://"):]), timeout=30), log_path.read_text()
+        for _ in range(300):
+            try:
+                sock = _raw(target)
+            except OSError:
+                break
+            try:
+                sock.sendall(_greeting() + _ready(b"DEALER"))
+            except OSError:
+                pass  # turned away already
+            socks.append(sock)
+        time.sleep(1)
+        assert proc.poll() is None, log_path.read_text()
+        assert "turned away a connection" in log_path.read_text()
+        for sock in socks:
+            sock.close()
+        socks.clear()
+        x = np.ones((1, 64), np.float32)
+        assert wait_until(lambda: _infer_ok(endpoint, x), timeout=20), log_path.read_text()
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, log_path.read_text()
+
+
+def _infer_ok(endpoint: str, x) -> bool:
+    try:
+        with Client(endpoint, timeout=5, connect_timeout=2) as c:
+            return c.infer("demo", x).shape == (1, 10)
+    except Exception:  # noqa: BLE001 - turned away while the daemon sees the old ones close
+        return False

@@ -242,7 +242,10 @@ class RegionRegistry:
             name = platform.windows_mapping_name(f"{self._prefix}{self._seq:x}",
                                                  platform.windows_service_mappings())
             try:
-                shm = _create_segment(name, nbytes, self._on_create)
+                # Only another user's region is shared with the group (its client must open
+                # it); the daemon's own user's stays 0600, so no group member can shrink a
+                # region the daemon uses in place (an unguarded one).
+                shm = _create_segment(name, nbytes, self._on_create if guarded else None)
             except FileExistsError:
                 log.warning("region name %s is taken by a file we did not create; skipping it", name)
         if shm.buf is None:  # only a closed SharedMemory has none

@@ -58,7 +58,7 @@ class GuardedStaging:
         at = self._base
         for t, size in zip(inputs, sizes):
             offset = t.address - region.address
-            got = os.preadv(region.fd, [memoryview(buffer)[at:at + t.nbytes]], offset)
+            got = _read_all(region.fd, memoryview(buffer)[at:at + t.nbytes], offset)
             if got != t.nbytes:
                 raise RegionChanged(f"region {region.name!r} shrank while its request ran: input "
                                     f"'{t.name}' at offset {offset} is no longer all there")
@@ -68,13 +68,16 @@ class GuardedStaging:
     def write_back(self, region, outputs: list[TensorBinding], staged: list[TensorBinding],
                    shapes: dict[str, tuple[int, ...]]) -> None:
         buffer = self._buffer
-        for t, s in zip(outputs, staged):
+        sizes = []
+        for t in outputs:  # every size checked before anything is written
             nbytes = tensor_nbytes(shapes[t.name], t.dtype.itemsize)
             if nbytes > t.nbytes:
                 raise OutputTooLarge(t.name, nbytes, t.nbytes)
+            sizes.append(nbytes)
+        for t, s, nbytes in zip(outputs, staged, sizes):
             at = s.address - buffer.ctypes.data
             try:
-                os.pwritev(region.fd, [memoryview(buffer)[at:at + nbytes]], t.address - region.address)
+                _write_all(region.fd, memoryview(buffer)[at:at + nbytes], t.address - region.address)
             except OSError as exc:  # ENOSPC: a hole punched in it and /dev/shm full
                 raise RegionChanged(f"output '{t.name}' could not be written into region "
                                     f"{region.name!r} ({exc.strerror}): the client changed the "
@@ -85,10 +88,30 @@ def _at(address: int, nbytes: int) -> memoryview:
     return memoryview((ctypes.c_uint8 * nbytes).from_address(address)).cast("B")
 
 
+def _read_all(fd: int, view: memoryview, offset: int) -> int:
+    """preadv until view is full or the file ends (Linux moves at most 2 GiB - 4 KiB per call)."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            break
+        done += got
+    return done
+
+
+def _write_all(fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(view):
+        put = os.pwritev(fd, [view[done:]], offset + done)
+        if put <= 0:
+            raise OSError(28, "No space left on device")  # a short write that moved nothing
+        done += put
+
+
 def read_into(region, address: int, t: TensorBinding) -> None:
     """A batch's gather from a guarded region: t's bytes into the daemon's own memory."""
     offset = t.address - region.address
-    if os.preadv(region.fd, [_at(address, t.nbytes)], offset) != t.nbytes:
+    if _read_all(region.fd, _at(address, t.nbytes), offset) != t.nbytes:
         raise RegionChanged(f"region {region.name!r} shrank while its request ran: input "
                             f"'{t.name}' at offset {offset} is no longer all there")
 
@@ -96,7 +119,7 @@ def read_into(region, address: int, t: TensorBinding) -> None:
 def write_from(region, t: TensorBinding, address: int, nbytes: int) -> None:
     """A batch's scatter into a guarded region: nbytes of the daemon's memory into t's area."""
     try:
-        os.pwritev(region.fd, [_at(address, nbytes)], t.address - region.address)
+        _write_all(region.fd, _at(address, nbytes), t.address - region.address)
     except OSError as exc:
         raise RegionChanged(f"output '{t.name}' could not be written into region {region.name!r} "
                             f"({exc.strerror}): the client changed the region while its request "

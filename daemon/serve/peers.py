@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,6 +26,9 @@ log = logging.getLogger("trtd.server")
 # A connection that has not finished its greeting and READY by then holds a descriptor for
 # nothing: closed. A libzmq peer finishes in well under a millisecond once the daemon answers.
 HANDSHAKE_TIMEOUT_S = 10.0
+# Identities closed by the daemon, remembered so that their late end-of-connection notice is
+# not taken for a new connection (libzmq never reuses an id: old entries are harmless).
+_CLOSED_MEMORY = 4096
 
 
 @dataclass(slots=True)
@@ -33,16 +37,25 @@ class Peer:
     credentials: PeerCredentials | None  # what the OS says is at the other end (unix sockets)
     connected_at: float = field(default_factory=time.monotonic)
     dropped: int = 0  # replies that could not be queued (a closing or unread connection)
+    # The daemon is closing it, but libzmq refused the close (the peer reads nothing and its
+    # queue is full): retried every tick, and it still counts against max_connections.
+    closing: bool = False
 
 
 class Peers:
     def __init__(self, sock: zmq.Socket, max_message_bytes: int,
-                 on_closed: Callable[[bytes], None]):
-        """on_closed(identity): a connection that was open has gone (either side closed it)."""
+                 on_closed: Callable[[bytes], None], max_connections: int = 1024):
+        """on_closed(identity): a connection that was open has gone (either side closed it).
+        max_connections: more are closed as they come (each holds a descriptor, and libzmq
+        aborts the process when it cannot accept for want of one); the server sizes it to the
+        descriptor limit."""
         self._sock = sock
         self._max = max_message_bytes
         self._on_closed = on_closed
+        self.max_connections = max_connections
         self._peers: dict[bytes, Peer] = {}
+        self._closed: OrderedDict[bytes, None] = OrderedDict()
+        self._turned_away = 0
         self.refused = 0  # connections closed for breaking the protocol, for status and tests
 
     def __len__(self) -> int:
@@ -53,14 +66,17 @@ class Peers:
         data = chunk.bytes
         peer = self._peers.get(identity)
         if not data:  # libzmq's notification: a new connection, or the end of a known one
-            if peer is None:
+            if identity in self._closed:
+                del self._closed[identity]  # the end of one the daemon closed: nothing to do
+            elif peer is None:
                 self._open(identity, chunk)
             else:
                 del self._peers[identity]
-                self._on_closed(identity)
+                if not peer.closing:
+                    self._on_closed(identity)
             return []
-        if peer is None:
-            return []  # bytes of a connection closed a moment ago: nothing to do with them
+        if peer is None or peer.closing:
+            return []  # bytes of a connection being closed: nothing to do with them
         try:
             messages = peer.session.feed(data)
         except ZmtpViolation as exc:
@@ -97,14 +113,30 @@ class Peers:
 
     def close(self, identity: bytes) -> None:
         """Disconnect a peer (libzmq closes the connection on a zero-length message to it)."""
-        if self._peers.pop(identity, None) is not None:
-            self._write(identity, b"")
+        peer = self._peers.get(identity)
+        if peer is None:
+            return
+        if not peer.closing:
+            peer.closing = True
             self._on_closed(identity)
+        if self._write(identity, b""):
+            del self._peers[identity]
+            self._remember_closed(identity)
+
+    def _remember_closed(self, identity: bytes) -> None:
+        self._closed[identity] = None
+        if len(self._closed) > _CLOSED_MEMORY:
+            self._closed.popitem(last=False)
 
     def expire_handshakes(self, now: float | None = None) -> int:
+        """Close the connections that have not finished their handshake in time, and retry
+        the closes libzmq refused (the reclaim tick calls it)."""
         now = time.monotonic() if now is None else now
+        for identity in [i for i, peer in self._peers.items() if peer.closing]:
+            self.close(identity)
         stale = [identity for identity, peer in self._peers.items()
-                 if not peer.session.open and now - peer.connected_at > HANDSHAKE_TIMEOUT_S]
+                 if not peer.closing and not peer.session.open
+                 and now - peer.connected_at > HANDSHAKE_TIMEOUT_S]
         for identity in stale:
             log.warning("closed a connection%s that did not finish its handshake in %.0f s",
                         _whose(self._peers[identity]), HANDSHAKE_TIMEOUT_S)
@@ -116,6 +148,16 @@ class Peers:
             credentials = peer_credentials(notification.get("Peer-Address"))
         except zmq.ZMQError:
             credentials = None
+        if len(self._peers) >= self.max_connections:
+            self._turned_away += 1
+            if self._turned_away == 1 or self._turned_away % 1000 == 0:
+                log.warning("turned away a connection%s: the daemon holds %d, its limit (what "
+                            "its descriptor limit allows; %d turned away so far)",
+                            f" from pid {credentials.pid}" if credentials else "",
+                            len(self._peers), self._turned_away)
+            if self._write(identity, b""):
+                self._remember_closed(identity)
+            return
         self._peers[identity] = Peer(ZmtpSession(self._max), credentials)
         self._write(identity, HANDSHAKE)
 

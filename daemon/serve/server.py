@@ -47,6 +47,10 @@ _STOP_GRACE_S = 1.0
 _READS_PER_TURN = 256
 # Descriptors kept free of regions and connections: model files, logs, libraries, sockets.
 _FD_RESERVE = 256
+# How often connections are looked at: overdue handshakes, closes to retry.
+_PEER_CHECK_S = 0.5
+# Connections allowed beyond max_clients: calls that need no hello (status, models, the CLI).
+_EXTRA_CONNECTIONS = 64
 # Upper bound on flushing the last replies at close (reached only for peers that read nothing).
 _CLOSE_LINGER_MS = 500
 # Gives the CPU to another runnable thread or process (Windows has no sched_yield; sleep(0) is its yield).
@@ -150,12 +154,19 @@ class Server:
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.STREAM)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 10000)
+        # Replies queued for one connection at most: a client has one per request in flight (a
+        # few), so only a peer that reads nothing reaches it; then replies to it are dropped. It
+        # bounds what such a peer costs (~200 KiB) times the connections allowed (below).
+        sock.setsockopt(zmq.SNDHWM, 1000)
         # What libzmq may read ahead of the loop per connection, in chunks of up to 8 KiB: past
         # it, it stops reading that connection (the peer's sends block), so a flooding peer
         # costs the daemon at most ~1 MiB besides the one partial request its decoder holds.
         sock.setsockopt(zmq.RCVHWM, 128)
-        self.peers = Peers(sock, MAX_REQUEST_BYTES, on_closed=self._connection_closed)
+        # Connections beyond max_clients (fitted to the descriptor limit at start) and a few
+        # for hello-less calls (`status`, the CLI) are closed as they come: libzmq aborts the
+        # process when it cannot accept one for want of a descriptor.
+        self.peers = Peers(sock, MAX_REQUEST_BYTES, on_closed=self._connection_closed,
+                           max_connections=self.config.max_clients + _EXTRA_CONNECTIONS)
         path = ipc_path(self.endpoint)
         if path is not None:
             # We hold the endpoint's lock (beside the socket, in a directory checked
@@ -266,6 +277,7 @@ class Server:
         poller.register(core.completions.fileno(), zmq.POLLIN)
         reclaim_every = self.config.reclaim_interval_s
         next_reclaim = time.monotonic() + reclaim_every
+        next_peer_check = time.monotonic() + _PEER_CHECK_S
         tick_ms = int(min(_TICK_S, reclaim_every) * 1000)
         loading = core.loading
         while not self.stop.asked:
@@ -276,8 +288,10 @@ class Server:
                     core.reclaim_dead_clients()
                 except Exception:  # e.g. out of file descriptors: log, keep serving, retry later
                     log.exception("reclaiming dead clients failed")
-                self._peers().expire_handshakes(now)
                 next_reclaim = now + reclaim_every
+            if now >= next_peer_check:  # handshakes overdue, closes libzmq refused
+                self._peers().expire_handshakes(now)
+                next_peer_check = now + _PEER_CHECK_S
             if self._reload.is_set():
                 self._reload.clear()
                 self._reload_now()

@@ -451,9 +451,11 @@ def test_on_create_gets_each_new_segments_descriptor(make):
         os.fchmod(fd, 0o640)
 
     registry = make(on_create=on_create)
-    region = registry.lease(1, 1000)
+    region = registry.lease(1, 1000, guarded=True)  # another user's: shared (on_create)
     assert created == [1024]  # called after the size is set
     assert os.stat(region.path).st_mode & 0o777 == 0o640
+    own = registry.lease(1, 1000)  # the daemon's own user's: never shared
+    assert created == [1024] and os.stat(own.path).st_mode & 0o777 == 0o600
 
 
 def test_a_failing_on_create_is_internal_and_leaves_no_file(make, prefix):
@@ -461,7 +463,7 @@ def test_a_failing_on_create_is_internal_and_leaves_no_file(make, prefix):
         raise PermissionError(errno.EPERM, "fchown refused")
 
     registry = make(on_create=on_create)
-    error = _refused(ErrorCode.INTERNAL, registry.lease, 1, 256)
+    error = _refused(ErrorCode.INTERNAL, lambda: registry.lease(1, 256, guarded=True))
     assert "permissions" in error.message
     assert _files(prefix) == [] and len(registry) == 0
 
