@@ -485,7 +485,9 @@ std::optional<Reply<Result>> decode_reply(std::string_view frame, std::uint64_t 
     return out;
 }
 
-template <class Result> std::string encode_reply(std::uint64_t id, const Result& result) {
+// A reply map: {v, id, ok, result} or {v, id, ok: false, error} (SPEC 4).
+template <class Body>
+std::string encode_answer(std::uint64_t id, bool ok, const std::string& key, const Body& body) {
     msgpack::sbuffer buffer(256);
     Packer p(buffer);
     p.pack_map(4);
@@ -494,25 +496,18 @@ template <class Result> std::string encode_reply(std::uint64_t id, const Result&
     pack(p, std::string("id"));
     pack(p, id);
     pack(p, std::string("ok"));
-    pack(p, true);
-    pack(p, std::string("result"));
-    pack(p, result);
+    pack(p, ok);
+    pack(p, key);
+    pack(p, body);
     return to_string(buffer);
 }
 
+template <class Result> std::string encode_reply(std::uint64_t id, const Result& result) {
+    return encode_answer(id, true, "result", result);
+}
+
 std::string encode_error(std::uint64_t id, const ErrorInfo& error) {
-    msgpack::sbuffer buffer(256);
-    Packer p(buffer);
-    p.pack_map(4);
-    pack(p, std::string("v"));
-    pack(p, protocol_version);
-    pack(p, std::string("id"));
-    pack(p, id);
-    pack(p, std::string("ok"));
-    pack(p, false);
-    pack(p, std::string("error"));
-    pack(p, error);
-    return to_string(buffer);
+    return encode_answer(id, false, "error", error);
 }
 
 #define TRTD_INSTANTIATE_REQUEST(T) template std::string encode_request<T>(const T&, std::uint64_t, std::string_view);
