@@ -52,8 +52,16 @@ class DaemonProcess:
 
 
 def start_daemon(workdir: Path, *args: str, name: str = "d", env: dict | None = None,
-                 wait: bool = True) -> DaemonProcess:
+                 wait: bool = True, open_files: int | None = None) -> DaemonProcess:
+    """open_files: the daemon's descriptor limit (RLIMIT_NOFILE, POSIX), for the tests of what
+    it does when descriptors run short."""
     workdir.mkdir(parents=True, exist_ok=True)
+
+    def limited() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     endpoint = f"ipc://{workdir / (name + '.sock')}"
     full_env = dict(os.environ)
     full_env.update(env or {})
@@ -63,6 +71,7 @@ def start_daemon(workdir: Path, *args: str, name: str = "d", env: dict | None = 
         proc = subprocess.Popen(
             [sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", endpoint, *args],
             stdout=log, stderr=subprocess.STDOUT, env=full_env,
+            preexec_fn=limited if open_files is not None else None,
         )
     daemon = DaemonProcess(endpoint, proc, log_path, full_env)
     if wait:

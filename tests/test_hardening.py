@@ -322,20 +322,10 @@ def test_caps_fit_the_descriptor_limit_so_libzmq_never_runs_out(tmp_path):
     a limit of 256). Under a limit of 512 the daemon lowers its caps to fit (256 kept free, 64
     clients, (256 - 64) / 2 = 96 regions) and says so; leasing past them is refused, and new
     connections are still accepted."""
-    import resource
-
-    def limited():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
-
-    endpoint = f"ipc://{tmp_path}/limited.sock"
-    log_path = tmp_path / "limited.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", endpoint,
-                                 "--model", "demo=builtin:demo"], preexec_fn=limited, stdout=log,
-                                stderr=subprocess.STDOUT, env=dict(os.environ, TRTD_RUNTIME_DIR=str(tmp_path / "run")))
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo", open_files=512)
+    endpoint = d.endpoint
     clients = []
     try:
-        assert wait_until(lambda: os.path.exists(endpoint[len("ipc://"):]), timeout=30), log_path.read_text()
         leased = 0
         for _ in range(3):  # per-client quota is 64: three clients reach the daemon-wide cap
             c = Client(endpoint, timeout=10)
@@ -351,10 +341,9 @@ def test_caps_fit_the_descriptor_limit_so_libzmq_never_runs_out(tmp_path):
             assert other.status().regions == 96
             clients.pop(0).close()  # its 64 regions go back
             assert other.infer("demo", X).shape == (1, 10)
-        assert proc.poll() is None
-        assert "max_regions 4096 -> 96" in log_path.read_text()
+        assert d.alive()
+        assert "max_regions 4096 -> 96" in d.log()
     finally:
         for c in clients:
             c.close()
-        proc.terminate()
-        assert proc.wait(timeout=30) == 0, log_path.read_text()
+        assert d.stop() == 0, d.log()

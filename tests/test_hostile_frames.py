@@ -20,7 +20,7 @@ import psutil
 import pytest
 import zmq
 
-from daemon_process import serving, shm_names, wait_until
+from daemon_process import serving, shm_names, start_daemon, wait_until
 from trtd.daemon.backends.onnxruntime import create_session
 from trtd.daemon.builtin.onnx_models import builtin_model_path
 from trtd.daemon.serve import zmtp
@@ -276,30 +276,12 @@ def test_more_connections_than_descriptors_allow_are_turned_away_not_an_abort(tm
     """Under a limit of 512 descriptors the daemon allows 64 clients (+ 64 hello-less
     connections); 300 raw connections that greet and wait used to run it out of descriptors,
     and libzmq aborts then (`Too many open files`, ipc_listener.cpp)."""
-    import os
-    import resource
-
-    def limited():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
-
-    endpoint = f"ipc://{tmp_path}/limited.sock"
-    log_path = tmp_path / "limited.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", endpoint,
-                                 "--model", "demo=builtin:demo"], preexec_fn=limited, stdout=log,
-                                stderr=subprocess.STDOUT, env=dict(os.environ, TRTD_RUNTIME_DIR=str(tmp_path / "run")))
-
-    class _At:
-        pass
-
-    target = _At()
-    target.endpoint = endpoint
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo", open_files=512)
     socks = []
     try:
-        assert wait_until(lambda: os.path.exists(endpoint[len("ipc://"):]), timeout=30), log_path.read_text()
         for _ in range(300):
             try:
-                sock = _raw(target)
+                sock = _raw(d)
             except OSError:
                 break
             try:
@@ -308,18 +290,17 @@ def test_more_connections_than_descriptors_allow_are_turned_away_not_an_abort(tm
                 pass  # turned away already
             socks.append(sock)
         time.sleep(1)
-        assert proc.poll() is None, log_path.read_text()
-        assert "turned away a connection" in log_path.read_text()
+        assert d.alive(), d.log()
+        assert "turned away a connection" in d.log()
         for sock in socks:
             sock.close()
         socks.clear()
         x = np.ones((1, 64), np.float32)
-        assert wait_until(lambda: _infer_ok(endpoint, x), timeout=20), log_path.read_text()
+        assert wait_until(lambda: _infer_ok(d.endpoint, x), timeout=20), d.log()
     finally:
         for sock in socks:
             sock.close()
-        proc.terminate()
-        assert proc.wait(timeout=30) == 0, log_path.read_text()
+        assert d.stop() == 0, d.log()
 
 
 def _infer_ok(endpoint: str, x) -> bool:
