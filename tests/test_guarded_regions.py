@@ -99,3 +99,64 @@ def test_a_members_region_changed_mid_run_fails_at_most_that_request(accounts, o
                                        _expected(), atol=1e-6)
     finally:
         assert d.stop() == 0, d.log()
+
+
+_BATCHED_MEMBER = """
+import json, sys
+import numpy as np
+from trtd.sdk import Client
+endpoint, seed = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(seed)
+pairs = []
+with Client(endpoint, timeout=60) as c:
+    for _ in range(30):
+        x = rng.standard_normal((int(rng.integers(1, 3)), 64)).astype(np.float32)
+        pairs.append([x.tolist(), np.asarray(c.infer("demo", x)).tolist()])
+print(json.dumps(pairs))
+"""
+
+
+@needs_root
+def test_members_batched_together_each_get_their_own_rows_through_guarded_io(accounts, open_dir):  # noqa: F811
+    """Dynamic batching gathers and scatters a member's rows by preadv/pwritev (its regions are
+    guarded): four member processes at once, every answer checked against ONNX Runtime here."""
+    import grp
+    import os
+    import pwd
+
+    from trtd.daemon.backends.onnxruntime import create_session
+    from trtd.daemon.builtin.onnx_models import builtin_model_path
+
+    config = open_dir / "d.toml"
+    config.write_text(f'group = "{accounts["group"]}"\n[models.demo]\npath = "builtin:demo"\n'
+                      'dynamic_batching = true\nmax_queue_delay_us = 20000\nintra_op_threads = 1\n')
+    d = start_daemon(open_dir / "sock", "--config", str(config))
+    pw = pwd.getpwnam(accounts["member"])
+    groups = [g.gr_gid for g in grp.getgrall() if accounts["member"] in g.gr_mem]
+
+    def drop():
+        os.setgroups(groups)
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    python, prelude = _interpreter_for_others()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
+    env["HOME"] = "/tmp"
+    try:
+        members = [subprocess.Popen([python, "-c", prelude + _BATCHED_MEMBER, d.endpoint, str(seed)],
+                                    preexec_fn=drop, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=env, cwd="/") for seed in range(4)]
+        outputs = [p.communicate(timeout=180) for p in members]
+        for p, (out, err) in zip(members, outputs):
+            assert p.returncode == 0, err
+        session = create_session(builtin_model_path("demo"))
+        for seed, (out, _) in enumerate(outputs):
+            for x, y in json.loads(out):
+                np.testing.assert_allclose(y, session.run(None, {"x": np.array(x, np.float32)})[0],
+                                           rtol=1e-5, atol=1e-6, err_msg=f"member {seed}")
+        with Client(d.endpoint) as c:
+            (st,) = [s for s in c.status().models if s.name == "demo"]
+        assert st.batching == "on" and st.errors == 0 and st.requests == 4 * 30, st
+        assert d.alive()
+    finally:
+        assert d.stop() == 0, d.log()

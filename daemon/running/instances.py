@@ -72,8 +72,17 @@ def _scatter_sizes(parts: Sequence[BatchPart], shapes: dict) -> list[list[int]]:
     return sizes
 
 
-def _part_shapes(parts: Sequence[BatchPart], shapes: dict) -> list[dict[str, tuple[int, ...]]]:
-    return [{t.name: (part.rows, *shapes[t.name][1:]) for t in part.outputs} for part in parts]
+# A part's outcome: its output shapes, or why that request alone failed.
+PartResult = Union[dict[str, tuple[int, ...]], Exception]
+
+
+def _part_shapes(parts: Sequence[BatchPart], shapes: dict,
+                 failed: dict[int, Exception] | None = None) -> list[PartResult]:
+    """Per part, its output shapes, or the error that failed it alone (a guarded region its
+    client changed mid-run: the batch's other requests keep their answers)."""
+    failed = failed or {}
+    return [failed[k] if k in failed else {t.name: (part.rows, *shapes[t.name][1:]) for t in part.outputs}
+            for k, part in enumerate(parts)]
 
 
 class _HostBuffers:
@@ -104,18 +113,27 @@ class HostInstance:
     def run_batch(self, parts: Sequence[BatchPart], run_rows: int):
         """Several requests as one run: every part's input rows gathered into one host buffer
         per input (one copy), one backend call, each part's output rows copied into its area.
+        A guarded region that its client shrank or hollowed out fails that part only (its rows
+        run as zeros; rows are independent).
         run_rows >= the parts' rows: rows beyond theirs (padding to a preferred size) hold
         whatever the buffer held; rows are independent, so they change nobody's result."""
         start = time.perf_counter_ns()
         first = parts[0]
+        failed: dict[int, Exception] = {}  # part -> why: a guarded region changed under it
         inputs = []
         for i, t in enumerate(first.inputs):
             row = _row_bytes(t, first.rows)
             base = self._batch.get("in:" + t.name, row * run_rows)
-            for part in parts:
+            for k, part in enumerate(parts):
                 src = part.inputs[i]
+                if k in failed:
+                    continue
                 if part.region.guarded:  # another user's region: by syscall, not the mapping
-                    guarded_io.read_into(part.region, base + part.first * row, src)
+                    try:
+                        guarded_io.read_into(part.region, base + part.first * row, src)
+                    except guarded_io.RegionChanged as exc:  # that request fails, not the batch
+                        failed[k] = exc
+                        ctypes.memset(base + part.first * row, 0, src.nbytes)
                 else:
                     ctypes.memmove(base + part.first * row, src.address, src.nbytes)
             inputs.append(TensorBinding(t.name, t.dtype, batch_shape(t, run_rows), base, row * run_rows))
@@ -128,13 +146,19 @@ class HostInstance:
         sizes = _scatter_sizes(parts, shapes)
         for j, t in enumerate(outputs):
             row = tensor_nbytes((1, *shapes[t.name][1:]), t.dtype.itemsize)
-            for part, part_sizes in zip(parts, sizes):
+            for k, (part, part_sizes) in enumerate(zip(parts, sizes)):
+                if k in failed:
+                    continue
                 if part.region.guarded:
-                    guarded_io.write_from(part.region, part.outputs[j], t.address + part.first * row,
-                                          part_sizes[j])
+                    try:
+                        guarded_io.write_from(part.region, part.outputs[j], t.address + part.first * row,
+                                              part_sizes[j])
+                    except guarded_io.RegionChanged as exc:
+                        failed[k] = exc
                 else:
                     ctypes.memmove(part.outputs[j].address, t.address + part.first * row, part_sizes[j])
-        return _part_shapes(parts, shapes), RunTiming(compute_us=(time.perf_counter_ns() - start) // 1000)
+        timing = RunTiming(compute_us=(time.perf_counter_ns() - start) // 1000)
+        return _part_shapes(parts, shapes, failed), timing
 
     def run(self, region, inputs: list[TensorBinding], outputs: list[TensorBinding]):
         start = time.perf_counter_ns()

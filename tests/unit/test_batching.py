@@ -8,6 +8,8 @@ with onnx.helper where a test needs a particular behaviour (rows mixed, a run th
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
@@ -276,6 +278,35 @@ def test_a_backend_failure_fails_only_its_batch_each_request_with_the_reason(mak
     np.testing.assert_array_equal(good.y(), [[12, 13, 14, 15]])
     st = _batching_status(core, "lookup")
     assert (st.state, st.requests - before.requests, st.errors - before.errors) == ("ready", 1, 2)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="guarded regions are POSIX (a Windows mapping cannot shrink)")
+def test_a_guarded_region_changed_before_its_batch_runs_fails_that_request_alone(make_core, active):
+    """Issue 17 (2c) inside a batch: another user's regions are moved by preadv/pwritev, and a
+    client that truncates its region while its request waits for company fails that request
+    only. Its batch-mates get their own rows (the whole batch failed before)."""
+    core = make_core(demo(max_queue_delay_us=0))
+    rng = np.random.default_rng(11)
+    senders = [Sender(core, f"member-{i}".encode(), rng.standard_normal((rows, 64)).astype(np.float32),
+                      (rows, 10)) for i, rows in enumerate([2, 1, 3])]
+    warm(core, senders)
+    for s in senders:  # as the core marks the regions of a client that is not its own user
+        s.d.core.regions._regions[s.region.name].guarded = True
+    before = _batching_status(core, "demo")
+    for s in senders:
+        s.send()
+        assert s.d.last[2] is None  # queued: step() starts the batch
+    hostile = senders[1]
+    os.truncate(f"/dev/shm/{hostile.region.name}", 0)  # after its check, before the gather
+    replies = _replies(core.step(), senders)
+    error = replies[hostile.d.identity].error
+    assert error.code == ErrorCode.BACKEND_ERROR and "shrank while its request ran" in error.message, error
+    for s in (senders[0], senders[2]):
+        reply = replies[s.d.identity]
+        assert reply.error is None, reply.error
+        np.testing.assert_allclose(s.y(), _demo_expected(s.x), rtol=1e-5, atol=1e-6)
+    st = _batching_status(core, "demo")
+    assert (st.batches - before.batches, st.batch_max, st.errors - before.errors) == (1, 3, 1)
 
 
 def test_a_model_that_mixes_rows_is_refused_batching_and_served_unbatched(make_core, tmp_path, caplog):
