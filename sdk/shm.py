@@ -10,12 +10,13 @@ mapping has no tracker and lives while any handle is open.
 
 from __future__ import annotations
 
-import math
 import mmap
 import os
 import sys
 
 import numpy as np
+
+from trtd.protocol.layout import tensor_nbytes
 
 
 class AttachedRegion:
@@ -33,7 +34,7 @@ class AttachedRegion:
         """A numpy view of a tensor slot inside the region (no copy)."""
         if self.bytes is None:
             raise ValueError(f"region {self.name} is closed")
-        nbytes = math.prod(shape) * dtype.itemsize
+        nbytes = tensor_nbytes(shape, dtype.itemsize)
         return self.bytes[offset:offset + nbytes].view(dtype).reshape(shape)
 
     def close(self) -> None:

@@ -4,6 +4,8 @@ Read from the source with `ast` (no imports run), so a new file that breaks a ru
 whatever it does at run time:
 - the server side never depends on the client: only the `trtd` commands (daemon/commands/)
   import `trtd.sdk` (or the bench harness, which drives the SDK);
+- the same for service/, which runs the daemon as a system service: none of it imports the
+  SDK but `trtd selftest` (service/selftest.py), a client of the installed service by design;
 - nothing in the daemon outside the commands imports the commands;
 - the core and what runs models have no sockets: no zmq, nothing from serve/;
 - the SDK knows nothing of the daemon: it speaks the protocol only.
@@ -44,6 +46,20 @@ def _py(folder: Path, exclude: tuple[str, ...] = ()) -> list[Path]:
 
 def test_only_the_commands_import_the_sdk_or_the_bench():
     assert _violations(_py(DAEMON, exclude=("commands",)), ("trtd.sdk", "trtd.bench")) == []
+
+
+# service/selftest.py checks a running (installed) daemon from the outside, as a user's
+# application would: it is the one client in service/, and nothing else there may import it.
+SERVICE_CLIENTS = ("selftest.py",)
+
+
+def test_the_service_imports_the_sdk_only_in_its_selftest():
+    files = [p for p in _py(ROOT / "service") if p.name not in SERVICE_CLIENTS]
+    assert files, "the scan saw no service module"
+    assert _violations(files, ("trtd.sdk", "trtd.bench")) == []
+    importers = [p for p in _py(ROOT / "service") + _py(DAEMON)
+                 if _violations([p], ("trtd.service.selftest",))]
+    assert [p.relative_to(ROOT).as_posix() for p in importers] == ["daemon/commands/cli.py"]
 
 
 def test_nothing_in_the_daemon_imports_the_commands():

@@ -234,7 +234,7 @@ class TorchBackend(Backend):
         by_name, shapes = self._by_name(results), {}
         for t in outputs:
             r = self._checked(by_name[t.name], t).contiguous()
-            nbytes = r.numel() * t.dtype.itemsize
+            nbytes = tensor_nbytes(tuple(r.shape), t.dtype.itemsize)
             if nbytes > t.nbytes:
                 raise OutputTooLarge(t.name, nbytes, t.nbytes)
             _host_array(t.address, tuple(r.shape), t.dtype)[...] = r.numpy()
@@ -246,7 +246,7 @@ class TorchBackend(Backend):
         by_name, shapes = self._by_name(results), {}
         for t in outputs:
             r = self._checked(by_name[t.name], t)
-            nbytes = r.numel() * t.dtype.itemsize
+            nbytes = tensor_nbytes(tuple(r.shape), t.dtype.itemsize)
             if nbytes > t.nbytes:
                 raise OutputTooLarge(t.name, nbytes, t.nbytes)
             target = torch.as_tensor(CudaArrayView(t.address, tuple(r.shape), t.dtype), device=self._torch_device)

@@ -42,7 +42,7 @@ class BatchPart:
     """One request's share of a batch: its region and its tensors (inputs and outputs in the
     same order for every part), `rows` rows starting at row `first` of the batch."""
 
-    region: object
+    region: Region
     inputs: list[TensorBinding]
     outputs: list[TensorBinding]
     rows: int
