@@ -45,15 +45,20 @@ def make_variants(folder: Path, test_samples: int = 256) -> dict[str, Any]:
             for target in INT8_TARGETS}
 
 
+def under_qemu(cpu: str, argv: Sequence[str]) -> list[str]:
+    """`argv` (this interpreter first) run by qemu's user-mode emulator as CPU model `cpu`.
+    Processes it starts run natively: qemu-user emulates one process, not its children."""
+    # -0 keeps argv[0] the (virtual environment's) interpreter, so it finds its packages.
+    return ["qemu-x86_64", "-cpu", cpu, "-0", argv[0], os.path.realpath(argv[0]), *argv[1:]]
+
+
 def validate_on(candidate: Path, folder: Path, emulated_cpu: str | None) -> dict[str, Any]:
     """`trtd validate` with the gate, natively (None) or on an emulated CPU model: its report."""
     report = folder / f"report-{candidate.stem}-{emulated_cpu or 'native'}.json"
     argv = [sys.executable, "-m", "trtd.daemon", "validate", str(candidate), "--data", str(folder / "test.npz"),
                *GATE, "--json", str(report)]
     if emulated_cpu:
-        # -0 keeps argv[0] the (virtual environment's) interpreter, so it finds its packages.
-        argv = ["qemu-x86_64", "-cpu", emulated_cpu, "-0", sys.executable, os.path.realpath(sys.executable),
-                *argv[1:]]
+        argv = under_qemu(emulated_cpu, argv)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if out.returncode not in (0, 1) or not report.is_file():
         raise RuntimeError(f"trtd validate on {emulated_cpu or 'this CPU'} failed: {out.stdout}{out.stderr}")

@@ -52,9 +52,11 @@ class DaemonProcess:
 
 
 def start_daemon(workdir: Path, *args: str, name: str = "d", env: dict | None = None,
-                 wait: bool = True, open_files: int | None = None) -> DaemonProcess:
+                 wait: bool = True, open_files: int | None = None,
+                 emulated_cpu: str | None = None) -> DaemonProcess:
     """open_files: the daemon's descriptor limit (RLIMIT_NOFILE, POSIX), for the tests of what
-    it does when descriptors run short."""
+    it does when descriptors run short. emulated_cpu: a qemu CPU model the daemon runs as, under
+    qemu-x86_64 (tests/test_int8_portability.py), for what depends on the instruction set."""
     workdir.mkdir(parents=True, exist_ok=True)
 
     def limited() -> None:
@@ -67,9 +69,14 @@ def start_daemon(workdir: Path, *args: str, name: str = "d", env: dict | None = 
     full_env.update(env or {})
     full_env.setdefault("TRTD_RUNTIME_DIR", str(workdir / "run"))
     log_path = workdir / f"{name}.log"
+    argv = [sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", endpoint, *args]
+    if emulated_cpu is not None:
+        from trtd.bench.int8_portability import under_qemu
+
+        argv = under_qemu(emulated_cpu, argv)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trtd.daemon", "serve", "--endpoint", endpoint, *args],
+            argv,
             stdout=log, stderr=subprocess.STDOUT, env=full_env,
             preexec_fn=limited if open_files is not None else None,
         )

@@ -79,3 +79,46 @@ def test_variants_say_their_target_and_stay_tensorrt_qdq(variants):
             if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
                 zero_point = constants[node.input[2]]
                 assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
+
+
+def test_the_daemon_s_int8_variant_passes_its_swap_gate_on_an_avx2_cpu(tmp_path):
+    """`precision = "int8"` in a daemon that runs as the AVX2-only CPU (the whole daemon under
+    qemu: calibration, the relative-L2 swap gate, serving): the variant is swapped in, and what
+    the daemon answers there is what the same variant answers on this CPU. With 8-bit weights
+    (the tensorrt target, which the daemon once made for ONNX Runtime too) the gate rejected it
+    on such a CPU (relative L2 0.58 > 0.1) and the model stayed on FP32."""
+    import onnxruntime as ort
+
+    from daemon_process import start_daemon, wait_ready, wait_until
+    from trtd.bench.int8_portability import MODEL
+    from trtd.daemon.precision.convert import convert
+    from trtd.daemon.precision.datasets import shapes
+    from trtd.sdk import Client
+
+    np.savez(tmp_path / "calib.npz", x=shapes(32, seed=6)[0])
+    (tmp_path / "d.toml").write_text(f'[models.cls]\npath = "{MODEL}"\nprecision = "int8"\n'
+                                     f'calibration = "{tmp_path / "calib.npz"}"\n')
+    cache = tmp_path / "cache"
+    d = start_daemon(tmp_path, "--config", str(tmp_path / "d.toml"), emulated_cpu=AVX2_ONLY_CPU,
+                     env={"TRTD_CACHE_DIR": str(cache)}, wait=False)
+    try:
+        wait_ready(d, timeout=300)  # emulated: its start is slower than start_daemon's 60 s allow
+        with Client(d.endpoint, timeout=120) as c:
+            def build() -> str:
+                return next(s.build for s in c.status().models if s.name == "cls")
+
+            assert wait_until(lambda: build().startswith(("serving", "failed", "rejected")), timeout=600), d.log()
+            assert build().startswith("serving"), (build(), d.log())
+            x, _ = shapes(32, seed=5)
+            handle = c.model("cls")
+            served = np.concatenate([handle(x[i:i + 1]) for i in range(len(x))])
+            assert handle.last_backend[0] == "onnxruntime-int8"
+        assert "onnxruntime-int8" in d.log() and "passed (" in d.log(), d.log()
+        # The daemon's variant (from its cache, not made again) on this CPU: the same answers.
+        variant = convert(MODEL, "int8", tmp_path / "calib.npz", cache_root=cache)
+        assert variant.cached and variant.metadata["trtd.int8_target"] == "portable"
+        session = ort.InferenceSession(str(variant.path), providers=["CPUExecutionProvider"])
+        native = session.run(None, {"x": x})[0]
+        assert np.linalg.norm(served - native) <= 1e-4 * np.linalg.norm(native)
+    finally:
+        assert d.stop(timeout=120) == 0, d.log()

@@ -216,7 +216,9 @@ def test_no_reply_is_a_timeout_naming_the_core():
         started = time.monotonic()
         with pytest.raises(DaemonTimeout, match="'status' from the in-process daemon core"):
             c.status()
-        assert 0.3 <= time.monotonic() - started < 2
+        # At least its own timeout; the upper bound only tells "waited for good" apart, far above
+        # what a loaded machine adds (no speed is judged here).
+        assert 0.3 <= time.monotonic() - started < 30
 
 
 def test_answers_of_one_step_reach_each_transport_sharing_the_core():
