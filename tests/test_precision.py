@@ -205,6 +205,20 @@ def test_cli_convert_shows_the_calibration_s_progress_when_asked(convnet, calibr
     assert "calibration" in out.stderr and f"{n}/{n}" in out.stderr, out.stderr
 
 
+@pytest.mark.parametrize("target, weights", [("portable", "-64..64"), ("tensorrt", "-127..127")])
+def test_cli_convert_names_the_int8_target_in_its_output_and_the_metadata(convnet, calibration, tmp_path,
+                                                                          target, weights):
+    out = _trtd("convert", str(convnet), "--precision", "int8", "--calibration", str(calibration),
+                "--target", target, "-o", str(tmp_path / "v.onnx"), tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1] == f"int8 target {target}: weights {weights}, pre-processed: yes"
+    meta = provenance(tmp_path / "v.onnx")
+    assert meta["trtd.int8_target"] == target and meta["trtd.int8_weight_range"] == weights
+    wrong = _trtd("convert", str(convnet), "--precision", "int8", "--calibration", str(calibration),
+                  "--target", "tensort", tmp_path=tmp_path)
+    assert wrong.returncode == 2 and "invalid choice: 'tensort'" in wrong.stderr, wrong.stderr
+
+
 def test_cli_validate_without_a_reference_says_so(tmp_path):
     out = _trtd("validate", str(builtin_model_path("demo")), tmp_path=tmp_path)
     assert out.returncode == 2 and "--reference" in out.stderr
