@@ -2,7 +2,7 @@
 # One call on a lent GPU machine (see the device tool's README): install trtd and
 # the pyzmq wheel carried in .whl/, run the GPU tests and the CPU suite, then the
 # GPU benchmark. Everything it prints also goes to $OUT.
-#   usage (repository root): OUT=/some/dir bash bench/run_on_gpu.sh [--bench-only|--tests-only|--harness-only|--gpu-and-bench|--batching]
+#   usage (repository root): OUT=/some/dir bash bench/run_on_gpu.sh [--bench-only|--tests-only|--harness-only|--gpu-and-bench|--batching|--suite-part K N]
 #   --gpu-and-bench: the GPU tests and the benchmark, without the whole CPU suite.
 #   --batching: the dynamic batching GPU tests (and the CUDA-graph ones it builds on), then the
 #   batching sweep (trtd bench --batching --device cuda:0: ResNet-18 b1 requests, torch backend,
@@ -27,6 +27,15 @@ if [ "${1:-}" = "--batching" ]; then
   $PY -m pytest -p no:cacheprovider -m gpu -v -rs tests/test_gpu_batching.py 2>&1 | tee "$OUT/gpu-batching-tests.log"
   $PY -m pytest -p no:cacheprovider -m gpu -v -rs tests/test_gpu.py -k "graph or outputs_equal or instances" 2>&1 | tee "$OUT/gpu-tests.log"
   $PY -m trtd.bench --batching --device cuda:0 --duration 3 --out "$OUT/batching-gpu" 2>&1 | tee "$OUT/batching-gpu.log"
+  exit 0
+fi
+if [ "${1:-}" = "--suite-part" ]; then
+  # The whole CPU suite in parts that each fit one device call: --suite-part K N runs every
+  # N-th test file (sorted), starting at the K-th (1-based), and keeps the whole log.
+  k=${2:?K}; n=${3:?N}
+  files=$(ls tests/test_*.py | sort | awk -v k="$k" -v n="$n" '(NR - k) % n == 0')
+  $PY -m pytest -p no:cacheprovider -q -rfEs $files > "$OUT/suite-part-$k-of-$n-full.log" 2>&1
+  tail -n 40 "$OUT/suite-part-$k-of-$n-full.log" | tee "$OUT/suite-part-$k-of-$n.log"
   exit 0
 fi
 if [ "${1:-}" = "--harness-only" ]; then
