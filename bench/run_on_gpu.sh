@@ -34,6 +34,7 @@ if [ "${1:-}" = "--suite-part" ]; then
   # N-th test file (sorted), starting at the K-th (1-based), and keeps the whole log.
   k=${2:?K}; n=${3:?N}
   files=$(ls tests/test_*.py | sort | awk -v k="$k" -v n="$n" '(NR - k) % n == 0')
+  [ "$k" = 1 ] && files="tests/unit $files"  # the in-process unit tests go with the first part
   $PY -m pytest -p no:cacheprovider -q -rfEs $files > "$OUT/suite-part-$k-of-$n-full.log" 2>&1
   tail -n 40 "$OUT/suite-part-$k-of-$n-full.log" | tee "$OUT/suite-part-$k-of-$n.log"
   exit 0
