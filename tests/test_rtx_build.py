@@ -158,6 +158,40 @@ def test_an_engine_built_for_more_gpus_serves_a_gpu_among_them_without_a_build(t
     assert built and blackwell.metadata["targets"] == ["sm120"]
 
 
+@pytest.mark.parametrize("compute_capability, chosen", [("8.6", "wide"), ("8.9", "wide"), ("12.0", "blackwell"),
+                                                         ("12.1", None), ("7.5", None), ("9.0", None)])
+def test_lookup_on_a_gpu_picks_an_engine_whose_targets_contain_its_compute_capability(
+        rtx_families, compute_capability, chosen):
+    """The daemon's lookup (engines/build.py: family + the GPU's target, from its compute capability)."""
+    from trtd.daemon.engines.library import target_of
+
+    cache, family_fp, entries = rtx_families
+    found = cache.find_compatible(family_fp, target_of(compute_capability))
+    assert (found.fingerprint if found else None) == (entries[chosen].fingerprint if chosen else None)
+
+
+def test_a_damaged_engine_is_never_picked_for_a_gpu(tmp_path):
+    profiles = (_batch_profile("mlp", 8),)
+    wide, _ = build(_rtx_job("mlp", tmp_path, profiles, targets=("sm86", "sm89")))
+    wide.engine_path.write_bytes(wide.engine_path.read_bytes()[:1000])
+    assert EngineCache(tmp_path).find_compatible(wide.metadata["family"], "sm89") is None
+    rebuilt, built = build(_rtx_job("mlp", tmp_path, profiles, targets=("sm86", "sm89", "sm120"), gpu_target="sm89"))
+    assert built and rebuilt.metadata["targets"] == ["sm86", "sm89", "sm120"]
+
+
+@pytest.fixture(scope="module")
+def rtx_families(tmp_path_factory):
+    """One model's engines for two target sets, and an unrelated model's for every target."""
+    root = tmp_path_factory.mktemp("rtx-families")
+    profiles = (_batch_profile("mlp", 8),)
+    entries = {"wide": build(_rtx_job("mlp", root, profiles, targets=("sm86", "sm89")))[0],
+               "blackwell": build(_rtx_job("mlp", root, profiles, targets=("sm120",)))[0]}
+    # Another model, built for 12.1 too: never an engine for this one's lookups.
+    other = build(_rtx_job("demo", root, (_batch_profile("demo", 8),), targets=("sm86", "sm89", "sm120", "sm121")))[0]
+    assert other.metadata["family"] != entries["wide"].metadata["family"] == entries["blackwell"].metadata["family"]
+    return EngineCache(root), entries["wide"].metadata["family"], entries
+
+
 def test_turing_is_refused_for_fp32_matrix_products_in_tensorrt_rtx_s_words(tmp_path):
     # Its support matrix: FP32 on Turing only with restrictions; the builder says which.
     with pytest.raises(BuildError, match=r"Turing \(SM75\): FP32 GEMM is not supported"):
@@ -214,3 +248,14 @@ def test_what_tensorrt_rtx_makes_of_the_int8_qdq_variant(variants):
     assert entry.metadata["compute_precisions"] == {"Int8": 21}
     convolutions = [line for line in entry.metadata["layers"] if " correlation " in line]
     assert len(convolutions) == 20 and all("in=Int8 weights=Int8" in line for line in convolutions)
+
+
+def test_the_build_benchmark_times_a_real_build():
+    """bench/rtx_builds.py (its figures are in bench/results/): one real build through the CLI."""
+    from trtd.bench.rtx_builds import _profile, build_once
+
+    path = str(builtin_model_path("mlp"))
+    run = build_once(path, "mlp", _profile(path, 8), "sm86")
+    assert run["bytes"] > 10_000 and run["wall_s"] > 0 and run["build_seconds"] > 0
+    assert run["command"] == ["trtd", "build", path, "--library", "tensorrt-rtx", "--target", "sm86", "--profile",
+                              "x:1x64,4x64,8x64", "--name", "mlp", "--cache-dir", "FRESH"]

@@ -42,6 +42,9 @@ def test_tensorrt_rtx_has_every_member_the_backend_and_the_builder_use():
                          "ProfilingVerbosity": ("DETAILED",), "MemoryPoolType": ("WORKSPACE",)}.items():
         assert [m for m in members if not hasattr(getattr(trt.module, cls), m)] == [], cls
     assert trt.wire_dtype(trt.module.DataType.HALF) == "float16"
+    # Every TensorRT-RTX context is made from a runtime config: that overload must exist.
+    assert "runtime_config: tensorrt_rtx_bindings.tensorrt_rtx.IRuntimeConfig" in \
+        trt.module.ICudaEngine.create_execution_context.__doc__
 
 
 def test_its_validity_check_names_a_malformed_engine():

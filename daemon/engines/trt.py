@@ -37,6 +37,7 @@ RUNTIME_API: dict[str, tuple[str, ...]] = {
                           "all_binding_shapes_specified"),
     "TensorIOMode": ("INPUT", "OUTPUT"),
     "ILogger": ("log", "Severity"),
+    "IPluginRegistry": ("load_library",),  # the model's plugins = [...], loaded into the runtime
     "ExecutionContextAllocationStrategy": ("STATIC", "USER_MANAGED"),
     "DataType": ("FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL", "UINT8", "BF16"),
 }
@@ -49,7 +50,8 @@ RTX_RUNTIME_API: dict[str, tuple[str, ...]] = {
     "Runtime": (*RUNTIME_API["Runtime"], "get_engine_validity"),
     "ICudaEngine": (*RUNTIME_API["ICudaEngine"], "create_runtime_config"),
     "IRuntimeConfig": ("create_runtime_cache", "set_runtime_cache", "get_runtime_cache",
-                       "cuda_graph_strategy", "dynamic_shapes_kernel_specialization_strategy"),
+                       "cuda_graph_strategy", "dynamic_shapes_kernel_specialization_strategy",
+                       "set_execution_context_allocation_strategy"),
     "IRuntimeCache": ("serialize", "deserialize"),
     "CudaGraphStrategy": ("DISABLED", "WHOLE_GRAPH_CAPTURE"),
     "EngineValidity": ("VALID", "SUBOPTIMAL", "INVALID"),
