@@ -13,6 +13,7 @@ Each carries a `kind` tag, so a reader of the queue (DaemonCore.finish) dispatch
 from __future__ import annotations
 
 import socket
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Union
@@ -78,35 +79,54 @@ Finished = Union[RequestDone, ModelLoaded, EngineReady]
 
 
 class CompletionQueue:
-    """Finished work from other threads, plus a socket the loop polls to wake up."""
+    """Finished work from other threads, plus a socket the loop polls to wake up.
+
+    At most one wake-up byte is outstanding, and `_signalled` says whether it is: the loop's
+    drain() on a turn where nothing was put (every turn, for a model run inline on the socket
+    thread) is then one attribute read, not a recv that raises BlockingIOError (~2 µs a turn).
+    put() and the recv in drain() hold a lock, so a byte sent between drain's recv and its
+    clearing of the flag cannot be forgotten (the fd would stay readable and the loop spin).
+    """
 
     def __init__(self) -> None:
         self._items: deque[Finished] = deque()
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
+        self._lock = threading.Lock()
+        self._signalled = False  # a wake-up byte was sent and not read yet (set under _lock)
 
     def fileno(self) -> int:
         return self._reader.fileno()
 
     def put(self, item: Finished) -> None:
-        self._items.append(item)
-        try:
-            self._writer.send(b"\0")
-        except BlockingIOError:
-            pass  # the loop is already far behind on wake-ups; it drains everything anyway
-        except OSError:
-            pass  # closed: the daemon is exiting and a request it gave up on has just ended
+        with self._lock:
+            self._items.append(item)
+            if self._signalled:
+                return  # the loop has a wake-up coming already; it drains everything
+            try:
+                self._writer.send(b"\0")
+            except BlockingIOError:
+                pass  # the pipe is full, hence readable: the loop wakes up all the same
+            except OSError:
+                return  # closed: the daemon is exiting and a request it gave up on has just ended
+            self._signalled = True
 
     def drain(self) -> list[Finished]:
-        try:
-            while self._reader.recv(4096):
+        # Read without the lock: a put() running now sends its byte, which wakes the next
+        # poll, and that turn's drain() takes the item.
+        if not self._signalled:
+            return []
+        with self._lock:
+            try:
+                if self._reader.recv(4096):
+                    self._signalled = False
+            except BlockingIOError:
+                # Sent but not arrived (socketpair emulated over TCP, as on Windows): it stays
+                # outstanding, wakes a later poll, and that drain() reads it.
                 pass
-        except BlockingIOError:
-            pass
-        items = []
-        while self._items:
-            items.append(self._items.popleft())
+            items = list(self._items)
+            self._items.clear()
         return items
 
     def close(self) -> None:
