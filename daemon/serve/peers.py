@@ -29,6 +29,9 @@ HANDSHAKE_TIMEOUT_S = 10.0
 # Identities closed by the daemon, remembered so that their late end-of-connection notice is
 # not taken for a new connection (libzmq never reuses an id: old entries are harmless).
 _CLOSED_MEMORY = 4096
+# Send flags as plain ints (pyzmq's are enum members, and an OR of them builds a new one).
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 
 
 @dataclass(slots=True)
@@ -163,7 +166,12 @@ class Peers:
 
     def _write(self, identity: bytes, data: bytes) -> bool:
         try:
-            self._sock.send_multipart([identity, data], zmq.NOBLOCK)
+            # Two sends with int flags, not send_multipart (which type-checks every part and
+            # ORs enum flags): 1.5 µs against 3.9 µs a reply on the 2-core VM. A STREAM
+            # socket refuses (EAGAIN, EHOSTUNREACH) on the routing-id frame, before any byte
+            # is queued, so a refusal leaves no half-sent message behind.
+            self._sock.send(identity, _NOBLOCK_MORE)
+            self._sock.send(data, _NOBLOCK)
             return True
         except zmq.Again:
             return False
