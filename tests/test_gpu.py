@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from daemon_process import run_threads, serving
+from trtd.daemon.commands.cli import graph_summary, main
 from trtd.sdk import Client
 
 
@@ -264,7 +265,7 @@ def _graphs(c: Client, name: str) -> tuple[int, int]:
     return model.graphs, model.graph_bytes
 
 
-def test_cuda_graph_replays_equal_eager_and_other_batches_run_eagerly(gpu_daemon):
+def test_cuda_graph_replays_equal_eager_and_other_batches_run_eagerly(gpu_daemon, capsys):
     rng = np.random.default_rng(11)
     with Client(gpu_daemon.endpoint) as c:
         handle = c.model("resnet18_graph")
@@ -279,6 +280,11 @@ def test_cuda_graph_replays_equal_eager_and_other_batches_run_eagerly(gpu_daemon
         assert _rel_l2(handle.run_zero_copy()["output"], _reference("resnet18", x)) <= 1e-6
         graphs, graph_bytes = _graphs(c, "resnet18_graph")
         assert graphs == 2 and graph_bytes >= 0, (graphs, graph_bytes)
+    # `trtd status`'s text form prints the same fields (its exit code depends on the other models).
+    capsys.readouterr()
+    main(["status", "--endpoint", gpu_daemon.endpoint])
+    line = f"resnet18_graph: cuda graphs: {graph_summary(graphs, graph_bytes)}"
+    assert line in capsys.readouterr().out.splitlines()
 
 
 def test_cuda_graphs_of_two_instances_serve_concurrent_clients_correctly(gpu_daemon):

@@ -6,6 +6,7 @@ waits until the test writes the model into it, however fast or slow the machine 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,7 +18,8 @@ import pytest
 
 from daemon_process import raw_call, start_daemon, wait_until
 from trtd.daemon.builtin.onnx_models import builtin_model_path
-from trtd.daemon.commands.cli import (STATUS_FAILED, STATUS_LOADING, STATUS_READY, STATUS_UNREACHABLE, main)
+from trtd.daemon.commands.cli import (STATUS_FAILED, STATUS_LOADING, STATUS_READY, STATUS_UNREACHABLE, _show_status,
+                                     main)
 from trtd.protocol import messages as m
 from trtd.sdk import Client, InvalidInput
 
@@ -161,3 +163,29 @@ def test_the_exit_codes_are_in_the_help(capsys):
     for code, meaning in ((0, "every model ready"), (1, "no daemon answered"), (2, "usage error"),
                           (3, "a model failed to load"), (4, "a model is still loading")):
         assert f"{code} {meaning}" in text, text
+
+
+def test_the_table_shows_cuda_graph_memory_from_the_status_fields(tmp_path, capsys):
+    """cuda_graphs needs a GPU (torch or tensorrt on a device), so the graph figures come from a
+    real daemon's status reply (the protocol's StatusReply and ModelStatus) with `graphs` and
+    `graph_bytes` set as a GPU daemon sets them; tests/test_gpu.py checks the line on the H200.
+    A model without graphs has no such line."""
+    d = start_daemon(tmp_path, "--model", "demo=builtin:demo")
+    try:
+        code, out, _ = _status(capsys, "--endpoint", d.endpoint)
+        assert code == STATUS_READY and "cuda graphs" not in out, out
+        with Client(d.endpoint) as c:
+            status = c.status()
+    finally:
+        assert d.stop() == 0, d.log()
+    (demo,) = status.models
+    assert (demo.graphs, demo.graph_bytes) == (0, 0)
+    graph_bytes = 3 * 2**20 + 5
+    with_graphs = dataclasses.replace(status, models=[dataclasses.replace(demo, graphs=2,
+                                                                          graph_bytes=graph_bytes)])
+    assert _show_status(with_graphs, as_json=False) == STATUS_READY
+    out = capsys.readouterr().out
+    assert "demo: cuda graphs: 2 captured, 3.0 MiB device memory (3145733 bytes)" in out.splitlines(), out
+    _show_status(with_graphs, as_json=True)  # the same fields as --json has them
+    (model,) = json.loads(capsys.readouterr().out)["models"]
+    assert (model["graphs"], model["graph_bytes"]) == (2, graph_bytes)

@@ -281,6 +281,12 @@ def _show_status(status, as_json: bool) -> int:
     return ready.code
 
 
+def graph_summary(graphs: int, graph_bytes: int) -> str:
+    """ModelStatus.graphs and .graph_bytes as `trtd status` prints them: the count over all
+    instances and the device memory their pools hold (the same fields --json shows)."""
+    return f"{graphs} captured, {graph_bytes / 2**20:.1f} MiB device memory ({graph_bytes} bytes)"
+
+
 def _print_table(status) -> None:
     print(f"daemon   {status.daemon_id}  pid {status.pid}  version {status.server_version}  "
           f"protocol {status.protocol_version}")
@@ -305,6 +311,8 @@ def _print_table(status) -> None:
             print(f"{s.name}: error: {s.error}")
         if s.build:
             print(f"{s.name}: engine build: {s.build}")
+        if s.graphs or s.graph_bytes:  # cuda_graphs = true, once a bucket was captured
+            print(f"{s.name}: cuda graphs: {graph_summary(s.graphs, s.graph_bytes)}")
         if s.batching:
             line = f"{s.name}: batching: {s.batching}"
             if s.batches:
