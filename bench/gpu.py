@@ -2,15 +2,15 @@
 
     python -m trtd.bench.gpu [--device cuda:0] [--iterations 200] [--json PATH] [--markdown PATH]
 
-Workloads: the ResNet-18-shaped TorchScript model at batch 1 and 8 (FP32 and FP16), and the
-32 MiB 3-D volume model at batch 1, all built-in (seeded weights, generated locally). For each,
+Workloads: the ResNet-18-shaped TorchScript model at batch 1 and 8, and the 32 MiB 3-D volume
+model at batch 1, each FP32 and FP16, all built-in (seeded weights, generated locally). For each,
 every row (the list: --help, or trtd.bench.lib.gpu_report.SYSTEMS) is timed in one run, in
 interleaved blocks (trtd.bench.lib.interleave), with the CPU each side burns per request
 (trtd.bench.lib.cpu_burn) and its output compared with in-process TorchScript (rel. L2). The
 daemon serves each model eagerly and with CUDA graphs (cuda_graphs = true; FP16 with
 precision = "fp16"); in-process, the graph is captured here (trtd.bench.lib.torch_graph). Then 4
-concurrent clients (threads, each its own Client, zero-copy, b1) on the eager, graph and
-2-instance graph ResNet-18, and issue 15's targets from the ResNet-18 b1 rows. The H2D /
+concurrent clients (threads, each its own Client, zero-copy, b1) on the eager, graph, FP16 graph
+and 2-instance graph ResNet-18, and issue 15's targets from the ResNet-18 b1 rows. The H2D /
 compute / D2H split comes from CUDA events on both sides (the daemon reports its own).
 
 Exit status 1 when an FP32 daemon row's output is further than 1e-4 (rel. L2) from TorchScript's.
@@ -63,6 +63,7 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "resnet18_graph_x2": ("resnet18", {"max_batch": 8, "cuda_graphs": True, "graph_batches": [1],
                                        "instances": 2}),
     "volume3d_graph": ("volume3d", {"cuda_graphs": True, "graph_batches": [1]}),
+    "volume3d_graph_fp16": ("volume3d", {"cuda_graphs": True, "graph_batches": [1], "precision": "fp16"}),
     # The same graphs, the instance's thread sleeping on the GPU's completion instead of spinning.
     "resnet18_graph_block": ("resnet18", {"max_batch": 8, "cuda_graphs": True, "graph_batches": [1, 8],
                                           "gpu_wait": "block"}),
@@ -75,9 +76,11 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 IDLE_SPIN_MODEL = {"resnet18": "resnet18_graph_idle_spin", "volume3d": "volume3d_graph_idle_spin"}
 GRAPH_MODEL = {"resnet18": "resnet18_graph", "volume3d": "volume3d_graph"}
 BLOCKING_MODEL = {"resnet18": "resnet18_graph_block", "volume3d": "volume3d_graph_block"}
-FP16_MODEL = {"resnet18": "resnet18_graph_fp16"}
+# Every workload's model has an FP16 graph row pair (copy, zero-copy) and an in-process FP16 graph.
+FP16_MODEL = {"resnet18": "resnet18_graph_fp16", "volume3d": "volume3d_graph_fp16"}
 # The concurrency rows: served model -> how it is served.
 CONCURRENCY = {"resnet18": "eager, 1 instance", "resnet18_graph": "CUDA graph, 1 instance",
+               "resnet18_graph_fp16": "CUDA graph FP16, 1 instance",
                "resnet18_graph_x2": "CUDA graph, 2 instances"}
 
 
@@ -123,9 +126,9 @@ def _toml(value: Any) -> str:
     return json.dumps(value)  # ints, strings and lists of ints read the same in TOML
 
 
-def _config(device: int, tmpdir: Path) -> Path:
+def _config(device: int, tmpdir: Path, models: dict[str, tuple[str, dict[str, Any]]] = MODELS) -> Path:
     lines = []
-    for name, (builtin, settings) in MODELS.items():
+    for name, (builtin, settings) in models.items():
         lines += [f"[models.{name}]", f'path = "builtin:{builtin}"', 'backend = "torch"', f"device = {device}"]
         lines += [f"{key} = {_toml(value)}" for key, value in settings.items()]
     path = tmpdir / "gpu-bench.toml"
@@ -208,6 +211,7 @@ def daemon_systems(b: Bench, w: Workload, x: np.ndarray) -> dict[str, tuple[Call
     systems["daemon_graph_zero_copy_both_spin"] = (zero_copy_call(both, model, feed), both)
     if w.model in FP16_MODEL:
         fp16 = b.client.model(FP16_MODEL[w.model])
+        systems["daemon_graph_fp16_copy"] = (lambda: fp16(x), fp16)
         systems["daemon_graph_fp16_zero_copy"] = (zero_copy_call(fp16, model, feed), fp16)
     return systems
 

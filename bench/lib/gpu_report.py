@@ -31,6 +31,7 @@ SYSTEMS: dict[str, str] = {
     "daemon_zero_copy": "handle.run_zero_copy() (input written once beforehand), eager TorchScript",
     "daemon_graph_copy": "handle(x) on the cuda_graphs model",
     "daemon_graph_zero_copy": "handle.run_zero_copy() on the cuda_graphs model",
+    "daemon_graph_fp16_copy": "handle(x) on the cuda_graphs model with precision = \"fp16\"",
     "daemon_graph_fp16_zero_copy": "handle.run_zero_copy() on the cuda_graphs model with precision = \"fp16\"",
     "daemon_graph_zero_copy_spin": "handle.run_zero_copy() on the cuda_graphs model from a second Client "
                                    "with spin_us=2000 (busy-polls up to 2 ms for the reply)",
@@ -47,6 +48,7 @@ REFERENCE = {
     "daemon_copy": "in_process", "daemon_zero_copy": "in_process",
     "daemon_graph_copy": "in_process_graph", "daemon_graph_zero_copy": "in_process_graph",
     "daemon_graph_zero_copy_spin": "in_process_graph", "daemon_graph_fp16_zero_copy": "in_process_graph_fp16",
+    "daemon_graph_fp16_copy": "in_process_graph_fp16",
     "daemon_graph_zero_copy_block": "in_process_graph", "daemon_graph_zero_copy_idle_spin": "in_process_graph",
     "daemon_graph_zero_copy_both_spin": "in_process_graph",
 }
