@@ -16,7 +16,7 @@ import secrets
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, cast
 
 import zmq
 
@@ -317,7 +317,7 @@ class Server:
             for _ in range(_READS_PER_TURN):
                 # Ask whether a message waits rather than let recv raise zmq.Again: an
                 # exception per turn cost ~7% of the loop's time under one client.
-                if not self.stop.reading or not sock.getsockopt(_EVENTS) & _POLLIN:
+                if not self.stop.reading or not cast(int, sock.getsockopt(_EVENTS)) & _POLLIN:
                     break
                 # A STREAM socket's message is always [routing id, bytes]: two recv calls,
                 # not recv_multipart's loop that asks RCVMORE through an enum each frame.
