@@ -47,30 +47,7 @@ def gc_paused() -> Iterator[None]:
 def measure(steps: dict[str, Callable[[], object]], schedule: Schedule,
             progress: Progress) -> dict[str, list[int]]:
     """Warm every system up, then time them in interleaved round-robin blocks (ns per call)."""
-    clock = time.perf_counter_ns
-    for step in steps.values():
-        for _ in range(schedule.warmup):
-            step()
-    samples: dict[str, list[int]] = {name: [] for name in steps}
-    order = list(steps)
-    done = 0
-    with gc_paused():
-        for rnd in range((schedule.iterations + schedule.block - 1) // schedule.block):
-            n = min(schedule.block, schedule.iterations - done)
-            # Rotate who goes first so no system always runs right after the same other one
-            # (e.g. while the previous system's thread pool is still spinning down).
-            shift = rnd % len(order)
-            for name in order[shift:] + order[:shift]:
-                step, out = steps[name], samples[name]
-                for _ in range(schedule.settle):
-                    step()
-                for _ in range(n):
-                    t0 = clock()
-                    step()
-                    out.append(clock() - t0)
-            done += n
-            progress.update(done, schedule.iterations)
-    return samples
+    return measure_blocks({name: local_block(step) for name, step in steps.items()}, schedule, progress)
 
 
 # A system timed in blocks: (n, settle) -> n samples in ns, after `settle` untimed calls. It
@@ -96,7 +73,8 @@ def local_block(step: Callable[[], object]) -> Block:
 
 
 def measure_blocks(blocks: dict[str, Block], schedule: Schedule, progress: Progress) -> dict[str, list[int]]:
-    """measure() for systems given as Blocks: the same warm-up, rotation and settle."""
+    """Warm every Block up, then time them in interleaved round-robin blocks of
+    schedule.block samples, each after schedule.settle untimed calls."""
     for block in blocks.values():
         block(schedule.warmup, 0)
     samples: dict[str, list[int]] = {name: [] for name in blocks}
@@ -105,6 +83,8 @@ def measure_blocks(blocks: dict[str, Block], schedule: Schedule, progress: Progr
     with gc_paused():
         for rnd in range((schedule.iterations + schedule.block - 1) // schedule.block):
             n = min(schedule.block, schedule.iterations - done)
+            # Rotate who goes first so no system always runs right after the same other one
+            # (e.g. while the previous system's thread pool is still spinning down).
             shift = rnd % len(order)
             for name in order[shift:] + order[:shift]:
                 samples[name].extend(blocks[name](n, schedule.settle))
