@@ -287,6 +287,44 @@ def test_export_reproduces_the_committed_onnx(tmp_path):
         export_torchscript(MODELS / "shapes_classifier.pt", [], tmp_path / "n.onnx")
 
 
+def test_trtd_export_shows_its_phases_with_progress_and_keeps_stdout_the_result(tmp_path):
+    """Issue 19: progress on long work. torch's export is one silent call: its phases (and the
+    time so far, see the next test) go to stderr with --progress; without it (not a terminal)
+    nothing extra is printed."""
+    pytest.importorskip("torch", reason="trtd export needs torch")
+    args = ("export", str(MODELS / "shapes_classifier.pt"), "--input", "x:-1,1,32,32", "--dynamic-batch")
+    shown = _trtd(*args, "-o", str(tmp_path / "a.onnx"), "--progress", tmp_path=tmp_path)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    lines = [line for line in shown.stderr.splitlines() if line.startswith("progress: ")]
+    assert lines and lines[0].startswith("progress: loading "), shown.stderr
+    assert any(line.startswith("progress: exporting to ONNX") and "done in" in line for line in lines), lines
+    assert any(line.startswith("progress: checking with ONNX Runtime on 4") for line in lines), lines
+    quiet = _trtd(*args, "-o", str(tmp_path / "b.onnx"), tmp_path=tmp_path)
+    assert quiet.returncode == 0 and "progress: " not in quiet.stderr, quiet.stderr
+    assert shown.stdout.replace("a.onnx", "b.onnx") == quiet.stdout  # stdout: the result only
+
+
+def test_a_silent_phase_reports_the_time_so_far_until_it_ends():
+    import threading
+
+    from trtd.daemon.precision.export import _phase
+
+    lines, beaten = [], threading.Event()
+
+    def told(line: str) -> None:
+        lines.append(line)
+        if line.endswith("so far"):
+            beaten.set()
+
+    with _phase(told, "exporting", heartbeat_s=0.01):
+        assert beaten.wait(60), lines  # the phase lasts until a heartbeat was seen
+    assert lines[0] == "progress: exporting" and "s so far" in lines[1]
+    assert lines[-1].startswith("progress: exporting: done in ")
+    count = len(lines)
+    beaten.clear()
+    assert not beaten.wait(0.05) and len(lines) == count  # nothing after the phase ended
+
+
 def test_cli_pipeline_on_the_trained_classifier(tmp_path):
     """The whole user path with the console script: TorchScript -> ONNX -> INT8 -> gate against the .pt."""
     pytest.importorskip("torch", reason="trtd export needs torch")

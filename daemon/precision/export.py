@@ -4,30 +4,66 @@ ScriptModules go through torch's TorchScript-based exporter (`dynamo=False`):
 the torch.export-based one cannot take a ScriptModule. Inputs are named from
 the `--input NAME:SHAPE[:DTYPE]` specs, outputs `output` / `output0..`, and
 `--dynamic-batch` makes dimension 0 of every input and output dynamic.
+
+A large model takes a while (torch's export is one call that says nothing): `progress`
+is told each phase, and every HEARTBEAT_S the time the export call has taken so far, in the
+build's `progress: ` lines (trtd build prints them the same way).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
 from trtd.daemon.backends.base import BackendError
 from trtd.daemon.backends.torch import parse_input_spec
+from trtd.daemon.engines.progress import HEARTBEAT_S, PROGRESS
 from trtd.daemon.precision.metrics import value_metrics
+
+Progress = Callable[[str], None]
 
 
 class ExportError(ValueError):
     pass
 
 
+@contextmanager
+def _phase(progress: Progress | None, what: str, heartbeat_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """Say `what` started, then its elapsed time every heartbeat_s until it ends, then that it ended."""
+    if progress is None:
+        yield
+        return
+    progress(f"{PROGRESS}{what}")
+    start, done = time.monotonic(), threading.Event()
+
+    def beat() -> None:
+        while not done.wait(heartbeat_s):
+            progress(f"{PROGRESS}{what}: {time.monotonic() - start:.0f} s so far")
+
+    ticker = threading.Thread(target=beat, name="export-progress", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        progress(f"{PROGRESS}{what}: done in {time.monotonic() - start:.1f} s")
+
+
 def export_torchscript(pt_path: str | Path, inputs: list[str], out_path: str | Path,
                        dynamic_batch: bool = False, opset: int = 17, samples: int = 4,
-                       atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0) -> dict:
-    """Export and check; returns the check's figures. ExportError when it cannot or the check fails."""
+                       atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0,
+                       progress: Progress | None = None) -> dict:
+    """Export and check; returns the check's figures. ExportError when it cannot or the check fails.
+    progress: told each phase as a `progress: ` line (see the module's docstring)."""
     try:
         import torch
     except ImportError:
@@ -41,7 +77,8 @@ def export_torchscript(pt_path: str | Path, inputs: list[str], out_path: str | P
     except BackendError as exc:
         raise ExportError(str(exc)) from None
     try:
-        module = torch.jit.load(str(pt_path), map_location="cpu").eval()
+        with _phase(progress, f"loading {pt_path}"):
+            module = torch.jit.load(str(pt_path), map_location="cpu").eval()
     except Exception as exc:
         raise ExportError(f"{pt_path} is not a TorchScript module torch.jit.load can read: {exc}") from None
     if not hasattr(module, "forward"):
@@ -69,7 +106,7 @@ def export_torchscript(pt_path: str | Path, inputs: list[str], out_path: str | P
     names = [s.name for s in specs]
     dynamic = ({n: {0: "batch"} for n in names + output_names}
                if dynamic_batch or any(s.shape[0] < 0 for s in specs) else None)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _phase(progress, "exporting to ONNX (torch.onnx.export)"):
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             torch.onnx.export(module, tuple(torch.from_numpy(a) for a in first), str(out_path),
@@ -77,6 +114,8 @@ def export_torchscript(pt_path: str | Path, inputs: list[str], out_path: str | P
                               opset_version=opset, dynamo=False)
         except Exception as exc:
             raise ExportError(f"torch could not export {pt_path} to ONNX: {exc}") from None
+    if progress is not None:
+        progress(f"{PROGRESS}checking with ONNX Runtime on {samples} random input(s)")
     session = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
     worst: dict = {}
     for i in range(samples):
@@ -113,13 +152,19 @@ def add_parser(sub, name: str = "export") -> None:
     p.add_argument("--atol", type=float, default=1e-4)
     p.add_argument("--rtol", type=float, default=1e-3)
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--progress", action="store_true",
+                   help="print the export's progress on stderr (its phases, and the time so far while "
+                        "torch exports) even when stderr is not a terminal")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     try:
+        show = args.progress or sys.stderr.isatty()
         result = export_torchscript(args.torchscript, args.input, args.output, args.dynamic_batch,
-                                    args.opset, atol=args.atol, rtol=args.rtol)
+                                    args.opset, atol=args.atol, rtol=args.rtol,
+                                    progress=(lambda line: print(line, file=sys.stderr, flush=True))
+                                    if show else None)
     except ExportError as exc:
         print(f"trtd export: {exc}", file=sys.stderr)
         return 1
