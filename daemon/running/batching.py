@@ -239,7 +239,7 @@ def _run_batch(instance: Instance, jobs: list[Job], padded: Callable[[int], int]
         shapes, timing = instance.run_batch(parts, padded(first))
     except Exception as exc:  # the whole call failed: each of its requests, with the reason
         return done + [RequestDone(job, error=run_error(job, exc, len(live))) for job in live]
-    for job, outcome in zip(live, shapes):
+    for job, outcome in zip(live, shapes, strict=True):
         if isinstance(outcome, Exception):  # this request's own region failed it
             done.append(RequestDone(job, error=run_error(job, outcome)))
         else:

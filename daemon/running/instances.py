@@ -57,16 +57,18 @@ def batch_shape(t: TensorBinding, rows: int) -> tuple[int, ...]:
     return (rows, *t.shape[1:]) if t.shape is not None else None
 
 
-def _scatter_sizes(parts: Sequence[BatchPart], shapes: dict) -> list[list[int]]:
-    """Per part, the bytes of each output's rows, checked against its area before any copy."""
+def _scatter_sizes(parts: Sequence[BatchPart], shapes: dict, failed: dict[int, Exception]) -> list[list[int]]:
+    """Per part, the bytes of each output's rows, checked against its area before any copy.
+    A part whose area is too small (the model's output disagreed with the shape predicted when
+    the request was bound) fails alone, with its own sizes: recorded in `failed`."""
     sizes = []
-    for part in parts:
+    for k, part in enumerate(parts):
         row = []
         for t in part.outputs:
             shape = shapes[t.name]
             nbytes = tensor_nbytes((part.rows, *shape[1:]), t.dtype.itemsize)
-            if nbytes > t.nbytes:
-                raise OutputTooLarge(t.name, nbytes, t.nbytes)
+            if nbytes > t.nbytes and k not in failed:
+                failed[k] = OutputTooLarge(t.name, nbytes, t.nbytes)
             row.append(nbytes)
         sizes.append(row)
     return sizes
@@ -113,8 +115,9 @@ class HostInstance:
     def run_batch(self, parts: Sequence[BatchPart], run_rows: int):
         """Several requests as one run: every part's input rows gathered into one host buffer
         per input (one copy), one backend call, each part's output rows copied into its area.
-        A guarded region that its client shrank or hollowed out fails that part only (its rows
-        run as zeros; rows are independent).
+        A guarded region that its client shrank or hollowed out fails that part only (the
+        input that could not be read runs as zeros; rows are independent), as does an output
+        area too small for what the model returned.
         run_rows >= the parts' rows: rows beyond theirs (padding to a preferred size) hold
         whatever the buffer held; rows are independent, so they change nobody's result."""
         start = time.perf_counter_ns()
@@ -143,7 +146,7 @@ class HostInstance:
             base = self._batch.get("out:" + t.name, row * run_rows)
             outputs.append(TensorBinding(t.name, t.dtype, batch_shape(t, run_rows), base, row * run_rows))
         shapes = self.backend.enqueue(None, inputs, outputs)
-        sizes = _scatter_sizes(parts, shapes)
+        sizes = _scatter_sizes(parts, shapes, failed)
         for j, t in enumerate(outputs):
             row = tensor_nbytes((1, *shapes[t.name][1:]), t.dtype.itemsize)
             for k, (part, part_sizes) in enumerate(zip(parts, sizes)):
@@ -293,17 +296,19 @@ class CudaInstance:
                                          min(buf.nbytes, row * run_rows)))
         shapes = self.backend.enqueue(stream, inputs, outputs)
         computed.record(stream)
-        sizes = _scatter_sizes(parts, shapes)  # every size checked before any copy is queued
+        failed: dict[int, Exception] = {}
+        sizes = _scatter_sizes(parts, shapes, failed)  # every size checked before any copy is queued
         for j, t in enumerate(outputs):
             row = tensor_nbytes((1, *shapes[t.name][1:]), t.dtype.itemsize)
-            for part, part_sizes in zip(parts, sizes):
-                cuda.copy_d2h(part.outputs[j].address, t.address + part.first * row, part_sizes[j], stream)
+            for k, (part, part_sizes) in enumerate(zip(parts, sizes)):
+                if k not in failed:
+                    cuda.copy_d2h(part.outputs[j].address, t.address + part.first * row, part_sizes[j], stream)
         copied_out.record(stream)
         copied_out.synchronize()
         timing = RunTiming(h2d_us=int(copied_in.elapsed_ms(start) * 1000),
                            compute_us=int(computed.elapsed_ms(copied_in) * 1000),
                            d2h_us=int(copied_out.elapsed_ms(computed) * 1000))
-        return _part_shapes(parts, shapes), timing
+        return _part_shapes(parts, shapes, failed), timing
 
     def close(self) -> None:
         cuda.use_device(self.device)

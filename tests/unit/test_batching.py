@@ -19,6 +19,7 @@ from trtd.protocol import ErrorCode, decode_reply, messages as m
 from trtd.protocol.layout import align_up
 
 from trtd.daemon.config.settings import ModelConfig
+from trtd.daemon.backends import OutputTooLarge
 from trtd.daemon.running import batching
 
 onnx = pytest.importorskip("onnx")
@@ -278,6 +279,51 @@ def test_a_backend_failure_fails_only_its_batch_each_request_with_the_reason(mak
     np.testing.assert_array_equal(good.y(), [[12, 13, 14, 15]])
     st = _batching_status(core, "lookup")
     assert (st.state, st.requests - before.requests, st.errors - before.errors) == ("ready", 1, 2)
+
+
+def understates_its_output(path) -> str:
+    """y = concat(x, x) for x float32[batch, 4], declared float32[batch, 4]: it returns twice the
+    columns its graph says, so an output area sized from the declared shape is too small."""
+    graph = helper.make_graph(
+        [helper.make_node("Concat", ["x", "x"], ["y"], axis=1)], "understates",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    return _save(graph, path)
+
+
+def test_a_model_that_understates_its_output_is_refused_batching(make_core, tmp_path):
+    """The load check sees a model's real output disagree with the shape it declares."""
+    core = make_core(ModelConfig(name="liar", path=understates_its_output(tmp_path / "u.onnx"),
+                                 dynamic_batching=True, max_queue_delay_us=0))
+    st = _batching_status(core, "liar")
+    assert st.state == "ready" and st.batching.startswith("refused") and "split back" in st.batching, st.batching
+
+
+def test_an_output_area_too_small_for_what_the_model_returned_fails_that_part_alone(tmp_path):
+    """Below the load check (which refuses such a model batching, above): if a backend ever
+    returns more than a part's area holds, that part fails with its own sizes and its
+    batch-mates keep their rows. Driven on a host instance with a real ONNX Runtime session, the
+    output bound as data-dependent (shape None: ONNX Runtime allocates it and says its shape)."""
+    from types import SimpleNamespace
+
+    from trtd.daemon.backends import TensorBinding
+    from trtd.daemon.backends.onnxruntime import OnnxRuntimeBackend
+    from trtd.daemon.running.instances import BatchPart, HostInstance
+
+    instance = HostInstance(OnnxRuntimeBackend(understates_its_output(tmp_path / "u.onnx")))
+    f32 = np.dtype(np.float32)
+    xs = [np.full((1, 4), v, np.float32) for v in (2.0, 3.0)]
+    ys = [np.zeros((1, 8), np.float32), np.zeros((1, 4), np.float32)]  # room for 8 columns; the declared 4
+    unguarded = SimpleNamespace(guarded=False)  # the daemon's own user's region: used in place
+    parts = [BatchPart(unguarded, [TensorBinding("x", f32, (1, 4), x.ctypes.data, x.nbytes)],
+                       [TensorBinding("y", f32, None, y.ctypes.data, y.nbytes)], rows=1, first=k)
+             for k, (x, y) in enumerate(zip(xs, ys))]
+    outcomes, _ = instance.run_batch(parts, 2)
+    assert outcomes[0] == {"y": (1, 8)}
+    np.testing.assert_array_equal(ys[0], np.full((1, 8), 2.0, np.float32))
+    assert isinstance(outcomes[1], OutputTooLarge) and (outcomes[1].needed, outcomes[1].capacity) == (32, 16)
+    np.testing.assert_array_equal(ys[1], 0)  # nothing written into the area that was too small
+    instance.close()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="guarded regions are POSIX (a Windows mapping cannot shrink)")
