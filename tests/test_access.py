@@ -122,8 +122,9 @@ def _interpreter_for_others() -> tuple[str, str]:
     pytest.skip(f"no {version} interpreter that other users may run (this one is {sys.executable})")
 
 
-def as_user(user: str, endpoint: str, steps: str = "infer", read: tuple[str, ...] = (),
-            env: dict | None = None) -> dict:
+def script_as(user: str, script: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """A Python script started as `user` (its groups, uid and gid; HOME=/tmp, no XDG_ paths),
+    with this environment's packages on its path; stdout and stderr piped, as text."""
     import grp
     import pwd
 
@@ -138,10 +139,21 @@ def as_user(user: str, endpoint: str, steps: str = "infer", read: tuple[str, ...
     clean = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
     clean.update(HOME="/tmp", **(env or {}))
     python, prelude = _interpreter_for_others()
-    out = subprocess.run([python, "-c", prelude + _AS_USER, endpoint, steps, *read], preexec_fn=drop,
-                         capture_output=True, text=True, timeout=60, env=clean, cwd="/")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return subprocess.Popen([python, "-c", prelude + script, *args], preexec_fn=drop, env=clean, cwd="/",
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def json_as(user: str, script: str, *args: str, timeout: float = 60, env: dict | None = None):
+    """script_as, waited for: its stdout read as JSON (a failure shows its stderr)."""
+    proc = script_as(user, script, *args, env=env)
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return json.loads(out)
+
+
+def as_user(user: str, endpoint: str, steps: str = "infer", read: tuple[str, ...] = (),
+            env: dict | None = None) -> dict:
+    return json_as(user, _AS_USER, endpoint, steps, *read, env=env)
 
 
 def _expected() -> list:

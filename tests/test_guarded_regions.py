@@ -11,13 +11,12 @@ daemon now moves the tensors of any region whose client is not its own user by p
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
 
 from daemon_process import start_daemon
 from slow_models import slow_to_run
-from test_access import _expected, _interpreter_for_others, accounts, needs_root, open_dir  # noqa: F401
+from test_access import _expected, accounts, json_as, needs_root, open_dir, script_as  # noqa: F401
 from trtd.sdk import Client
 
 _TRUNCATE_MID_RUN = """
@@ -56,26 +55,7 @@ print(json.dumps({"ok": reply.get("ok"), "error": reply.get("error"), "mode": mo
 
 
 def _as_member(user: str, endpoint: str, how: str) -> dict:
-    import grp
-    import os
-    import pwd
-
-    pw = pwd.getpwnam(user)
-    groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
-
-    def drop():
-        os.setgroups(groups)
-        os.setgid(pw.pw_gid)
-        os.setuid(pw.pw_uid)
-
-    python, prelude = _interpreter_for_others()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
-    env["HOME"] = "/tmp"
-    out = subprocess.run([python, "-c", prelude + _TRUNCATE_MID_RUN, endpoint, how],
-                         preexec_fn=drop, capture_output=True, text=True, timeout=180, env=env,
-                         cwd="/")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return json_as(user, _TRUNCATE_MID_RUN, endpoint, how, timeout=180)
 
 
 @needs_root
@@ -120,10 +100,6 @@ print(json.dumps(pairs))
 def test_members_batched_together_each_get_their_own_rows_through_guarded_io(accounts, open_dir):  # noqa: F811
     """Dynamic batching gathers and scatters a member's rows by preadv/pwritev (its regions are
     guarded): four member processes at once, every answer checked against ONNX Runtime here."""
-    import grp
-    import os
-    import pwd
-
     from trtd.daemon.backends.onnxruntime import create_session
     from trtd.daemon.builtin.onnx_models import builtin_model_path
 
@@ -131,21 +107,8 @@ def test_members_batched_together_each_get_their_own_rows_through_guarded_io(acc
     config.write_text(f'group = "{accounts["group"]}"\n[models.demo]\npath = "builtin:demo"\n'
                       'dynamic_batching = true\nmax_queue_delay_us = 20000\nintra_op_threads = 1\n')
     d = start_daemon(open_dir / "sock", "--config", str(config))
-    pw = pwd.getpwnam(accounts["member"])
-    groups = [g.gr_gid for g in grp.getgrall() if accounts["member"] in g.gr_mem]
-
-    def drop():
-        os.setgroups(groups)
-        os.setgid(pw.pw_gid)
-        os.setuid(pw.pw_uid)
-
-    python, prelude = _interpreter_for_others()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
-    env["HOME"] = "/tmp"
     try:
-        members = [subprocess.Popen([python, "-c", prelude + _BATCHED_MEMBER, d.endpoint, str(seed)],
-                                    preexec_fn=drop, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, env=env, cwd="/") for seed in range(4)]
+        members = [script_as(accounts["member"], _BATCHED_MEMBER, d.endpoint, str(seed)) for seed in range(4)]
         outputs = [p.communicate(timeout=180) for p in members]
         for p, (out, err) in zip(members, outputs):
             assert p.returncode == 0, err
